@@ -1,0 +1,80 @@
+// The differentiable ops, named like PyTorch's so timm code ports line by line.
+// Each op checks its inputs, calls a kernel through kernels::get(device), and records its backward.
+#pragma once
+#include <optional>
+
+#include "core/tensor.h"
+
+namespace spdlab {
+
+// Elementwise binary with NumPy/PyTorch broadcasting. Inputs must share dtype and device.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor maximum(const Tensor& a, const Tensor& b);
+// Scalar forms.
+Tensor add(const Tensor& a, double s);
+Tensor sub(const Tensor& a, double s);
+Tensor mul(const Tensor& a, double s);
+Tensor pow(const Tensor& a, double exponent);
+Tensor rsub(const Tensor& a, double s);  // s - a
+
+// Elementwise unary.
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor rsqrt(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor relu(const Tensor& x);
+enum class GeluApprox { none, tanh };
+Tensor gelu(const Tensor& x, GeluApprox approx = GeluApprox::none);
+
+// Reductions over a set of axes (empty = all), keepdim like PyTorch.
+Tensor sum(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
+Tensor max(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
+Tensor var(const Tensor& x, const std::vector<int64_t>& axes = {}, bool unbiased = true, bool keepdim = false);
+Tensor argmax(const Tensor& x, int64_t axis);  // int64, not differentiable
+
+// a [..., M, K] @ b [..., K, N] -> [..., M, N]; batch dims broadcast; 1-D operands as in PyTorch.
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x [..., K] @ w[N, K]^T + bias[N] -> [..., N], one gemm (PyTorch's F.linear).
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+
+Tensor softmax(const Tensor& x, int64_t axis);
+Tensor log_softmax(const Tensor& x, int64_t axis);
+// Normalizes over the last dim; weight/bias [C] optional.
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+// logits [B, C], target int64 [B]; mean over the batch.
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, double label_smoothing = 0.0);
+// q,k,v [B, H, N, D] -> [B, H, N, D]: softmax(q k^T * scale) v, scores never leave the op.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    std::optional<double> scale = std::nullopt);
+
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
+Tensor index_select(const Tensor& x, int64_t axis, const Tensor& index);  // index int64 1-D
+Tensor gather(const Tensor& x, int64_t axis, const Tensor& index);        // index int64, x's rank
+// where(cond, a, b): cond is any dtype, nonzero = take a. Broadcasts all three.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
+// Inverted dropout: zeroes with probability p and scales by 1/(1-p) when training; identity otherwise.
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+// Non-overlapping patches: x [B, C, H, W] -> [B, (H/P)*(W/P), C*P*P], channel-major inside a patch
+// (the order of a Conv2d weight [D, C, P, P] flattened), patches in row-major grid order.
+Tensor unfold_patches(const Tensor& x, int64_t patch);
+
+// Gradient checking in float64 by central differences. fn maps inputs to a tensor; the check
+// uses the scalar sum(fn(inputs) * r) for a fixed random r, so any output shape works.
+struct GradcheckResult {
+  bool ok = true;
+  double max_abs_err = 0, max_rel_err = 0;
+  std::string worst;  // "input 1, element 7: analytic 0.5, numeric 0.49999"
+};
+GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn,
+                          const std::vector<Tensor>& inputs, double eps = 1e-6, double atol = 1e-6,
+                          double rtol = 1e-6);
+
+}  // namespace spdlab

@@ -1,0 +1,183 @@
+// Products through BLAS gemm: matmul (2-D, batched with broadcast batch dims, 1-D operands) and linear.
+// Transposed views are passed to BLAS as transpose flags and leading dimensions, never copied.
+#include "core/ops/common.h"
+
+namespace spdlab {
+using namespace ops_detail;
+using autograd::Grads;
+
+namespace {
+
+// How BLAS can read the last two dims of t as a [rows, cols] matrix without a copy.
+struct MatLayout {
+  bool ok = false, trans = false;
+  int64_t ld = 0;
+};
+
+MatLayout mat_layout(const Tensor& t) {
+  int64_t nd = t.dim(), rows = t.shape()[nd - 2], cols = t.shape()[nd - 1];
+  int64_t sr = t.strides()[nd - 2], sc = t.strides()[nd - 1];
+  if ((sc == 1 || cols == 1) && sr >= std::max<int64_t>(cols, 1)) return {true, false, sr};
+  if ((sr == 1 || rows == 1) && sc >= std::max<int64_t>(rows, 1)) return {true, true, sc};
+  if (rows <= 1 && cols <= 1) return {true, false, 1};
+  return {};
+}
+
+// The batch dims of t (all but the last two) as one stride, if they collapse to one.
+bool batch_stride(const Tensor& t, int64_t* stride) {
+  int64_t nb = t.dim() - 2;
+  int64_t s = 0;
+  bool have = false;
+  int64_t expect = 0;
+  for (int64_t d = nb - 1; d >= 0; --d) {
+    int64_t n = t.shape()[d], st = t.strides()[d];
+    if (n == 1) continue;
+    if (!have) {
+      s = st;
+      expect = st * n;
+      have = true;
+      continue;
+    }
+    if (st != expect) return false;
+    expect = st * n;
+  }
+  *stride = s;
+  return true;
+}
+
+// out [batch..., M, N] = a [batch..., M, K] @ b [batch..., K, N], where a and b already have the batch shape.
+void gemm_into(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
+  Tensor a = a_in, b = b_in;
+  MatLayout la = mat_layout(a), lb = mat_layout(b);
+  int64_t sa = 0, sb = 0;
+  if (!la.ok || !batch_stride(a, &sa)) {
+    a = a.contiguous();
+    la = mat_layout(a);
+    batch_stride(a, &sa);
+  }
+  if (!lb.ok || !batch_stride(b, &sb)) {
+    b = b.contiguous();
+    lb = mat_layout(b);
+    batch_stride(b, &sb);
+  }
+  int64_t nd = out.dim(), M = out.shape()[nd - 2], N = out.shape()[nd - 1], Kd = a.shape()[a.dim() - 1];
+  int64_t batch = out.numel() / std::max<int64_t>(M * N, 1);
+  if (M * N == 0) return;
+  if (Kd == 0) {
+    out.fill_(0);
+    return;
+  }
+  K(out).gemm_batched(out.dtype(), batch, la.trans, lb.trans, M, N, Kd, 1.0, a.raw_data(), la.ld, sa, b.raw_data(),
+                      lb.ld, sb, 0.0, out.raw_data(), N, M * N);
+}
+
+Tensor matmul_nd(const Tensor& a, const Tensor& b) {
+  // a [..., M, K], b [..., K, N], both at least 2-D.
+  int64_t M = a.size(-2), K = a.size(-1), K2 = b.size(-2), N = b.size(-1);
+  SPDLAB_CHECK(K == K2, "matmul: inner dimensions differ: ", shape_str(a.shape()), " @ ", shape_str(b.shape()), " (",
+               K, " vs ", K2, ")");
+  Shape ba(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
+  Shape batch = broadcast_shapes(ba, bb, "matmul (batch dims)");
+  Shape out_shape = batch;
+  out_shape.push_back(M);
+  out_shape.push_back(N);
+  Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
+  if (b.dim() == 2 && a.dim() > 2 && mat_layout(a).ok && !mat_layout(a).trans && a.is_contiguous()) {
+    // [..., M, K] @ [K, N]: fold the batch into M for one large product.
+    Tensor a2 = a.detach().view({-1, K});
+    Tensor o2 = out.view({-1, N});
+    gemm_into(a2, b.detach(), o2);
+  } else {
+    Shape ea = batch, eb = batch;
+    ea.push_back(M);
+    ea.push_back(K);
+    eb.push_back(K);
+    eb.push_back(N);
+    gemm_into(a.detach().expand(ea), b.detach().expand(eb), out);
+  }
+  if (!autograd::needs_grad({&a, &b})) return out;
+  Tensor ad = a.detach(), bd = b.detach();
+  Shape as = a.shape(), bs = b.shape();
+  bool need_a = autograd::needs_grad({&a}), need_b = autograd::needs_grad({&b});
+  return autograd::record("matmul", out, {a, b}, [=](const Tensor& dy) -> Grads {
+    Tensor da, db;
+    if (need_a) da = autograd::sum_to(matmul(dy, bd.transpose(-1, -2)), as);
+    if (need_b) {
+      if (bs.size() == 2 && dy.dim() > 2) {
+        // sum over the batch of a^T dy is one product of the flattened operands.
+        Tensor a2 = ad.reshape({-1, as.back()}), d2 = dy.reshape({-1, dy.size(-1)});
+        db = matmul(a2.transpose(0, 1), d2);
+      } else {
+        db = autograd::sum_to(matmul(ad.transpose(-1, -2), dy), bs);
+      }
+    }
+    return {da, db};
+  });
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  check_float(a, "matmul", "first operand");
+  check_float(b, "matmul", "second operand");
+  check_same(a, b, "matmul");
+  SPDLAB_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both operands need at least 1 dim, got ", shape_str(a.shape()),
+               " @ ", shape_str(b.shape()));
+  if (a.dim() == 1 && b.dim() == 1) {
+    SPDLAB_CHECK(a.size(0) == b.size(0), "matmul: inner dimensions differ: ", shape_str(a.shape()), " @ ",
+                 shape_str(b.shape()));
+    return matmul_nd(a.unsqueeze(0), b.unsqueeze(1)).reshape({});
+  }
+  if (a.dim() == 1) return matmul_nd(a.unsqueeze(0), b).squeeze(-2);
+  if (b.dim() == 1) return matmul_nd(a, b.unsqueeze(1)).squeeze(-1);
+  return matmul_nd(a, b);
+}
+
+Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
+  check_float(x_in, "linear", "input");
+  check_float(w, "linear", "weight");
+  check_same(x_in, w, "linear");
+  SPDLAB_CHECK(w.dim() == 2, "linear: weight must be [out, in], got ", shape_str(w.shape()));
+  SPDLAB_CHECK(x_in.dim() >= 1 && x_in.size(-1) == w.size(1), "linear: input ", shape_str(x_in.shape()),
+               " has last dim ", x_in.dim() ? x_in.size(-1) : 0, " but the weight ", shape_str(w.shape()), " expects ",
+               w.size(1));
+  if (bias.defined()) {
+    check_same(x_in, bias, "linear");
+    SPDLAB_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "linear: bias must be [", w.size(0), "], got ",
+                 shape_str(bias.shape()));
+  }
+  int64_t N = w.size(0), Kd = w.size(1);
+  Tensor x = x_in.contiguous();
+  int64_t rows = x.numel() / std::max<int64_t>(Kd, 1);
+  Shape out_shape = x.shape();
+  out_shape.back() = N;
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
+  Tensor wc = w.contiguous();
+  auto& k = K(x);
+  k.gemm(x.dtype(), false, true, rows, N, Kd, 1.0, x.raw_data(), Kd, wc.raw_data(), Kd, 0.0, y.raw_data(), N);
+  Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+  if (bc.defined()) k.add_bias(x.dtype(), y.raw_data(), bc.raw_data(), rows, N);
+  if (!autograd::needs_grad({&x, &wc, &bc})) return y;
+  Tensor xd = x.detach(), wd = wc.detach();
+  bool nx = autograd::needs_grad({&x}), nw = autograd::needs_grad({&wc}), nb = bc.defined() && autograd::needs_grad({&bc});
+  return autograd::record("linear", y, {x, wc, bc}, [=](const Tensor& dy_in) -> Grads {
+    Tensor dy = dy_in.contiguous();
+    auto& kk = kernels::get(dy.device());
+    Tensor dx, dw, db;
+    if (nx) {
+      dx = Tensor::empty(xd.shape(), dy.dtype(), dy.device());
+      kk.gemm(dy.dtype(), false, false, rows, Kd, N, 1.0, dy.raw_data(), N, wd.raw_data(), Kd, 0.0, dx.raw_data(), Kd);
+    }
+    if (nw) {
+      dw = Tensor::empty({N, Kd}, dy.dtype(), dy.device());
+      kk.gemm(dy.dtype(), true, false, N, Kd, rows, 1.0, dy.raw_data(), N, xd.raw_data(), Kd, 0.0, dw.raw_data(), Kd);
+    }
+    if (nb) {
+      db = Tensor::empty({N}, dy.dtype(), dy.device());
+      kk.reduce(kernels::Reduce::sum, dy.dtype(), dy.raw_data(), db.raw_data(), 1, rows, N, nullptr);
+    }
+    return {dx, dw, db};
+  });
+}
+
+}  // namespace spdlab

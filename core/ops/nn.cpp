@@ -1,0 +1,267 @@
+// Neural-network ops with hand-written fused backward: softmax, log_softmax, layer_norm, cross_entropy,
+// attention; plus the indexing and shape ops a ViT needs (concat, index_select, gather, dropout, unfold_patches).
+#include <cmath>
+
+#include "core/ops/common.h"
+
+namespace spdlab {
+using namespace ops_detail;
+using autograd::Grads;
+
+namespace {
+
+// Softmax over the last axis of a contiguous tensor.
+Tensor softmax_last(const Tensor& x_in, bool log) {
+  Tensor x = x_in.contiguous();
+  int64_t cols = x.dim() ? x.size(-1) : 1, rows = x.numel() / std::max<int64_t>(cols, 1);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  K(x).softmax_fwd(x.dtype(), x.raw_data(), y.raw_data(), rows, cols, 1.0, log);
+  Tensor yd = y.detach();
+  return autograd::record(log ? "log_softmax" : "softmax", y, {x}, [yd, rows, cols, log](const Tensor& dy_in) -> Grads {
+    Tensor dy = dy_in.contiguous(), dx = Tensor::empty_like(yd);
+    kernels::get(yd.device()).softmax_bwd(yd.dtype(), yd.raw_data(), dy.raw_data(), dx.raw_data(), rows, cols, 1.0, log);
+    return {dx};
+  });
+}
+
+Tensor softmax_any(const Tensor& x, int64_t axis, bool log, const char* name) {
+  check_float(x, name);
+  int64_t a = wrap_axis(axis, x.dim(), name);
+  if (x.dim() == 0 || a == x.dim() - 1) return softmax_last(x, log);
+  return softmax_last(x.transpose(a, -1), log).transpose(a, -1);
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x, int64_t axis) { return softmax_any(x, axis, false, "softmax"); }
+Tensor log_softmax(const Tensor& x, int64_t axis) { return softmax_any(x, axis, true, "log_softmax"); }
+
+Tensor layer_norm(const Tensor& x_in, const Tensor& weight, const Tensor& bias, double eps) {
+  check_float(x_in, "layer_norm");
+  SPDLAB_CHECK(x_in.dim() >= 1, "layer_norm: expected at least 1 dim, got a scalar");
+  int64_t C = x_in.size(-1);
+  for (const Tensor* p : {&weight, &bias}) {
+    if (!p->defined()) continue;
+    check_same(x_in, *p, "layer_norm");
+    SPDLAB_CHECK(p->dim() == 1 && p->size(0) == C, "layer_norm: weight and bias must be [", C, "] for input ",
+                 shape_str(x_in.shape()), ", got ", shape_str(p->shape()));
+  }
+  SPDLAB_CHECK(eps >= 0, "layer_norm: eps must be >= 0, got ", eps);
+  Tensor x = x_in.contiguous();
+  Tensor w = weight.defined() ? weight.contiguous() : Tensor();
+  Tensor b = bias.defined() ? bias.contiguous() : Tensor();
+  int64_t rows = x.numel() / std::max<int64_t>(C, 1);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor mean = Tensor::empty({rows}, DType::f64, x.device()), rstd = Tensor::empty({rows}, DType::f64, x.device());
+  K(x).layer_norm_fwd(x.dtype(), x.raw_data(), w.defined() ? w.raw_data() : nullptr,
+                      b.defined() ? b.raw_data() : nullptr, y.raw_data(), mean.data<double>(), rstd.data<double>(),
+                      rows, C, eps);
+  if (!autograd::needs_grad({&x, &w, &b})) return y;
+  Tensor xd = x.detach(), wd = w.defined() ? w.detach() : Tensor();
+  bool nw = w.defined() && autograd::needs_grad({&w}), nb = b.defined() && autograd::needs_grad({&b});
+  return autograd::record("layer_norm", y, {x, w, b}, [=](const Tensor& dy_in) -> Grads {
+    Tensor dy = dy_in.contiguous(), dx = Tensor::empty_like(xd);
+    Tensor dw = nw ? Tensor::zeros({C}, dy.dtype(), dy.device()) : Tensor();
+    Tensor db = nb ? Tensor::zeros({C}, dy.dtype(), dy.device()) : Tensor();
+    kernels::get(xd.device()).layer_norm_bwd(xd.dtype(), xd.raw_data(), wd.defined() ? wd.raw_data() : nullptr,
+                                             mean.data<double>(), rstd.data<double>(), dy.raw_data(), dx.raw_data(),
+                                             nw ? dw.raw_data() : nullptr, nb ? db.raw_data() : nullptr, rows, C);
+    return {dx, dw, db};
+  });
+}
+
+Tensor cross_entropy(const Tensor& logits_in, const Tensor& target_in, double smoothing) {
+  check_float(logits_in, "cross_entropy", "logits");
+  SPDLAB_CHECK(logits_in.dim() == 2, "cross_entropy: expected logits [B, C], got ", shape_str(logits_in.shape()));
+  SPDLAB_CHECK(target_in.dtype() == DType::i64, "cross_entropy: expected int64 targets, got ", target_in.dtype());
+  SPDLAB_CHECK(target_in.dim() == 1 && target_in.size(0) == logits_in.size(0), "cross_entropy: expected targets [",
+               logits_in.size(0), "] for logits ", shape_str(logits_in.shape()), ", got ", shape_str(target_in.shape()));
+  SPDLAB_CHECK(smoothing >= 0 && smoothing <= 1, "cross_entropy: label_smoothing must be in [0, 1], got ", smoothing);
+  int64_t B = logits_in.size(0), C = logits_in.size(1);
+  SPDLAB_CHECK(B > 0, "cross_entropy: empty batch");
+  Tensor logits = logits_in.contiguous(), target = target_in.contiguous();
+  const int64_t* t = target.data<int64_t>();
+  for (int64_t i = 0; i < B; ++i)
+    SPDLAB_CHECK(t[i] >= 0 && t[i] < C, "cross_entropy: target[", i, "] = ", t[i], " is outside [0, ", C, ")");
+  Tensor probs = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
+  Tensor loss_rows = Tensor::empty({B}, DType::f64, logits.device());
+  K(logits).cross_entropy_fwd(logits.dtype(), logits.raw_data(), t, probs.raw_data(), loss_rows.data<double>(), B, C,
+                              smoothing);
+  double total = 0;
+  for (int64_t i = 0; i < B; ++i) total += loss_rows.data<double>()[i];
+  Tensor loss = Tensor::full({}, total / B, logits.dtype(), logits.device());
+  return autograd::record("cross_entropy", loss, {logits}, [=](const Tensor& dy) -> Grads {
+    Tensor dl = Tensor::empty_like(probs);
+    kernels::get(probs.device()).cross_entropy_bwd(probs.dtype(), probs.raw_data(), target.data<int64_t>(),
+                                                   dl.raw_data(), B, C, smoothing, dy.item() / B);
+    return {dl};
+  });
+}
+
+Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                                    std::optional<double> scale_opt) {
+  for (const Tensor* t : {&q_in, &k_in, &v_in}) {
+    check_float(*t, "scaled_dot_product_attention");
+    check_same(q_in, *t, "scaled_dot_product_attention");
+  }
+  SPDLAB_CHECK(q_in.dim() == 4 && q_in.shape() == k_in.shape() && q_in.shape() == v_in.shape(),
+               "scaled_dot_product_attention: expected q, k, v all [B, H, N, D], got ", shape_str(q_in.shape()), ", ",
+               shape_str(k_in.shape()), ", ", shape_str(v_in.shape()));
+  // BLAS needs the head dim contiguous and a row stride it can use; anything else is copied once.
+  auto prep = [](const Tensor& t) {
+    bool ok = t.strides()[3] == 1 && t.strides()[2] >= t.size(3);
+    return ok ? t : t.contiguous();
+  };
+  Tensor q = prep(q_in), k = prep(k_in), v = prep(v_in);
+  int64_t B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3);
+  double scale = scale_opt ? *scale_opt : 1.0 / std::sqrt(static_cast<double>(D));
+  // The output is laid out [B, N, H, D], so the usual transpose(1, 2).reshape(B, N, H*D) that follows is free.
+  Tensor out_bnhd = Tensor::empty({B, N, H, D}, q.dtype(), q.device());
+  Tensor out = out_bnhd.permute({0, 2, 1, 3});
+  Tensor probs = Tensor::empty({B, H, N, N}, q.dtype(), q.device());
+  K(q).attention_fwd(q.dtype(), B, H, N, D, q.raw_data(), q.strides().data(), k.raw_data(), k.strides().data(),
+                     v.raw_data(), v.strides().data(), out.raw_data(), out.strides().data(), probs.raw_data(), scale);
+  if (!autograd::needs_grad({&q, &k, &v})) return out;
+  Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
+  return autograd::record("scaled_dot_product_attention", out, {q, k, v}, [=](const Tensor& dy_in) -> Grads {
+    Tensor dy = dy_in.strides()[3] == 1 && dy_in.strides()[2] >= D ? dy_in : dy_in.contiguous();
+    Tensor dq = Tensor::empty({B, H, N, D}, qd.dtype(), qd.device());
+    Tensor dk = Tensor::empty_like(dq), dv = Tensor::empty_like(dq);
+    kernels::get(qd.device()).attention_bwd(qd.dtype(), B, H, N, D, qd.raw_data(), qd.strides().data(), kd.raw_data(),
+                                            kd.strides().data(), vd.raw_data(), vd.strides().data(), probs.raw_data(),
+                                            dy.raw_data(), dy.strides().data(), dq.raw_data(), dk.raw_data(),
+                                            dv.raw_data(), scale);
+    return {dq, dk, dv};
+  });
+}
+
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
+  SPDLAB_CHECK(!xs.empty(), "concat: expected at least one tensor");
+  const Tensor& x0 = xs[0];
+  int64_t a = wrap_axis(axis, x0.dim(), "concat");
+  Shape out_shape = x0.shape();
+  out_shape[a] = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    check_same(x0, xs[i], "concat");
+    SPDLAB_CHECK(xs[i].dim() == x0.dim(), "concat: tensor ", i, " has shape ", shape_str(xs[i].shape()),
+                 ", expected ", x0.dim(), " dims like ", shape_str(x0.shape()));
+    for (int64_t d = 0; d < x0.dim(); ++d)
+      SPDLAB_CHECK(d == a || xs[i].shape()[d] == x0.shape()[d], "concat: tensor ", i, " has shape ",
+                   shape_str(xs[i].shape()), ", which differs from ", shape_str(x0.shape()), " outside axis ", a);
+    out_shape[a] += xs[i].shape()[a];
+  }
+  Tensor y = Tensor::empty(out_shape, x0.dtype(), x0.device());
+  std::vector<int64_t> sizes;
+  {
+    autograd::NoGradGuard ng;
+    int64_t at = 0;
+    for (const Tensor& x : xs) {
+      y.narrow(a, at, x.shape()[a]).copy_(x.detach());
+      sizes.push_back(x.shape()[a]);
+      at += x.shape()[a];
+    }
+  }
+  return autograd::record("concat", y, xs, [a, sizes](const Tensor& dy) -> Grads {
+    Grads g;
+    int64_t at = 0;
+    for (int64_t s : sizes) {
+      g.push_back(dy.narrow(a, at, s).contiguous());
+      at += s;
+    }
+    return g;
+  });
+}
+
+namespace {
+void check_index(const Tensor& index, int64_t n, const char* op) {
+  SPDLAB_CHECK(index.dtype() == DType::i64, op, ": expected an int64 index, got ", index.dtype());
+  const int64_t* p = index.data<int64_t>();
+  for (int64_t i = 0; i < index.numel(); ++i)
+    SPDLAB_CHECK(p[i] >= 0 && p[i] < n, op, ": index ", p[i], " at position ", i, " is out of range [0, ", n, ")");
+}
+
+void outer_inner(const Shape& s, int64_t a, int64_t* outer, int64_t* inner) {
+  *outer = 1;
+  *inner = 1;
+  for (int64_t d = 0; d < static_cast<int64_t>(s.size()); ++d) {
+    if (d < a) *outer *= s[d];
+    if (d > a) *inner *= s[d];
+  }
+}
+}  // namespace
+
+Tensor index_select(const Tensor& x_in, int64_t axis, const Tensor& index_in) {
+  check_float(x_in, "index_select");
+  int64_t a = wrap_axis(axis, x_in.dim(), "index_select");
+  SPDLAB_CHECK(index_in.dim() == 1, "index_select: expected a 1-D index, got ", shape_str(index_in.shape()));
+  Tensor x = x_in.contiguous(), index = index_in.contiguous();
+  int64_t n = x.shape()[a], m = index.numel(), outer, inner;
+  check_index(index, n, "index_select");
+  outer_inner(x.shape(), a, &outer, &inner);
+  Shape s = x.shape();
+  s[a] = m;
+  Tensor y = Tensor::empty(s, x.dtype(), x.device());
+  K(x).index_select_fwd(x.dtype(), x.raw_data(), index.data<int64_t>(), y.raw_data(), outer, n, m, inner);
+  Shape xs = x.shape();
+  return autograd::record("index_select", y, {x}, [=](const Tensor& dy_in) -> Grads {
+    Tensor dy = dy_in.contiguous(), dx = Tensor::zeros(xs, dy.dtype(), dy.device());
+    kernels::get(dy.device()).index_select_bwd(dy.dtype(), dy.raw_data(), index.data<int64_t>(), dx.raw_data(), outer,
+                                               n, m, inner);
+    return {dx};
+  });
+}
+
+Tensor gather(const Tensor& x_in, int64_t axis, const Tensor& index_in) {
+  check_float(x_in, "gather");
+  int64_t a = wrap_axis(axis, x_in.dim(), "gather");
+  SPDLAB_CHECK(index_in.dim() == x_in.dim(), "gather: index ", shape_str(index_in.shape()), " must have as many dims as ",
+               shape_str(x_in.shape()));
+  for (int64_t d = 0; d < x_in.dim(); ++d)
+    SPDLAB_CHECK(d == a || index_in.shape()[d] == x_in.shape()[d], "gather: index ", shape_str(index_in.shape()),
+                 " must match input ", shape_str(x_in.shape()), " outside axis ", a);
+  Tensor x = x_in.contiguous(), index = index_in.contiguous();
+  int64_t n = x.shape()[a], m = index.shape()[a], outer, inner;
+  check_index(index, n, "gather");
+  outer_inner(x.shape(), a, &outer, &inner);
+  Tensor y = Tensor::empty(index.shape(), x.dtype(), x.device());
+  K(x).gather_fwd(x.dtype(), x.raw_data(), index.data<int64_t>(), y.raw_data(), outer, n, m, inner);
+  Shape xs = x.shape();
+  return autograd::record("gather", y, {x}, [=](const Tensor& dy_in) -> Grads {
+    Tensor dy = dy_in.contiguous(), dx = Tensor::zeros(xs, dy.dtype(), dy.device());
+    kernels::get(dy.device()).gather_bwd(dy.dtype(), dy.raw_data(), index.data<int64_t>(), dx.raw_data(), outer, n, m,
+                                         inner);
+    return {dx};
+  });
+}
+
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
+  check_float(x, "dropout");
+  SPDLAB_CHECK(p >= 0 && p < 1, "dropout: p must be in [0, 1), got ", p);
+  if (!training || p == 0) return x;
+  Tensor mask = Tensor::empty(x.shape(), x.dtype(), x.device());
+  double keep = 1.0 / (1.0 - p);
+  for (int64_t i = 0, n = mask.numel(); i < n; ++i) {
+    double v = gen.next_double() >= p ? keep : 0.0;
+    if (x.dtype() == DType::f32) mask.data<float>()[i] = static_cast<float>(v);
+    else mask.data<double>()[i] = v;
+  }
+  return mul(x, mask);
+}
+
+Tensor unfold_patches(const Tensor& x_in, int64_t P) {
+  check_float(x_in, "unfold_patches");
+  SPDLAB_CHECK(x_in.dim() == 4, "unfold_patches: expected [B, C, H, W], got ", shape_str(x_in.shape()));
+  SPDLAB_CHECK(P > 0, "unfold_patches: patch size must be positive, got ", P);
+  int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
+  SPDLAB_CHECK(H % P == 0 && W % P == 0, "unfold_patches: image ", H, "x", W, " is not divisible by patch size ", P);
+  Tensor x = x_in.contiguous();
+  Tensor y = Tensor::empty({B, (H / P) * (W / P), C * P * P}, x.dtype(), x.device());
+  K(x).unfold_patches_fwd(x.dtype(), x.raw_data(), y.raw_data(), B, C, H, W, P);
+  return autograd::record("unfold_patches", y, {x}, [=](const Tensor& dy_in) -> Grads {
+    Tensor dy = dy_in.contiguous(), dx = Tensor::zeros({B, C, H, W}, dy.dtype(), dy.device());
+    kernels::get(dy.device()).unfold_patches_bwd(dy.dtype(), dy.raw_data(), dx.raw_data(), B, C, H, W, P);
+    return {dx};
+  });
+}
+
+}  // namespace spdlab

@@ -1,0 +1,94 @@
+// CPU memory for tensors: a caching allocator, so the activations of one training step reuse the
+// blocks of the last one instead of page-faulting fresh memory. Blocks are 64-byte aligned.
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace spdlab {
+namespace {
+
+// Sizes round up to one of 8 steps per power of two, so a block can serve a slightly smaller request
+// while wasting at most 12.5%.
+size_t bucket_size(size_t n) {
+  if (n <= 256) return 256;
+  size_t p = 1;
+  while ((p << 1) <= n) p <<= 1;
+  size_t step = p / 8;
+  return (n + step - 1) / step * step;
+}
+
+class CachingAllocator {
+ public:
+  void* allocate(size_t nbytes) {
+    size_t size = bucket_size(nbytes);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(size);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_ -= size;
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, size);
+    if (!p) {
+      release_all();
+      p = std::aligned_alloc(64, size);
+    }
+    SPDLAB_CHECK(p != nullptr, "Storage: out of memory allocating ", nbytes, " bytes");
+    return p;
+  }
+
+  void deallocate(void* p, size_t nbytes) {
+    size_t size = bucket_size(nbytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    // Beyond this much idle memory, give blocks back to the system.
+    if (cached_ + size > (size_t(2) << 30)) {
+      std::free(p);
+      return;
+    }
+    free_[size].push_back(p);
+    cached_ += size;
+  }
+
+  void release_all() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [size, blocks] : free_)
+      for (void* p : blocks) std::free(p);
+    free_.clear();
+    cached_ = 0;
+  }
+
+  ~CachingAllocator() { release_all(); }
+
+ private:
+  std::mutex mu_;
+  std::map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0;
+};
+
+CachingAllocator& cpu_allocator() {
+  static CachingAllocator* a = new CachingAllocator();  // never destroyed: tensors may outlive static teardown
+  return *a;
+}
+
+}  // namespace
+
+Storage::Storage(size_t n, Device dev) : nbytes(n), device(dev) {
+  SPDLAB_CHECK(dev == Device::cpu, "Storage: spdlab was built without CUDA; cannot allocate on ", dev);
+  data = cpu_allocator().allocate(n == 0 ? 1 : n);
+}
+
+Storage::Storage(void* d, size_t n, Device dev, std::shared_ptr<void> keep)
+    : data(d), nbytes(n), device(dev), keep_(std::move(keep)), owned_(false) {}
+
+Storage::~Storage() {
+  if (owned_ && data) cpu_allocator().deallocate(data, nbytes == 0 ? 1 : nbytes);
+}
+
+}  // namespace spdlab

@@ -1,0 +1,29 @@
+// OpenMP helpers for the CPU kernels: loops go parallel only above a size threshold, and reductions
+// use fixed chunks summed in order, so results do not depend on the thread count.
+#pragma once
+#include <omp.h>
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace spdlab::cpu {
+
+constexpr int64_t kParallelGrain = 32768;  // below this many elements a loop stays on one thread
+
+template <typename F>
+void parallel_for(int64_t n, int64_t grain, F&& f) {
+  // f(begin, end) over [0, n)
+  if (n <= grain || get_num_threads() <= 1 || omp_in_parallel()) {
+    if (n > 0) f(int64_t(0), n);
+    return;
+  }
+  int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, get_num_threads() * 4);
+#pragma omp parallel for schedule(static) num_threads(get_num_threads())
+  for (int64_t c = 0; c < chunks; ++c) {
+    int64_t b = n * c / chunks, e = n * (c + 1) / chunks;
+    f(b, e);
+  }
+}
+
+}  // namespace spdlab::cpu

@@ -1,0 +1,135 @@
+// The one kernel interface. Ops call kernels::get(device) and nothing else picks a backend.
+// Kernels take raw pointers and sizes, never Tensors; they write outputs and leave accumulation to autograd.
+// Layout notes use shape letters: rows x cols means row-major, cols contiguous.
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace spdlab::kernels {
+
+enum class Unary { neg, exp, log, sqrt, rsqrt, tanh, abs, relu, gelu, gelu_tanh, pow, add_scalar, mul_scalar, rsub_scalar };
+enum class Binary { add, sub, mul, div, maximum };
+enum class Reduce { sum, max };
+
+// A strided n-d operand: element (i0..in) lives at data + sum(i_k * strides[k]) elements.
+struct Strided {
+  const void* data;
+  const int64_t* strides;
+};
+
+// Optimizer hyperparameters for one fused update of one tensor (see optim/).
+struct AdamStep {
+  float lr, beta1, beta2, eps, weight_decay;
+  float bias_correction1, bias_correction2;  // 1 - beta^t
+  bool decoupled;  // AdamW: p -= lr*wd*p before the update; else g += wd*p (Adam)
+  bool amsgrad;
+  float l2sp_alpha, l2sp_beta;  // g += alpha (p - p0) where an anchor exists, else g += beta p
+};
+// What SPD needs from the pass that computes the plain Adam update w~ (see optim/spd.cpp).
+struct SpdSums {
+  double g_dot_dev = 0;      // <g, w - w0>
+  double dev_sq = 0;         // ||w - w0||^2
+  double new_dev_sq = 0;     // ||w~ - w0||^2
+};
+
+class Kernels {
+ public:
+  virtual ~Kernels() = default;
+  virtual Device device() const = 0;
+
+  // Memory. copy_strided converts dtypes; dst may be strided too (for narrow().copy_()).
+  virtual void copy_strided(DType src_dt, Strided src, DType dst_dt, void* dst, const int64_t* dst_strides,
+                            const int64_t* shape, int ndim) = 0;
+  virtual void fill(DType dt, void* dst, int64_t n, double value) = 0;
+
+  // Elementwise on contiguous x[n] -> y[n]; `alpha` is the exponent or scalar where the op has one.
+  virtual void unary_fwd(Unary op, DType dt, const void* x, void* y, int64_t n, double alpha) = 0;
+  // dx = dy * f'(x) (y = f(x) is given for ops whose derivative is cheaper from y).
+  virtual void unary_bwd(Unary op, DType dt, const void* x, const void* y, const void* dy, void* dx, int64_t n,
+                         double alpha) = 0;
+  // out[shape] (contiguous) = a op b, with broadcast operands given by strides (0 on broadcast dims).
+  virtual void binary_fwd(Binary op, DType dt, Strided a, Strided b, void* out, const int64_t* shape, int ndim) = 0;
+  // out = cond != 0 ? a : b, all strided over `shape`; cond has its own dtype.
+  virtual void where_fwd(DType cond_dt, Strided cond, DType dt, Strided a, Strided b, void* out, const int64_t* shape,
+                         int ndim) = 0;
+  // x contiguous viewed as [outer, r, inner] -> y [outer, inner]; argmax (may be null) gets the index of the max.
+  virtual void reduce(Reduce op, DType dt, const void* x, void* y, int64_t outer, int64_t r, int64_t inner,
+                      int64_t* argmax) = 0;
+  // dx [outer, r, inner] = dy [outer, inner] at argmax, 0 elsewhere.
+  virtual void max_bwd(DType dt, const void* dy, const int64_t* argmax, void* dx, int64_t outer, int64_t r,
+                       int64_t inner) = 0;
+
+  // C[M,N] = alpha op(A) op(B) + beta C, row-major; batched over `batch` with element strides per operand.
+  virtual void gemm(DType dt, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha,
+                    const void* A, int64_t lda, const void* B, int64_t ldb, double beta, void* C, int64_t ldc) = 0;
+  virtual void gemm_batched(DType dt, int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                            double alpha, const void* A, int64_t lda, int64_t stride_a, const void* B, int64_t ldb,
+                            int64_t stride_b, double beta, void* C, int64_t ldc, int64_t stride_c) = 0;
+  // y[rows, cols] += bias[cols]
+  virtual void add_bias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) = 0;
+
+  // Softmax (or log-softmax) over the last axis of x[rows, cols]; scale multiplies x first.
+  virtual void softmax_fwd(DType dt, const void* x, void* y, int64_t rows, int64_t cols, double scale, bool log) = 0;
+  // dx = scale * softmax'(y)^T dy; y is the forward output.
+  virtual void softmax_bwd(DType dt, const void* y, const void* dy, void* dx, int64_t rows, int64_t cols,
+                           double scale, bool log) = 0;
+  // x[rows, cols] -> y; saves mean[rows] and rstd[rows] (always f64 for accuracy in both dtypes).
+  virtual void layer_norm_fwd(DType dt, const void* x, const void* w, const void* b, void* y, double* mean,
+                              double* rstd, int64_t rows, int64_t cols, double eps) = 0;
+  // dx (written), dw/db (accumulated into zeroed buffers, may be null).
+  virtual void layer_norm_bwd(DType dt, const void* x, const void* w, const double* mean, const double* rstd,
+                              const void* dy, void* dx, void* dw, void* db, int64_t rows, int64_t cols) = 0;
+  // loss[rows] from logits[rows, cols] and int64 targets; probs[rows, cols] saved for backward.
+  virtual void cross_entropy_fwd(DType dt, const void* logits, const int64_t* target, void* probs, double* loss,
+                                 int64_t rows, int64_t cols, double smoothing) = 0;
+  // dlogits = (probs - smoothed one-hot) * scale
+  virtual void cross_entropy_bwd(DType dt, const void* probs, const int64_t* target, void* dlogits, int64_t rows,
+                                 int64_t cols, double smoothing, double scale) = 0;
+
+  // x [B, C, H, W] <-> patches [B, (H/P)(W/P), C P P]; fold adds into dx.
+  virtual void unfold_patches_fwd(DType dt, const void* x, void* y, int64_t B, int64_t C, int64_t H, int64_t W,
+                                  int64_t P) = 0;
+  virtual void unfold_patches_bwd(DType dt, const void* dy, void* dx, int64_t B, int64_t C, int64_t H, int64_t W,
+                                  int64_t P) = 0;
+  // Along an axis of x viewed as [outer, n, inner]: y [outer, m, inner] = x[:, index[j], :]; bwd scatters-adds.
+  virtual void index_select_fwd(DType dt, const void* x, const int64_t* index, void* y, int64_t outer, int64_t n,
+                                int64_t m, int64_t inner) = 0;
+  virtual void index_select_bwd(DType dt, const void* dy, const int64_t* index, void* dx, int64_t outer, int64_t n,
+                                int64_t m, int64_t inner) = 0;
+  // gather along an axis: x [outer, n, inner], index/y [outer, m, inner]; bwd scatter-adds into dx.
+  virtual void gather_fwd(DType dt, const void* x, const int64_t* index, void* y, int64_t outer, int64_t n, int64_t m,
+                          int64_t inner) = 0;
+  virtual void gather_bwd(DType dt, const void* dy, const int64_t* index, void* dx, int64_t outer, int64_t n,
+                          int64_t m, int64_t inner) = 0;
+
+  // Attention for one (batch, head) pair at a time, over [B, H] pairs. q, k, v and out are addressed by
+  // element strides for (b, h, n) with d contiguous; probs [B, H, N, N] is saved for backward.
+  // out = softmax(q k^T * scale) v
+  virtual void attention_fwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t D, const void* q,
+                             const int64_t* q_str, const void* k, const int64_t* k_str, const void* v,
+                             const int64_t* v_str, void* out, const int64_t* out_str, void* probs, double scale) = 0;
+  // dq, dk, dv are contiguous [B, H, N, D]; dout is addressed like out.
+  virtual void attention_bwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t D, const void* q,
+                             const int64_t* q_str, const void* k, const int64_t* k_str, const void* v,
+                             const int64_t* v_str, const void* probs, const void* dout, const int64_t* dout_str,
+                             void* dq, void* dk, void* dv, double scale) = 0;
+
+  // Fused optimizer passes over one tensor of n elements (f32). anchor may be null.
+  virtual void sgd_step(float* p, const float* g, float* buf, int64_t n, float lr, float momentum, float dampening,
+                        float weight_decay, bool nesterov, bool first_step) = 0;
+  // Adam/AdamW/L2-SP update of p in place; returns nothing.
+  virtual void adam_step(float* p, const float* g, float* m, float* v, float* vmax, const float* anchor, int64_t n,
+                         const AdamStep& h) = 0;
+  // SPD pass 1: overwrites p with the plain Adam update w~ (no decay), updates m and v, and returns the sums
+  // over the old and new p in the same pass (32 bytes per parameter, the fused-loop floor).
+  virtual SpdSums spd_adam_pass(float* p, const float* g, float* m, float* v, const float* anchor, int64_t n,
+                                const AdamStep& h) = 0;
+  // SPD pass 2, only on steps where the condition fired: p -= scale * (p - anchor); a null anchor means 0.
+  virtual void spd_project(float* p, const float* anchor, int64_t n, float scale) = 0;
+};
+
+// The dispatch point: the CPU kernels, or the CUDA kernels when built with SPDLAB_CUDA and a GPU is present.
+Kernels& get(Device device);
+
+}  // namespace spdlab::kernels
