@@ -53,6 +53,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, double label_sm
 // q,k,v [B, H, N, D] -> [B, H, N, D]: softmax(q k^T * scale) v, scores never leave the op.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     std::optional<double> scale = std::nullopt);
+// The fused form a ViT uses: qkv [B, N, 3*C] (q, k, v thirds, heads inside each) -> [B, N, C], equal to
+// splitting into heads, scaled_dot_product_attention, and merging the heads, with no copies in between.
+Tensor qkv_attention(const Tensor& qkv, int64_t num_heads, std::optional<double> scale = std::nullopt);
 
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
 Tensor index_select(const Tensor& x, int64_t axis, const Tensor& index);  // index int64 1-D

@@ -1,5 +1,6 @@
 // CPU memory for tensors: a caching allocator, so the activations of one training step reuse the
 // blocks of the last one instead of page-faulting fresh memory. Blocks are 64-byte aligned.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -17,7 +18,7 @@ size_t bucket_size(size_t n) {
   if (n <= 256) return 256;
   size_t p = 1;
   while ((p << 1) <= n) p <<= 1;
-  size_t step = p / 8;
+  size_t step = std::max<size_t>(p / 8, 64);  // aligned_alloc needs a multiple of the alignment
   return (n + step - 1) / step * step;
 }
 

@@ -18,14 +18,17 @@ struct Strided {
   const int64_t* strides;
 };
 
-// Optimizer hyperparameters for one fused update of one tensor (see optim/).
+// Optimizer hyperparameters for one fused update of one tensor (see optim/). Doubles, so that a kernel rounds
+// each derived coefficient (1 - beta, lr / (1 - beta1^t), 1 - lr wd) to float once, as PyTorch does with the
+// Python scalars it passes to its kernels; rounding beta first would bias 1 - beta2 by 1e-5 relative.
 struct AdamStep {
-  float lr, beta1, beta2, eps, weight_decay;
-  float bias_correction1, bias_correction2;  // 1 - beta^t
-  bool decoupled;  // AdamW: p -= lr*wd*p before the update; else g += wd*p (Adam)
+  double lr, beta1, beta2, eps, weight_decay;
+  double bias_correction1, bias_correction2;  // 1 - beta^t
+  bool decoupled;  // AdamW: p *= 1 - lr*wd before the update; else g += wd*p (Adam)
   bool amsgrad;
-  float l2sp_alpha, l2sp_beta;  // g += alpha (p - p0) where an anchor exists, else g += beta p
+  double l2sp_alpha, l2sp_beta;  // g += alpha (p - p0) where an anchor exists, else g += beta p
 };
+
 // What SPD needs from the pass that computes the plain Adam update w~ (see optim/spd.cpp).
 struct SpdSums {
   double g_dot_dev = 0;      // <g, w - w0>
@@ -103,17 +106,19 @@ class Kernels {
   virtual void gather_bwd(DType dt, const void* dy, const int64_t* index, void* dx, int64_t outer, int64_t n,
                           int64_t m, int64_t inner) = 0;
 
-  // Attention for one (batch, head) pair at a time, over [B, H] pairs. q, k, v and out are addressed by
-  // element strides for (b, h, n) with d contiguous; probs [B, H, N, N] is saved for backward.
-  // out = softmax(q k^T * scale) v
-  virtual void attention_fwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t D, const void* q,
+  // Attention for one (batch, head) pair at a time, over [B, H] pairs. q [N, D] and out attend over k, v
+  // [M, D]; all are addressed by element strides for (b, h, row) with d contiguous; probs [B, H, N, M] is
+  // saved for backward. out = softmax(q k^T * scale) v
+  virtual void attention_fwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const void* q,
                              const int64_t* q_str, const void* k, const int64_t* k_str, const void* v,
                              const int64_t* v_str, void* out, const int64_t* out_str, void* probs, double scale) = 0;
-  // dq, dk, dv are contiguous [B, H, N, D]; dout is addressed like out.
-  virtual void attention_bwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t D, const void* q,
+  // dq, dk, dv are written (not accumulated) through their own (b, h, n) strides, so they can land directly
+  // in a fused qkv gradient.
+  virtual void attention_bwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const void* q,
                              const int64_t* q_str, const void* k, const int64_t* k_str, const void* v,
                              const int64_t* v_str, const void* probs, const void* dout, const int64_t* dout_str,
-                             void* dq, void* dk, void* dv, double scale) = 0;
+                             void* dq, const int64_t* dq_str, void* dk, const int64_t* dk_str, void* dv,
+                             const int64_t* dv_str, double scale) = 0;
 
   // Fused optimizer passes over one tensor of n elements (f32). anchor may be null.
   virtual void sgd_step(float* p, const float* g, float* buf, int64_t n, float lr, float momentum, float dampening,

@@ -171,6 +171,7 @@ TEST_CASE("gradcheck over every op") {
          Tensor q = v[0].permute({0, 2, 1, 3});  // [B, H, N, D] view of [B, N, H, D]
          return scaled_dot_product_attention(q, q, v[1], 0.7);
        }, {rnd({1, 3, 2, 4}, 50), rnd({1, 2, 3, 4}, 51)}},
+      {"qkv_attention", [](auto& v) { return qkv_attention(v[0], 2); }, {rnd({2, 3, 12}, 63)}},
       {"concat", [](auto& v) { return concat({v[0], v[1]}, 1); }, {rnd({2, 3}, 52), rnd({2, 2}, 53)}},
       {"index_select", [idx](auto& v) { return index_select(v[0], 1, idx); }, {rnd({2, 3, 2}, 54)}},
       {"gather", [gidx](auto& v) { return gather(v[0], 1, gidx); }, {rnd({2, 4}, 55)}},
@@ -187,6 +188,16 @@ TEST_CASE("gradcheck over every op") {
     INFO(r.worst);
     CHECK(r.ok);
   }
+}
+
+TEST_CASE("qkv_attention equals split heads + attention + merge") {
+  Tensor qkv = rnd({2, 5, 3 * 8}, 64);
+  Tensor fused = qkv_attention(qkv, 4);
+  Tensor parts = qkv.reshape({2, 5, 3, 4, 2}).permute({2, 0, 3, 1, 4});  // [3, B, H, N, D]
+  Tensor ref = scaled_dot_product_attention(parts.select(0, 0), parts.select(0, 1), parts.select(0, 2))
+                   .transpose(1, 2)
+                   .reshape({2, 5, 8});
+  for (int64_t i = 0; i < ref.numel(); ++i) CHECK(fused.at(i) == doctest::Approx(ref.at(i)).epsilon(1e-12));
 }
 
 TEST_CASE("gradcheck catches a wrong gradient") {

@@ -104,34 +104,69 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
     check_float(*t, "scaled_dot_product_attention");
     check_same(q_in, *t, "scaled_dot_product_attention");
   }
-  SPDLAB_CHECK(q_in.dim() == 4 && q_in.shape() == k_in.shape() && q_in.shape() == v_in.shape(),
-               "scaled_dot_product_attention: expected q, k, v all [B, H, N, D], got ", shape_str(q_in.shape()), ", ",
-               shape_str(k_in.shape()), ", ", shape_str(v_in.shape()));
+  SPDLAB_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && k_in.shape() == v_in.shape() && q_in.size(0) == k_in.size(0) &&
+                   q_in.size(1) == k_in.size(1) && q_in.size(3) == k_in.size(3),
+               "scaled_dot_product_attention: expected q [B, H, N, D] and k, v [B, H, M, D], got ",
+               shape_str(q_in.shape()), ", ", shape_str(k_in.shape()), ", ", shape_str(v_in.shape()));
   // BLAS needs the head dim contiguous and a row stride it can use; anything else is copied once.
   auto prep = [](const Tensor& t) {
     bool ok = t.strides()[3] == 1 && t.strides()[2] >= t.size(3);
     return ok ? t : t.contiguous();
   };
   Tensor q = prep(q_in), k = prep(k_in), v = prep(v_in);
-  int64_t B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3);
+  int64_t B = q.size(0), H = q.size(1), N = q.size(2), M = k.size(2), D = q.size(3);
   double scale = scale_opt ? *scale_opt : 1.0 / std::sqrt(static_cast<double>(D));
   // The output is laid out [B, N, H, D], so the usual transpose(1, 2).reshape(B, N, H*D) that follows is free.
   Tensor out_bnhd = Tensor::empty({B, N, H, D}, q.dtype(), q.device());
   Tensor out = out_bnhd.permute({0, 2, 1, 3});
-  Tensor probs = Tensor::empty({B, H, N, N}, q.dtype(), q.device());
-  K(q).attention_fwd(q.dtype(), B, H, N, D, q.raw_data(), q.strides().data(), k.raw_data(), k.strides().data(),
+  Tensor probs = Tensor::empty({B, H, N, M}, q.dtype(), q.device());
+  K(q).attention_fwd(q.dtype(), B, H, N, M, D, q.raw_data(), q.strides().data(), k.raw_data(), k.strides().data(),
                      v.raw_data(), v.strides().data(), out.raw_data(), out.strides().data(), probs.raw_data(), scale);
   if (!autograd::needs_grad({&q, &k, &v})) return out;
   Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
   return autograd::record("scaled_dot_product_attention", out, {q, k, v}, [=](const Tensor& dy_in) -> Grads {
     Tensor dy = dy_in.strides()[3] == 1 && dy_in.strides()[2] >= D ? dy_in : dy_in.contiguous();
     Tensor dq = Tensor::empty({B, H, N, D}, qd.dtype(), qd.device());
-    Tensor dk = Tensor::empty_like(dq), dv = Tensor::empty_like(dq);
-    kernels::get(qd.device()).attention_bwd(qd.dtype(), B, H, N, D, qd.raw_data(), qd.strides().data(), kd.raw_data(),
-                                            kd.strides().data(), vd.raw_data(), vd.strides().data(), probs.raw_data(),
-                                            dy.raw_data(), dy.strides().data(), dq.raw_data(), dk.raw_data(),
-                                            dv.raw_data(), scale);
+    Tensor dk = Tensor::empty({B, H, M, D}, qd.dtype(), qd.device()), dv = Tensor::empty_like(dk);
+    kernels::get(qd.device()).attention_bwd(qd.dtype(), B, H, N, M, D, qd.raw_data(), qd.strides().data(),
+                                            kd.raw_data(), kd.strides().data(), vd.raw_data(), vd.strides().data(),
+                                            probs.raw_data(), dy.raw_data(), dy.strides().data(), dq.raw_data(),
+                                            dq.strides().data(), dk.raw_data(), dk.strides().data(), dv.raw_data(),
+                                            dv.strides().data(), scale);
     return {dq, dk, dv};
+  });
+}
+
+Tensor qkv_attention(const Tensor& qkv_in, int64_t num_heads, std::optional<double> scale_opt) {
+  check_float(qkv_in, "qkv_attention");
+  SPDLAB_CHECK(qkv_in.dim() == 3 && qkv_in.size(2) % 3 == 0, "qkv_attention: expected qkv [B, N, 3*C], got ",
+               shape_str(qkv_in.shape()));
+  int64_t B = qkv_in.size(0), N = qkv_in.size(1), C = qkv_in.size(2) / 3;
+  SPDLAB_CHECK(num_heads > 0 && C % num_heads == 0, "qkv_attention: C = ", C, " is not divisible by num_heads ",
+               num_heads);
+  int64_t H = num_heads, D = C / H;
+  double scale = scale_opt ? *scale_opt : 1.0 / std::sqrt(static_cast<double>(D));
+  Tensor qkv = qkv_in.contiguous();
+  // q, k, v of head h live at columns [h*D, (h+1)*D) of the three C-wide thirds of each token's row.
+  const int64_t in_str[3] = {N * 3 * C, D, 3 * C}, out_str[3] = {N * C, D, C};
+  size_t es = dtype_size(qkv.dtype());
+  char* base = static_cast<char*>(qkv.raw_data());
+  Tensor out = Tensor::empty({B, N, C}, qkv.dtype(), qkv.device());
+  Tensor probs = Tensor::empty({B, H, N, N}, qkv.dtype(), qkv.device());
+  K(qkv).attention_fwd(qkv.dtype(), B, H, N, N, D, base, in_str, base + C * es, in_str, base + 2 * C * es, in_str,
+                       out.raw_data(), out_str, probs.raw_data(), scale);
+  if (!autograd::needs_grad({&qkv})) return out;
+  Tensor qd = qkv.detach();
+  return autograd::record("qkv_attention", out, {qkv}, [=](const Tensor& dy_in) -> Grads {
+    Tensor dy = dy_in.contiguous();
+    Tensor dqkv = Tensor::empty(qd.shape(), qd.dtype(), qd.device());
+    const int64_t is[3] = {N * 3 * C, D, 3 * C}, os[3] = {N * C, D, C};
+    char* x = static_cast<char*>(qd.raw_data());
+    char* g = static_cast<char*>(dqkv.raw_data());
+    kernels::get(qd.device()).attention_bwd(qd.dtype(), B, H, N, N, D, x, is, x + C * es, is, x + 2 * C * es, is,
+                                            probs.raw_data(), dy.raw_data(), os, g, is, g + C * es, is,
+                                            g + 2 * C * es, is, scale);
+    return {dqkv};
   });
 }
 
