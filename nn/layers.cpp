@@ -1,0 +1,120 @@
+// Layer constructors (timm's initialization) and forwards. Shapes are in the header.
+#include "nn/layers.h"
+
+#include <cmath>
+
+#include "core/autograd.h"
+
+namespace spdlab::nn {
+
+namespace init {
+void trunc_normal_(Tensor& t, double std, Generator& gen) {
+  SPDLAB_CHECK(t.dtype() == DType::f32 && t.is_contiguous(), "trunc_normal_: expected a contiguous f32 tensor");
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    double v;
+    do v = gen.next_normal();
+    while (v < -2.0 || v > 2.0);
+    p[i] = static_cast<float>(v * std);
+  }
+}
+void normal_(Tensor& t, double std, Generator& gen) {
+  SPDLAB_CHECK(t.dtype() == DType::f32 && t.is_contiguous(), "normal_: expected a contiguous f32 tensor");
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<float>(gen.next_normal() * std);
+}
+}  // namespace init
+
+static Tensor trunc(const Shape& s, double std, Generator& gen) {
+  Tensor t = Tensor::empty(s);
+  init::trunc_normal_(t, std, gen);
+  return t;
+}
+
+Linear::Linear(int64_t in, int64_t out, bool with_bias, Generator& gen)
+    : weight(register_parameter("weight", trunc({out, in}, 0.02, gen))) {
+  SPDLAB_CHECK(in > 0 && out > 0, "Linear: in and out features must be positive, got ", in, ", ", out);
+  if (with_bias) bias = &register_parameter("bias", Tensor::zeros({out}));
+}
+
+LayerNorm::LayerNorm(int64_t dim, double e)
+    : weight(register_parameter("weight", Tensor::ones({dim}))),
+      bias(register_parameter("bias", Tensor::zeros({dim}))),
+      eps(e) {}
+
+Dropout::Dropout(double p_, Generator* g) : p(p_), gen(g) {
+  SPDLAB_CHECK(p >= 0 && p < 1, "Dropout: p must be in [0, 1), got ", p);
+}
+
+Tensor Dropout::forward(const Tensor& x) const {
+  if (!is_training() || p == 0) return x;
+  SPDLAB_CHECK(gen != nullptr, "Dropout: training with p = ", p, " needs a generator");
+  return dropout(x, p, true, *gen);
+}
+
+Mlp::Mlp(int64_t dim, int64_t hidden, double drop_p, Generator& gen, Generator* drop_gen) {
+  fc1 = register_module("fc1", std::make_shared<Linear>(dim, hidden, true, gen));
+  act = register_module("act", std::make_shared<GELU>());
+  fc2 = register_module("fc2", std::make_shared<Linear>(hidden, dim, true, gen));
+  drop = register_module("drop", std::make_shared<Dropout>(drop_p, drop_gen));
+}
+
+Tensor Mlp::forward(const Tensor& x) const {
+  return drop->forward(fc2->forward(drop->forward(act->forward(fc1->forward(x)))));
+}
+
+Attention::Attention(int64_t dim, int64_t heads, bool qkv_bias, Generator& gen) : num_heads(heads) {
+  SPDLAB_CHECK(heads > 0 && dim % heads == 0, "Attention: dim ", dim, " is not divisible by num_heads ", heads);
+  qkv = register_module("qkv", std::make_shared<Linear>(dim, 3 * dim, qkv_bias, gen));
+  proj = register_module("proj", std::make_shared<Linear>(dim, dim, true, gen));
+}
+
+Tensor Attention::forward(const Tensor& x) const {
+  return proj->forward(qkv_attention(qkv->forward(x), num_heads));
+}
+
+Block::Block(int64_t dim, int64_t heads, double mlp_ratio, double eps, double drop_p, Generator& gen,
+             Generator* drop_gen) {
+  norm1 = register_module("norm1", std::make_shared<LayerNorm>(dim, eps));
+  attn = register_module("attn", std::make_shared<Attention>(dim, heads, true, gen));
+  norm2 = register_module("norm2", std::make_shared<LayerNorm>(dim, eps));
+  int64_t hidden = static_cast<int64_t>(std::llround(dim * mlp_ratio));
+  mlp = register_module("mlp", std::make_shared<Mlp>(dim, hidden, drop_p, gen, drop_gen));
+}
+
+Tensor Block::forward(const Tensor& x_in) const {
+  Tensor x = add(x_in, attn->forward(norm1->forward(x_in)));
+  return add(x, mlp->forward(norm2->forward(x)));
+}
+
+PatchEmbed::Proj::Proj(int64_t in_chans, int64_t dim, int64_t patch, Generator& gen)
+    : weight(register_parameter("weight", trunc({dim, in_chans, patch, patch}, 0.02, gen))),
+      bias(register_parameter("bias", Tensor::zeros({dim}))) {}
+
+PatchEmbed::PatchEmbed(int64_t img, int64_t patch, int64_t chans, int64_t dim, Generator& gen)
+    : img_size(img), patch_size(patch), in_chans(chans), embed_dim(dim) {
+  SPDLAB_CHECK(patch > 0 && img % patch == 0, "PatchEmbed: img_size ", img, " is not divisible by patch_size ", patch);
+  proj = register_module("proj", std::make_shared<Proj>(chans, dim, patch, gen));
+}
+
+Tensor PatchEmbed::forward(const Tensor& x) const {
+  SPDLAB_CHECK(x.dim() == 4 && x.size(1) == in_chans && x.size(2) == img_size && x.size(3) == img_size,
+               "PatchEmbed: expected images [B, ", in_chans, ", ", img_size, ", ", img_size, "], got ",
+               shape_str(x.shape()));
+  // A stride-P convolution is a product of the unfolded patches with the flattened kernel.
+  Tensor patches = unfold_patches(x, patch_size);  // [B, N, C*P*P]
+  return linear(patches, proj->weight.reshape({embed_dim, -1}), proj->bias);
+}
+
+Embedding::Embedding(int64_t num, int64_t dim, Generator& gen)
+    : weight(register_parameter("weight", Tensor::empty({num, dim}))) {
+  init::normal_(weight, 1.0, gen);
+}
+
+Tensor Embedding::forward(const Tensor& idx) const {
+  Shape out = idx.shape();
+  out.push_back(weight.size(1));
+  return index_select(weight, 0, idx.reshape({-1})).reshape(out);
+}
+
+}  // namespace spdlab::nn

@@ -1,0 +1,85 @@
+// The layers of a timm Vision Transformer. Member names equal timm's state_dict keys, and weights keep
+// PyTorch's layouts (Linear [out, in], the patch projection [D, C, P, P]), so checkpoints load without transposes.
+#pragma once
+#include "core/ops.h"
+#include "nn/module.h"
+
+namespace spdlab::nn {
+
+namespace init {
+// Normal(0, std) truncated to [-2 std, 2 std] by redrawing, as timm's trunc_normal_ (in effect).
+void trunc_normal_(Tensor& t, double std, Generator& gen);
+void normal_(Tensor& t, double std, Generator& gen);
+}  // namespace init
+
+struct Linear : Module {  // [..., in] -> [..., out]
+  Tensor& weight;
+  Tensor* bias = nullptr;
+  Linear(int64_t in, int64_t out, bool with_bias, Generator& gen);
+  Tensor forward(const Tensor& x) const { return linear(x, weight, bias ? *bias : Tensor()); }
+};
+
+struct LayerNorm : Module {  // normalizes the last dim
+  Tensor& weight;
+  Tensor& bias;
+  double eps;
+  LayerNorm(int64_t dim, double eps);
+  Tensor forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps); }
+};
+
+struct Dropout : Module {
+  double p;
+  Generator* gen;  // the model's dropout stream; identity in eval mode
+  Dropout(double p, Generator* gen);
+  Tensor forward(const Tensor& x) const;
+};
+
+struct GELU : Module {
+  GeluApprox approx;
+  explicit GELU(GeluApprox a = GeluApprox::none) : approx(a) {}
+  Tensor forward(const Tensor& x) const { return gelu(x, approx); }
+};
+
+struct Mlp : Module {  // fc1 -> GELU -> dropout -> fc2 -> dropout
+  std::shared_ptr<Linear> fc1, fc2;
+  std::shared_ptr<GELU> act;
+  std::shared_ptr<Dropout> drop;
+  Mlp(int64_t dim, int64_t hidden, double drop_p, Generator& gen, Generator* drop_gen);
+  Tensor forward(const Tensor& x) const;
+};
+
+struct Attention : Module {  // [B, N, C] -> [B, N, C], fused qkv like timm
+  std::shared_ptr<Linear> qkv, proj;
+  int64_t num_heads;
+  Attention(int64_t dim, int64_t heads, bool qkv_bias, Generator& gen);
+  Tensor forward(const Tensor& x) const;
+};
+
+struct Block : Module {  // pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))
+  std::shared_ptr<LayerNorm> norm1, norm2;
+  std::shared_ptr<Attention> attn;
+  std::shared_ptr<Mlp> mlp;
+  Block(int64_t dim, int64_t heads, double mlp_ratio, double eps, double drop_p, Generator& gen, Generator* drop_gen);
+  Tensor forward(const Tensor& x) const;
+};
+
+struct PatchEmbed : Module {  // [B, C, H, W] -> [B, (H/P)(W/P), D]
+  struct Proj : Module {
+    Tensor& weight;  // [D, C, P, P], as timm's Conv2d
+    Tensor& bias;    // [D]
+    Proj(int64_t in_chans, int64_t dim, int64_t patch, Generator& gen);
+  };
+  std::shared_ptr<Proj> proj;
+  int64_t img_size, patch_size, in_chans, embed_dim;
+  PatchEmbed(int64_t img, int64_t patch, int64_t in_chans, int64_t dim, Generator& gen);
+  int64_t num_patches() const { return (img_size / patch_size) * (img_size / patch_size); }
+  Tensor forward(const Tensor& x) const;
+};
+
+struct Embedding : Module {  // int64 indices [...] -> [..., dim]
+  Tensor& weight;
+  Embedding(int64_t num, int64_t dim, Generator& gen);
+  Tensor forward(const Tensor& idx) const;
+};
+
+}  // namespace spdlab::nn

@@ -1,0 +1,142 @@
+// Module bookkeeping: names, state dicts and the one-error load report.
+#include "nn/module.h"
+
+#include <set>
+#include <sstream>
+
+#include "core/autograd.h"
+
+namespace spdlab::nn {
+
+bool matches_pattern(const std::string& key, const std::string& pattern) {
+  if (!pattern.empty() && pattern.back() == '*') return key.rfind(pattern.substr(0, pattern.size() - 1), 0) == 0;
+  return key == pattern;
+}
+
+Tensor& Module::register_parameter(const std::string& name, Tensor t) {
+  if (t.dtype() != DType::i64 && !t.requires_grad()) t.requires_grad_(true);
+  params_.emplace_back(name, std::make_unique<Tensor>(std::move(t)));
+  return *params_.back().second;
+}
+
+Tensor& Module::register_buffer(const std::string& name, Tensor t) {
+  buffers_.emplace_back(name, std::make_unique<Tensor>(std::move(t)));
+  return *buffers_.back().second;
+}
+
+void Module::collect(const std::string& prefix, bool params, NamedTensors& out) const {
+  for (const auto& [n, t] : params ? params_ : buffers_) out.emplace_back(prefix + n, *t);
+  for (const auto& [n, c] : children_) c->collect(prefix + n + ".", params, out);
+}
+
+void Module::collect_refs(const std::string& prefix, std::vector<std::pair<std::string, Tensor*>>& out) const {
+  for (const auto& [n, t] : params_) out.emplace_back(prefix + n, t.get());
+  for (const auto& [n, t] : buffers_) out.emplace_back(prefix + n, t.get());
+  for (const auto& [n, c] : children_) c->collect_refs(prefix + n + ".", out);
+}
+
+NamedTensors Module::named_parameters() const {
+  NamedTensors out;
+  collect("", true, out);
+  return out;
+}
+
+NamedTensors Module::named_buffers() const {
+  NamedTensors out;
+  collect("", false, out);
+  return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [n, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+NamedTensors Module::state_dict() const {
+  NamedTensors out = named_parameters();
+  for (auto& nb : named_buffers()) out.push_back(nb);
+  return out;
+}
+
+int64_t Module::num_parameters() const {
+  int64_t n = 0;
+  for (auto& [name, t] : named_parameters()) n += t.numel();
+  return n;
+}
+
+void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict,
+                             const std::vector<std::string>& ignore) {
+  auto ignored = [&](const std::string& k) {
+    for (const auto& p : ignore)
+      if (matches_pattern(k, p)) return true;
+    return false;
+  };
+  std::vector<std::pair<std::string, Tensor*>> slots;
+  collect_refs("", slots);
+  std::vector<std::string> missing, mismatched, unexpected;
+  std::set<std::string> known;
+  for (auto& [name, slot] : slots) {
+    known.insert(name);
+    if (ignored(name)) continue;
+    auto it = state.find(name);
+    if (it == state.end()) {
+      missing.push_back(name);
+      continue;
+    }
+    if (it->second.shape() != slot->shape()) {
+      std::ostringstream os;
+      os << "'" << name << "' is " << shape_str(it->second.shape()) << " in the file but " << shape_str(slot->shape())
+         << " in the model";
+      mismatched.push_back(os.str());
+    }
+  }
+  for (auto& [name, t] : state)
+    if (!known.count(name) && !ignored(name)) unexpected.push_back(name);
+  auto join = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i];
+    return s;
+  };
+  std::string err;
+  if (!mismatched.empty()) {
+    err += "shape mismatch: " + join(mismatched);
+    for (const auto& m : mismatched)
+      if (m.rfind("'head.", 0) == 0) {
+        err += "; pass --ignore 'head.*' (or ignore {\"head.*\"}) to fine-tune with a new head";
+        break;
+      }
+  }
+  if (strict && !missing.empty()) err += std::string(err.empty() ? "" : "; ") + "missing keys: " + join(missing);
+  if (strict && !unexpected.empty())
+    err += std::string(err.empty() ? "" : "; ") + "unexpected keys: " + join(unexpected);
+  SPDLAB_CHECK(err.empty(), "load_state_dict: ", err);
+  autograd::NoGradGuard ng;
+  for (auto& [name, slot] : slots) {
+    if (ignored(name)) continue;
+    auto it = state.find(name);
+    if (it != state.end()) slot->copy_(it->second);
+  }
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& [n, c] : children_) c->train(on);
+}
+
+void Module::requires_grad_(bool on) {
+  for (auto& [n, t] : named_parameters()) {
+    Tensor h = t;
+    h.requires_grad_(on);
+    if (!on) h.zero_grad();
+  }
+}
+
+void Module::zero_grad() {
+  for (auto& [n, t] : named_parameters()) {
+    Tensor h = t;
+    h.zero_grad();
+  }
+}
+
+}  // namespace spdlab::nn

@@ -1,0 +1,239 @@
+// The Vision Transformer: PyTorch parity on committed fixtures, timm names, checkpoint round trips,
+// load errors, Hugging Face name mapping, head replacement, pos-embed resampling and freezing.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "core/autograd.h"
+#include "core/io/safetensors.h"
+#include "models/vit.h"
+
+using namespace spdlab;
+using namespace spdlab::models;
+
+namespace {
+std::string ref(const std::string& f) { return std::string(SPDLAB_SOURCE_DIR) + "/tests/reference/" + f; }
+
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::abs(t.at(i)));
+  return m;
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.numel() == b.numel());
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::abs(a.at(i) - b.at(i)));
+  return m;
+}
+
+ViTConfig small_cfg() {
+  ViTConfig c = vit_preset("vit_fmnist_tiny");
+  c.depth = 2;
+  return c;
+}
+
+std::string tmp_path(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("spdlab_vit_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return (dir / name).string();
+}
+}  // namespace
+
+TEST_SUITE("vit") {
+
+TEST_CASE("logits and input gradient match PyTorch (28x28 fixture)") {
+  io::SafetensorsFile f(ref("vit_small.safetensors"));
+  const LoadOptions fixture_keys{{"input*", "labels", "logits", "loss"}, true};
+  auto model = load_vit(ref("vit_small.safetensors"), ViTConfig::from_metadata(f.metadata(), "fixture"), fixture_keys);
+  model->eval();
+  Tensor x = f.load("input").detach().clone();
+  x.requires_grad_();
+  Tensor logits = model->forward(x);
+  Tensor expect = f.load("logits");
+  double err = max_abs_diff(logits, expect);
+  MESSAGE("vit_small logits: max abs error ", err, " (max |logit| ", max_abs(expect), ")");
+  CHECK(err < 1e-4);
+  Tensor loss = cross_entropy(logits, f.load("labels"));
+  CHECK(loss.item() == doctest::Approx(f.load("loss").item()).epsilon(1e-5));
+  loss.backward();
+  Tensor gx = x.grad(), eg = f.load("input_grad");
+  double gerr = max_abs_diff(gx, eg), scale = max_abs(eg);
+  MESSAGE("vit_small input grad: max abs error ", gerr, ", relative to max |grad| ", gerr / scale);
+  CHECK(gerr / scale < 1e-4);
+}
+
+TEST_CASE("vit_tiny_patch16_224 matches PyTorch (weights generated at test time)") {
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
+    MESSAGE("skipped: /usr/bin/python3 with torch is not available to generate the vit_tiny_patch16_224 weights");
+    return;
+  }
+  std::string dir = tmp_path("tiny224");
+  std::string cmd = "/usr/bin/python3 " + ref("gen_vit.py") + " --tiny224 " + dir + " >/dev/null 2>&1";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  std::string path = dir + "/vit_tiny_patch16_224.safetensors";
+  io::SafetensorsFile f(path);
+  auto model = load_vit(path, vit_preset("vit_tiny_patch16_224"), {{"input*", "labels", "logits", "loss"}, true});
+  model->eval();
+  autograd::NoGradGuard ng;
+  Tensor logits = model->forward(f.load("input"));
+  double err = max_abs_diff(logits, f.load("logits"));
+  MESSAGE("vit_tiny_patch16_224 logits: max abs error ", err);
+  CHECK(err < 1e-4);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("parameter names are timm's checkpoint keys, in order") {
+  VisionTransformer m(small_cfg(), 1);
+  auto names = m.named_parameters();
+  std::vector<std::string> first;
+  for (size_t i = 0; i < 8; ++i) first.push_back(names[i].first);
+  CHECK(first == std::vector<std::string>{"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
+                                          "blocks.0.norm1.weight", "blocks.0.norm1.bias", "blocks.0.attn.qkv.weight",
+                                          "blocks.0.attn.qkv.bias"});
+  CHECK(names.back().first == "head.bias");
+  io::SafetensorsFile f(ref("vit_small.safetensors"));
+  for (auto& [n, t] : names) {
+    CAPTURE(n);
+    REQUIRE(f.has(n));
+    CHECK(f.info(n).shape == t.shape());
+  }
+  CHECK(VisionTransformer(vit_preset("vit_fmnist_tiny"), 0).num_parameters() == 455050);
+  CHECK(VisionTransformer(vit_preset("vit_tiny_patch16_224"), 0).num_parameters() == 5717416);
+}
+
+TEST_CASE("save then load is bit-identical and rebuilds the model from the file alone") {
+  VisionTransformer m(small_cfg(), 3);
+  std::string path = tmp_path("roundtrip.safetensors");
+  save_vit(m, path, {{"note", "test"}});
+  auto back = load_vit(path);
+  CHECK(back->config().depth == 2);
+  auto a = m.state_dict(), b = back->state_dict();
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    CHECK(a[i].first == b[i].first);
+    auto va = a[i].second.to_vector_f32(), vb = b[i].second.to_vector_f32();
+    CHECK(va == vb);
+  }
+  io::SafetensorsFile f(path);
+  CHECK(f.metadata().at("note") == "test");
+  CHECK(f.metadata().at("format") == "spdlab-vit");
+}
+
+TEST_CASE("load errors list every problem at once, with a hint for a new head") {
+  VisionTransformer m(small_cfg(), 3);
+  std::map<std::string, Tensor> sd;
+  for (auto& [n, t] : m.state_dict()) sd[n] = t;
+  sd.erase("norm.weight");
+  sd["extra.thing"] = Tensor::zeros({1});
+  sd["head.weight"] = Tensor::zeros({1000, 96});
+  sd["head.bias"] = Tensor::zeros({1000});
+  VisionTransformer target(small_cfg(), 4);
+  try {
+    target.load_state_dict(sd);
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    CHECK(msg.find("'head.weight' is [1000, 96] in the file but [10, 96] in the model") != std::string::npos);
+    CHECK(msg.find("--ignore 'head.*'") != std::string::npos);
+    CHECK(msg.find("missing keys: norm.weight") != std::string::npos);
+    CHECK(msg.find("unexpected keys: extra.thing") != std::string::npos);
+  }
+  sd["norm.weight"] = Tensor::ones({96});
+  sd.erase("extra.thing");
+  target.load_state_dict(sd, true, {"head.*"});  // a new head keeps its fresh weights
+  CHECK(target.norm->weight.at(0) == 1.0);
+}
+
+TEST_CASE("Hugging Face ViTForImageClassification names load into the same model") {
+  VisionTransformer m(small_cfg(), 5);
+  m.eval();
+  std::map<std::string, Tensor> hf;
+  std::map<std::string, Tensor> own;
+  for (auto& [k, v] : m.state_dict()) own[k] = v;
+  auto t = [&](const std::string& n) { return own.at(n); };
+  hf["vit.embeddings.cls_token"] = t("cls_token");
+  hf["vit.embeddings.position_embeddings"] = t("pos_embed");
+  hf["vit.embeddings.patch_embeddings.projection.weight"] = t("patch_embed.proj.weight");
+  hf["vit.embeddings.patch_embeddings.projection.bias"] = t("patch_embed.proj.bias");
+  for (int i = 0; i < 2; ++i) {
+    std::string b = "blocks." + std::to_string(i) + ".", l = "vit.encoder.layer." + std::to_string(i) + ".";
+    for (std::string wb : {"weight", "bias"}) {
+      hf[l + "layernorm_before." + wb] = t(b + "norm1." + wb);
+      hf[l + "layernorm_after." + wb] = t(b + "norm2." + wb);
+      hf[l + "attention.output.dense." + wb] = t(b + "attn.proj." + wb);
+      hf[l + "intermediate.dense." + wb] = t(b + "mlp.fc1." + wb);
+      hf[l + "output.dense." + wb] = t(b + "mlp.fc2." + wb);
+      Tensor qkv = t(b + "attn.qkv." + wb);
+      hf[l + "attention.attention.query." + wb] = qkv.narrow(0, 0, 96).contiguous();
+      hf[l + "attention.attention.key." + wb] = qkv.narrow(0, 96, 96).contiguous();
+      hf[l + "attention.attention.value." + wb] = qkv.narrow(0, 192, 96).contiguous();
+    }
+  }
+  hf["vit.layernorm.weight"] = t("norm.weight");
+  hf["vit.layernorm.bias"] = t("norm.bias");
+  hf["classifier.weight"] = t("head.weight");
+  hf["classifier.bias"] = t("head.bias");
+  VisionTransformer other(small_cfg(), 6);
+  other.eval();
+  load_checkpoint(other, hf);
+  Generator g(1);
+  Tensor x = Tensor::randn({2, 1, 28, 28}, g);
+  autograd::NoGradGuard ng;
+  CHECK(m.forward(x).to_vector_f32() == other.forward(x).to_vector_f32());
+}
+
+TEST_CASE("pos_embed resampling: identity on the same grid, bilinear on a new one") {
+  Generator g(2);
+  Tensor pe = Tensor::randn({1, 1 + 49, 8}, g);
+  CHECK(resample_pos_embed(pe, 7).to_vector_f32() == pe.to_vector_f32());
+  Tensor up = resample_pos_embed(pe, 14);
+  CHECK(up.shape() == Shape{1, 1 + 196, 8});
+  CHECK(up.at(0) == pe.at(0));  // class token kept
+  // torch's bilinear (align_corners=False) at output (0,0) of a 2x upsample reads input (0,0) exactly.
+  CHECK(up.at(8) == doctest::Approx(pe.at(8)).epsilon(1e-6));
+  // output (1,1) sits at input (0.25, 0.25)
+  double a = pe.at(8 + 3), b = pe.at(8 + 8 + 3), c = pe.at(8 + 7 * 8 + 3), d = pe.at(8 + 8 * 8 + 3);
+  double expect = 0.75 * (0.75 * a + 0.25 * b) + 0.25 * (0.75 * c + 0.25 * d);
+  CHECK(up.at(8 + (14 + 1) * 8 + 3) == doctest::Approx(expect).epsilon(1e-6));
+  // A model for 56x56 images loads a 28x28 checkpoint by resampling its grid.
+  VisionTransformer src(small_cfg(), 7);
+  ViTConfig big = small_cfg();
+  big.img_size = 56;
+  VisionTransformer dst(big, 8);
+  std::map<std::string, Tensor> sd;
+  for (auto& [n, t] : src.state_dict()) sd[n] = t;
+  load_checkpoint(dst, sd);
+  CHECK(dst.pos_embed.shape() == Shape{1, 1 + 196, 96});
+}
+
+TEST_CASE("reset_head and freezing") {
+  VisionTransformer m(small_cfg(), 9);
+  m.reset_head(3, 1);
+  CHECK(m.head->weight.shape() == Shape{3, 96});
+  CHECK(m.named_parameters().back().second.shape() == Shape{3});
+  Generator g(3);
+  Tensor x = Tensor::randn({2, 1, 28, 28}, g);
+  CHECK(m.forward(x).shape() == Shape{2, 3});
+  m.patch_embed->requires_grad_(false);
+  Tensor loss = sum(m.forward(x));
+  loss.backward();
+  CHECK_FALSE(m.patch_embed->proj->weight.grad().defined());
+  CHECK(m.head->weight.grad().defined());
+  CHECK(m.blocks[0]->attn->qkv->weight.grad().defined());
+}
+
+TEST_CASE("bad configurations and inputs are explained") {
+  ViTConfig c = small_cfg();
+  c.num_heads = 5;
+  CHECK_THROWS_WITH_AS(VisionTransformer(c, 0), doctest::Contains("embed_dim 96 is not divisible by num_heads 5"), Error);
+  CHECK_THROWS_WITH_AS(vit_preset("vit_huge"), doctest::Contains("unknown architecture 'vit_huge'"), Error);
+  VisionTransformer m(small_cfg(), 0);
+  CHECK_THROWS_WITH_AS(m.forward(Tensor::zeros({2, 3, 28, 28})), doctest::Contains("expected images [B, 1, 28, 28]"),
+                       Error);
+}
+
+}  // TEST_SUITE
