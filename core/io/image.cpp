@@ -1,0 +1,149 @@
+// Decoding through stb_image (its one implementation lives here) and PIL-style separable resampling.
+// Everything is scalar CPU code: images are resized once while loading, never inside a training step.
+#include "core/io/image.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <memory>
+
+#define STB_IMAGE_IMPLEMENTATION
+#include "stb_image.h"
+
+namespace spdlab::io {
+namespace {
+
+void check_image(const Tensor& img, const char* op) {
+  SPDLAB_CHECK(img.dtype() == DType::f32 && img.device() == Device::cpu && img.dim() == 3, op,
+               ": expected an f32 [C, H, W] image on cpu; got ", img.dtype(), " ", shape_str(img.shape()), " on ",
+               img.device());
+}
+
+double triangle(double x) {
+  x = std::abs(x);
+  return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+// Keys' cubic convolution kernel with a = -0.5, as PIL's bicubic_filter.
+double cubic(double x) {
+  constexpr double a = -0.5;
+  x = std::abs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+  if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+  return 0.0;
+}
+
+// The taps of one output index along one axis: input [start, start + w.size()) with weights w.
+struct Taps {
+  int64_t start = 0;
+  std::vector<double> w;
+};
+
+// PIL's precompute_coeffs (Resample.c): output pixel i is centered at input coordinate
+// (i + 0.5) * in / out; taps outside the image are dropped and the rest renormalized to sum 1.
+std::vector<Taps> make_taps(int64_t in, int64_t out, Interp interp, bool antialias) {
+  const double scale = static_cast<double>(in) / static_cast<double>(out);
+  const double filterscale = antialias ? std::max(scale, 1.0) : 1.0;
+  const double support = (interp == Interp::bilinear ? 1.0 : 2.0) * filterscale;
+  std::vector<Taps> taps(out);
+  for (int64_t i = 0; i < out; ++i) {
+    const double center = (i + 0.5) * scale;
+    const int64_t lo = std::max<int64_t>(0, static_cast<int64_t>(center - support + 0.5));
+    const int64_t hi = std::min<int64_t>(in, static_cast<int64_t>(center + support + 0.5));
+    Taps& t = taps[i];
+    t.start = lo;
+    double total = 0;
+    for (int64_t x = lo; x < hi; ++x) {
+      const double arg = (x - center + 0.5) / filterscale;
+      const double w = interp == Interp::bilinear ? triangle(arg) : cubic(arg);
+      t.w.push_back(w);
+      total += w;
+    }
+    if (total != 0.0)
+      for (double& w : t.w) w /= total;
+  }
+  return taps;
+}
+
+}  // namespace
+
+Tensor load_image(const std::string& path, int channels) {
+  SPDLAB_CHECK(channels == 1 || channels == 3, "load_image: channels must be 1 or 3; got ", channels);
+  std::error_code ec;
+  SPDLAB_CHECK(std::filesystem::is_regular_file(path, ec), "load_image: cannot open '", path, "': no such file");
+  int w = 0, h = 0, in_channels = 0;
+  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(stbi_load(path.c_str(), &w, &h, &in_channels, channels),
+                                                   stbi_image_free);
+  SPDLAB_CHECK(pixels != nullptr, "load_image: '", path, "' is not a readable image (PNG, JPEG, BMP, ...): ",
+               stbi_failure_reason());
+  Tensor img = Tensor::empty({channels, h, w});
+  float* dst = img.data<float>();
+  const int64_t plane = int64_t{h} * w;
+  // stb gives interleaved [H, W, C]; models want planar [C, H, W].
+  for (int64_t p = 0; p < plane; ++p)
+    for (int c = 0; c < channels; ++c) dst[c * plane + p] = static_cast<float>(pixels.get()[p * channels + c]) / 255.0f;
+  return img;
+}
+
+Tensor resize(const Tensor& img, int64_t out_h, int64_t out_w, Interp interp, bool antialias) {
+  check_image(img, "resize");
+  SPDLAB_CHECK(out_h > 0 && out_w > 0, "resize: output size must be positive; got ", out_h, "x", out_w);
+  const int64_t C = img.size(0), H = img.size(1), W = img.size(2);
+  SPDLAB_CHECK(H > 0 && W > 0, "resize: input image is empty: ", shape_str(img.shape()));
+  const Tensor src = img.contiguous();
+  const float* in = src.data<float>();
+  const std::vector<Taps> tx = make_taps(W, out_w, interp, antialias);
+  const std::vector<Taps> ty = make_taps(H, out_h, interp, antialias);
+  std::vector<double> rows(C * H * out_w);  // after the horizontal pass, before rounding to f32
+  for (int64_t r = 0; r < C * H; ++r)
+    for (int64_t x = 0; x < out_w; ++x) {
+      double acc = 0;
+      for (size_t k = 0; k < tx[x].w.size(); ++k) acc += tx[x].w[k] * in[r * W + tx[x].start + k];
+      rows[r * out_w + x] = acc;
+    }
+  Tensor out = Tensor::empty({C, out_h, out_w});
+  float* dst = out.data<float>();
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t y = 0; y < out_h; ++y)
+      for (int64_t x = 0; x < out_w; ++x) {
+        double acc = 0;
+        for (size_t k = 0; k < ty[y].w.size(); ++k)
+          acc += ty[y].w[k] * rows[(c * H + ty[y].start + k) * out_w + x];
+        dst[(c * out_h + y) * out_w + x] = static_cast<float>(acc);
+      }
+  return out;
+}
+
+Tensor center_crop(const Tensor& img, int64_t h, int64_t w) {
+  check_image(img, "center_crop");
+  const int64_t H = img.size(1), W = img.size(2);
+  SPDLAB_CHECK(h > 0 && w > 0 && h <= H && w <= W, "center_crop: a ", h, "x", w, " window does not fit in a ", H,
+               "x", W, " image");
+  auto half_even = [](int64_t diff) { return diff / 2 + ((diff % 2 == 1 && (diff / 2) % 2 == 1) ? 1 : 0); };
+  return img.narrow(1, half_even(H - h), h).narrow(2, half_even(W - w), w).contiguous();
+}
+
+Tensor normalize(const Tensor& img, const std::vector<double>& mean, const std::vector<double>& std) {
+  check_image(img, "normalize");
+  const int64_t C = img.size(0), plane = img.size(1) * img.size(2);
+  auto per_channel = [&](const std::vector<double>& v, const char* what) {
+    SPDLAB_CHECK(v.size() == 1 || static_cast<int64_t>(v.size()) == C, "normalize: ", what, " has ", v.size(),
+                 " entries; expected 1 or ", C, " (one per channel)");
+    return [&v](int64_t c) { return v.size() == 1 ? v[0] : v[c]; };
+  };
+  auto m = per_channel(mean, "mean");
+  auto s = per_channel(std, "std");
+  for (int64_t c = 0; c < C; ++c)
+    SPDLAB_CHECK(s(c) != 0.0, "normalize: std of channel ", c, " is 0");
+  const Tensor src = img.contiguous();
+  const float* in = src.data<float>();
+  Tensor out = Tensor::empty({C, img.size(1), img.size(2)});
+  float* dst = out.data<float>();
+  for (int64_t c = 0; c < C; ++c) {
+    const double mc = m(c), sc = s(c);
+    for (int64_t p = 0; p < plane; ++p) dst[c * plane + p] = static_cast<float>((in[c * plane + p] - mc) / sc);
+  }
+  return out;
+}
+
+}  // namespace spdlab::io

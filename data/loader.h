@@ -1,0 +1,85 @@
+// Mini-batches over an in-memory Dataset: a seeded shuffle per epoch, an optional per-sample transform,
+// and one background thread that builds the next batch while the caller trains on the current one.
+// The batches of a (seed, epoch) depend on nothing else: not on timing, threads or earlier epochs.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "data/domains.h"
+#include "data/idx.h"
+
+namespace spdlab::data {
+
+// Writes one transformed sample: in and out are distinct [C, H, W] buffers. `seed` is unique to
+// (loader seed, epoch, dataset index), so any random choice made from it is reproducible.
+using SampleTransform =
+    std::function<void(const float* in, float* out, int64_t C, int64_t H, int64_t W, uint64_t seed)>;
+
+// Every sample in domain d (each channel plane on its own; plane 0 gets `seed` itself).
+SampleTransform domain_transform(Domain d);
+// One domain per sample, drawn uniformly from `domains` with the sample's seed (pre-training).
+SampleTransform random_domain_transform(std::vector<Domain> domains);
+SampleTransform augment_transform(AugmentOptions opt);
+// The steps in order; step i gets its own seed derived from (seed, i).
+SampleTransform compose(std::vector<SampleTransform> steps);
+
+struct LoaderOptions {
+  int64_t batch_size = 64;
+  bool shuffle = true;
+  bool drop_last = false;     // drop a final batch smaller than batch_size
+  uint64_t seed = 0;
+  SampleTransform transform{};  // empty: samples as stored
+};
+
+struct Batch {
+  Tensor x;  // f32 [B, C, H, W]
+  Tensor y;  // i64 [B]
+};
+
+class BatchLoader {
+ public:
+  BatchLoader(Dataset data, LoaderOptions opt);
+  ~BatchLoader();  // stops the worker after the batch it is building, if any
+  BatchLoader(const BatchLoader&) = delete;
+  BatchLoader& operator=(const BatchLoader&) = delete;
+
+  // Begins epoch `epoch` (any epoch, in any order; what was left of the previous one is dropped).
+  // Order: 0..N-1, or with shuffle a Fisher-Yates shuffle drawn from Generator(hash(seed, epoch)).
+  void start_epoch(int64_t epoch);
+  // The next batch of the epoch, or false when the epoch is done. An exception thrown while building
+  // the batch (by the transform, say) is rethrown here, and ends the epoch.
+  bool next(Batch& batch);
+
+  int64_t num_batches() const { return num_batches_; }
+  int64_t epoch() const { return epoch_; }
+  const Dataset& dataset() const { return data_; }
+
+ private:
+  Batch build(int64_t k) const;  // batch k of the current epoch; runs on the worker
+  void worker_loop();
+
+  Dataset data_;
+  LoaderOptions opt_;
+  int64_t num_batches_ = 0;
+  // Written only by start_epoch while the worker is idle, read by the worker while building.
+  std::vector<int64_t> order_;
+  int64_t epoch_ = -1;
+  uint64_t epoch_key_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  bool building_ = false;
+  int64_t next_build_ = 0, next_take_ = 0, end_ = 0;  // batch indices within the epoch
+  std::optional<Batch> ready_;                        // the double buffer: one batch ahead
+  std::exception_ptr error_;
+  std::thread worker_;  // started at the end of the constructor, once the dataset is checked
+};
+
+}  // namespace spdlab::data
