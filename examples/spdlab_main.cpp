@@ -1,8 +1,46 @@
-// The spdlab command-line tool: one executable, one subcommand per job.
+// The spdlab command-line tool: one executable, one subcommand per job (see examples/cli/).
+// This is the only place where an error becomes a message and an exit status.
+#include <algorithm>
 #include <cstdio>
+#include <exception>
 #include <string>
 
+#include "core/check.h"
+#include "examples/cli/commands.h"
+
+namespace spdlab::cli {
+std::vector<Command>& commands() {
+  static std::vector<Command> all;
+  return all;
+}
+}  // namespace spdlab::cli
+
+static void print_usage() {
+  auto cmds = spdlab::cli::commands();
+  std::sort(cmds.begin(), cmds.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  std::fprintf(stderr, "usage: spdlab <command> [flags]   (spdlab <command> --help for its flags)\n\ncommands:\n");
+  for (const auto& c : cmds) std::fprintf(stderr, "  %-10s %s\n", c.name.c_str(), c.summary.c_str());
+}
+
 int main(int argc, char** argv) {
-  std::fprintf(stderr, "usage: spdlab <command> [options]\n");
-  return argc > 1 && std::string(argv[1]) == "--help" ? 0 : 2;
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    print_usage();
+    return argc < 2 ? 2 : 0;
+  }
+  std::string name = argv[1];
+  for (const auto& c : spdlab::cli::commands()) {
+    if (c.name != name) continue;
+    try {
+      return c.run(argc, argv);
+    } catch (const spdlab::Error& e) {
+      std::fprintf(stderr, "spdlab %s: error: %s\n", name.c_str(), e.what());
+      return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "spdlab %s: error: %s\n", name.c_str(), e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "spdlab: unknown command '%s'\n", name.c_str());
+  print_usage();
+  return 2;
 }

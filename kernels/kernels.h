@@ -69,8 +69,8 @@ class Kernels {
   virtual void gemm_batched(DType dt, int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                             double alpha, const void* A, int64_t lda, int64_t stride_a, const void* B, int64_t ldb,
                             int64_t stride_b, double beta, void* C, int64_t ldc, int64_t stride_c) = 0;
-  // y[rows, cols] += bias[cols]
-  virtual void add_bias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) = 0;
+  // y[rows, cols] = bias[cols] for every row
+  virtual void fill_rows(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) = 0;
 
   // Softmax (or log-softmax) over the last axis of x[rows, cols]; scale multiplies x first.
   virtual void softmax_fwd(DType dt, const void* x, void* y, int64_t rows, int64_t cols, double scale, bool log) = 0;

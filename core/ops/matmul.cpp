@@ -154,9 +154,12 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
   Tensor wc = w.contiguous();
   auto& k = K(x);
-  k.gemm(x.dtype(), false, true, rows, N, Kd, 1.0, x.raw_data(), Kd, wc.raw_data(), Kd, 0.0, y.raw_data(), N);
   Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
-  if (bc.defined()) k.add_bias(x.dtype(), y.raw_data(), bc.raw_data(), rows, N);
+  // With a bias, y starts as the bias rows and gemm adds into it (beta = 1): one pass over y instead of
+  // gemm's zeroing pass plus a bias pass.
+  if (bc.defined()) k.fill_rows(x.dtype(), y.raw_data(), bc.raw_data(), rows, N);
+  k.gemm(x.dtype(), false, true, rows, N, Kd, 1.0, x.raw_data(), Kd, wc.raw_data(), Kd, bc.defined() ? 1.0 : 0.0,
+         y.raw_data(), N);
   if (!autograd::needs_grad({&x, &wc, &bc})) return y;
   Tensor xd = x.detach(), wd = wc.detach();
   bool nx = autograd::needs_grad({&x}), nw = autograd::needs_grad({&wc}), nb = bc.defined() && autograd::needs_grad({&bc});

@@ -1,0 +1,32 @@
+// The optimizers behind one name: make_optimizer("spd", params, hyperparameters), for command-line tools and
+// studies that swap optimizers with one flag. Includes every optimizer header.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "optim/adam.h"
+#include "optim/optimizer.h"
+#include "optim/schedulers.h"
+#include "optim/sgd.h"
+#include "optim/spd.h"
+
+namespace spdlab::optim {
+
+// Every optimizer's hyperparameters in one flat struct; each kind reads the ones it has.
+struct Hyperparams {
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // adam, adamw, l2sp, spd
+  double weight_decay = 0;  // coupled (sgd, adam, l2sp), decoupled (adamw), SPD's lambda (spd)
+  double momentum = 0, dampening = 0;             // sgd
+  bool nesterov = false;                          // sgd
+  bool amsgrad = false;                           // adam, adamw, l2sp
+  double alpha = 0.1, beta = 0.01;                // l2sp
+};
+
+const std::vector<std::string>& optimizer_kinds();  // sgd, adam, adamw, l2sp, spd
+// An unknown kind is an Error listing the valid names.
+std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, std::vector<ParamGroup> groups, const Hyperparams& h);
+std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, NamedTensors params, const Hyperparams& h);
+
+}  // namespace spdlab::optim

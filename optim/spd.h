@@ -1,0 +1,50 @@
+// SPD, Selective Projection Decay (Tian, Huang, Kira, NeurIPS 2024), on top of Adam, per tensor:
+//   w~ = the plain Adam update of w (no weight decay); c = -<g, w - w0> (g this step's gradient, w before the step);
+//   if c < 0: r = clamp((||w~ - w0|| - ||w - w0||) / ||w~ - w0||, 0, 1) and w = w~ - lambda r (w~ - w0); else w = w~.
+// lambda is the weight decay (per group). Without an anchor w0 = 0. Adam's moments never see the projection.
+#pragma once
+#include "optim/adam.h"
+
+namespace spdlab::optim {
+
+struct SPDOptions {
+  AdamOptions adam = {};     // weight_decay must stay 0, and amsgrad/decoupled off: lambda is SPD's only decay
+  double lambda = 1.0;  // a group's weight_decay overrides it
+};
+
+// Per-tensor diagnostics, for a study's report: where the condition fired and how far each layer has moved.
+struct SpdTensorStats {
+  std::string name;
+  int64_t steps = 0;      // steps this tensor took (it had a gradient)
+  int64_t fired = 0;      // of those, steps where c < 0
+  bool fired_last = false;
+  double last_r = 0;      // r on the last step that fired and projected
+  double r_sum = 0;       // r summed over the steps that fired (mean r = r_sum / fired; 0 where guarded)
+  double dev_norm = 0;    // ||w - w0|| after the last step
+};
+
+class SPD : public Optimizer {
+ public:
+  SPD(NamedTensors params, SPDOptions options);
+  SPD(std::vector<ParamGroup> groups, SPDOptions options);
+  std::string kind() const override { return "spd"; }
+  const SPDOptions& options() const { return opt_; }
+  const std::vector<SpdTensorStats>& stats() const { return stats_; }
+
+ protected:
+  std::vector<std::string> slot_names() const override;
+  void update(const Work& w, int64_t begin, int64_t end, size_t piece) override;
+  void start_step(const std::vector<Work>& work, const std::vector<Piece>& pieces) override;
+  void finish_step(const std::vector<Work>& work, const std::vector<Piece>& pieces) override;
+  void save_extra(NamedTensors& out) const override;
+  void check_extra(const std::map<std::string, Tensor>& state, std::vector<std::string>& problems,
+                   std::vector<std::string>& consumed) const override;
+  void load_extra(const std::map<std::string, Tensor>& state) override;
+
+ private:
+  SPDOptions opt_;
+  std::vector<SpdTensorStats> stats_;  // parallel to params_
+  std::vector<kernels::SpdSums> sums_;  // one per piece of the current step
+};
+
+}  // namespace spdlab::optim
