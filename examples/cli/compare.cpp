@@ -1,0 +1,414 @@
+// `spdlab compare`: the robust fine-tuning study of PROTOCOL.md. Fine-tunes the shipped foundation ViT on the
+// edge domain with each optimizer and seed, evaluates every domain, and writes results.json, results.csv,
+// report.md, SVG plots and every fine-tuned checkpoint into one directory.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "core/io/json.h"
+#include "examples/cli/args.h"
+#include "examples/cli/commands.h"
+#include "examples/cli/data_source.h"
+#include "examples/cli/study.h"
+#include "examples/cli/svg.h"
+#include "examples/cli/train.h"
+
+namespace spdlab::cli {
+namespace {
+
+using json::Value;
+
+const char* kDefaultInit = "models/pretrained/fmnist_foundation.safetensors";
+
+struct Run {
+  std::string optim;
+  int64_t seed;
+  std::map<std::string, double> acc;  // per domain
+  double id = 0, ood_mean = 0, deviation = 0, final_loss = 0, seconds = 0;
+  std::vector<std::pair<std::string, double>> dev_tensor;
+  std::map<std::string, double> dev_layer;              // sqrt of the sum of squares over the layer's tensors
+  std::map<std::string, double> spd_rate_layer;          // fired / steps, pooled over the layer's tensors
+  std::vector<optim::SpdTensorStats> spd;
+};
+
+struct MeanStd {
+  double mean = 0, std = 0;
+};
+MeanStd mean_std(const std::vector<double>& v) {
+  MeanStd m;
+  for (double x : v) m.mean += x;
+  m.mean /= std::max<size_t>(v.size(), 1);
+  if (v.size() > 1) {
+    for (double x : v) m.std += (x - m.mean) * (x - m.mean);
+    m.std = std::sqrt(m.std / (v.size() - 1));  // sample standard deviation over seeds
+  }
+  return m;
+}
+
+std::string pct(MeanStd m, bool with_std) {
+  char b[64];
+  if (with_std) std::snprintf(b, sizeof b, "%.1f ± %.1f", 100 * m.mean, 100 * m.std);
+  else std::snprintf(b, sizeof b, "%.1f", 100 * m.mean);
+  return b;
+}
+
+std::string fixed(MeanStd m, bool with_std) {
+  char b[64];
+  if (with_std) std::snprintf(b, sizeof b, "%.2f ± %.2f", m.mean, m.std);
+  else std::snprintf(b, sizeof b, "%.2f", m.mean);
+  return b;
+}
+
+std::string resolve_init(const std::string& given, bool explicit_flag) {
+  if (explicit_flag || std::filesystem::exists(given)) return given;
+  std::string in_source = std::string(SPDLAB_SOURCE_DIR) + "/" + given;
+  return std::filesystem::exists(in_source) ? in_source : given;
+}
+
+Value acc_object(const std::map<std::string, double>& acc, const std::vector<data::Domain>& order) {
+  Value::Object o;
+  for (auto d : order) o.emplace_back(data::domain_name(d), Value::number(acc.at(data::domain_name(d))));
+  return Value::object(o);
+}
+
+int run_compare(int argc, char** argv) {
+  Args a("compare",
+         "The robust fine-tuning study (PROTOCOL.md): fine-tune the foundation ViT on the edge domain with each\n"
+         "optimizer and seed, evaluate every domain, and write results.json, results.csv, report.md and plots.\n"
+         "--quick: 1 seed, 2000 test images per domain. --full: 3 seeds, all 10000 test images.",
+         {{"quick", "", "1 seed, 2000 test images per domain (the default)", ""},
+          {"full", "", "3 seeds, the whole test set", ""},
+          {"seeds", "N", "number of seeds (overrides the mode)", ""},
+          {"optims", "LIST", "optimizers to compare", "adam,adamw,l2sp,spd"},
+          {"init", "FILE", "the pre-trained foundation checkpoint", kDefaultInit},
+          {"data", "SRC", "fmnist[:ROOT]", "fmnist"},
+          {"domain", "D", "the fine-tuning (in-distribution) domain", "edge"},
+          {"range", "B:E", "training images for fine-tuning", "50000:60000"},
+          {"eval-images", "N", "test images per domain (overrides the mode)", ""},
+          {"epochs", "E", "fine-tuning epochs", "2"},
+          {"batch-size", "B", "batch size", "64"},
+          {"lr", "LR", "peak learning rate, the same for every optimizer", "0.001"},
+          {"warmup", "F", "fraction of the steps spent warming up", "0.05"},
+          {"wd", "W", "AdamW's decoupled weight decay", "0.05"},
+          {"lambda", "L", "SPD's projection strength", "1"},
+          {"alpha", "A", "L2-SP's pull towards the pre-trained weights", "0.1"},
+          {"beta", "B", "L2-SP's decay of tensors without an anchor", "0.01"},
+          {"threads", "N", "CPU threads", ""},
+          {"out", "DIR", "output directory", ""}},
+         argc, argv);
+  if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
+  SPDLAB_CHECK(!(a.flag("quick") && a.flag("full")), "compare: pass --quick or --full, not both");
+  if (a.has("threads")) set_num_threads(static_cast<int>(a.integer("threads", 1)));
+  bool full = a.flag("full");
+  int64_t seeds = a.has("seeds") ? a.integer("seeds", 1) : (full ? 3 : 1);
+  int64_t eval_images = a.has("eval-images") ? a.integer("eval-images", 1) : (full ? 10000 : 2000);
+  std::vector<std::string> optims = a.list("optims");
+  for (const auto& o : optims) check_optimizer_name(o);
+  data::Domain id_domain = data::parse_domain(a.str("domain"));
+  double lr = a.positive("lr"), wd = a.nonneg("wd"), lambda = a.nonneg("lambda"), alpha = a.nonneg("alpha"),
+         beta = a.nonneg("beta"), warmup = a.nonneg("warmup");
+  int64_t epochs = a.integer("epochs", 1), batch = a.integer("batch-size", 1);
+  std::string out = a.str("out");
+  ensure_writable_dir(out);
+  std::string init_path = resolve_init(a.str("init"), a.has("init"));
+
+  auto init = models::load_vit(init_path);
+  const auto& cfg = init->config();
+  data::Dataset train_all = load_data(a.str("data"), true, cfg.in_chans, cfg.img_size, cfg.num_classes);
+  auto [rb, re] = parse_range("range", a.str("range"), train_all.size());
+  data::Dataset train_set = data::subset(train_all, rb, re);
+  data::Dataset test_all = load_data(a.str("data"), false, cfg.in_chans, cfg.img_size, cfg.num_classes);
+  SPDLAB_CHECK(eval_images <= test_all.size(), "compare: --eval-images ", eval_images, " exceeds the ",
+               test_all.size(), " test images");
+  data::Dataset test = data::subset(test_all, 0, eval_images);
+
+  std::vector<data::Domain> domains = data::all_domains();
+  std::vector<data::Domain> ood;
+  for (auto d : domains)
+    if (d != id_domain) ood.push_back(d);
+  const uint64_t eval_seed = 0;  // every model sees the same noisy test images
+
+  int64_t total_runs = seeds * static_cast<int64_t>(optims.size());
+  std::fprintf(stderr, "compare: %lld fine-tuning runs (%zu optimizers x %lld seeds), %lld epochs each on %lld %s images; "
+               "evaluating %lld test images x %zu domains\n",
+               static_cast<long long>(total_runs), optims.size(), static_cast<long long>(seeds),
+               static_cast<long long>(epochs), static_cast<long long>(train_set.size()),
+               data::domain_name(id_domain).c_str(), static_cast<long long>(eval_images), domains.size());
+  double t_start = now_seconds();
+
+  auto eval_all = [&](models::VisionTransformer& m, const std::string& label) {
+    int64_t per = (test.size() + 499) / 500, step = 0;
+    Progress p("eval " + label, per * static_cast<int64_t>(domains.size()));
+    std::map<std::string, double> acc;
+    for (auto d : domains) acc[data::domain_name(d)] = evaluate(m, test, d, eval_seed, &p, &step);
+    p.finish();
+    return acc;
+  };
+  auto ood_mean = [&](const std::map<std::string, double>& acc) {
+    double s = 0;
+    for (auto d : ood) s += acc.at(data::domain_name(d));
+    return s / ood.size();
+  };
+
+  std::map<std::string, double> pre_acc = eval_all(*init, "pretrained");
+  std::vector<Run> runs;
+  for (int64_t seed = 0; seed < seeds; ++seed) {
+    for (const auto& kind : optims) {
+      Run r;
+      r.optim = kind;
+      r.seed = seed;
+      std::string stem = out + "/" + kind + "-seed" + std::to_string(seed);
+      auto model = models::load_vit(init_path);
+      TrainOptions opt;
+      opt.optim = kind;
+      opt.hp = hyperparams_for(kind, lr, wd, lambda, alpha, beta);
+      opt.epochs = epochs;
+      opt.batch_size = batch;
+      opt.warmup_frac = warmup;
+      opt.seed = static_cast<uint64_t>(seed);
+      opt.metrics_path = stem + ".jsonl";
+      char label[64];
+      std::snprintf(label, sizeof label, "[%zu/%lld] %s seed %lld", runs.size() + 1,
+                    static_cast<long long>(total_runs), kind.c_str(), static_cast<long long>(seed));
+      opt.label = label;
+      TrainResult tr = train(*model, train_set, data::domain_transform(id_domain), opt);
+      r.final_loss = tr.final_loss;
+      r.seconds = tr.seconds;
+      r.spd = tr.spd_stats;
+      save_vit(*model, stem + ".safetensors",
+               {{"spdlab.command", command_line(argc, argv)}, {"spdlab.optim", kind},
+                {"spdlab.seed", std::to_string(seed)}, {"spdlab.commit", SPDLAB_GIT_COMMIT}});
+      r.acc = eval_all(*model, kind);
+      r.id = r.acc.at(data::domain_name(id_domain));
+      r.ood_mean = ood_mean(r.acc);
+      r.dev_tensor = deviation_per_tensor(*model, *init);
+      double total = 0;
+      for (auto& [n, d] : r.dev_tensor) {
+        total += d * d;
+        r.dev_layer[layer_of(n)] += d * d;
+      }
+      r.deviation = std::sqrt(total);
+      for (auto& [l, v] : r.dev_layer) v = std::sqrt(v);
+      std::map<std::string, std::pair<int64_t, int64_t>> fired;
+      for (const auto& s : r.spd) {
+        fired[layer_of(s.name)].first += s.fired;
+        fired[layer_of(s.name)].second += s.steps;
+      }
+      for (auto& [l, f] : fired) r.spd_rate_layer[l] = f.second ? static_cast<double>(f.first) / f.second : 0.0;
+      double done = now_seconds() - t_start;
+      double per_run = done / (runs.size() + 1);
+      std::fprintf(stderr, "%s: ID %.1f%%, OOD mean %.1f%%, |theta - theta0| %.2f; %.0f s elapsed, about %.0f s left\n",
+                   label, 100 * r.id, 100 * r.ood_mean, r.deviation, done,
+                   per_run * (total_runs - static_cast<int64_t>(runs.size()) - 1));
+      runs.push_back(std::move(r));
+    }
+  }
+
+  // ---- results.json ----
+  std::vector<std::string> layers;
+  for (auto& [n, d] : runs.front().dev_tensor)
+    if (std::find(layers.begin(), layers.end(), layer_of(n)) == layers.end()) layers.push_back(layer_of(n));
+  Value::Array run_values;
+  for (const auto& r : runs) {
+    Value::Object dl, dt, rate;
+    for (auto& l : layers) dl.emplace_back(l, Value::number(r.dev_layer.at(l)));
+    for (auto& [n, d] : r.dev_tensor) dt.emplace_back(n, Value::number(d));
+    Value::Object run{{"optim", Value::string(r.optim)},
+                      {"seed", Value::integer(r.seed)},
+                      {"accuracy", acc_object(r.acc, domains)},
+                      {"id", Value::number(r.id)},
+                      {"ood_mean", Value::number(r.ood_mean)},
+                      {"deviation", Value::number(r.deviation)},
+                      {"deviation_per_layer", Value::object(dl)},
+                      {"deviation_per_tensor", Value::object(dt)},
+                      {"final_loss", Value::number(r.final_loss)}};
+    if (!r.spd.empty()) {
+      Value::Array per;
+      double r_sum = 0;
+      int64_t r_count = 0;
+      for (const auto& s : r.spd) {
+        per.push_back(Value::object(Value::Object{{"name", Value::string(s.name)},
+                                                  {"steps", Value::integer(s.steps)},
+                                                  {"fired", Value::integer(s.fired)},
+                                                  {"mean_r", Value::number(s.fired ? s.r_sum / s.fired : 0.0)},
+                                                  {"deviation", Value::number(s.dev_norm)}}));
+        r_sum += s.r_sum;
+        r_count += s.fired;
+      }
+      for (auto& l : layers)
+        if (r.spd_rate_layer.count(l)) rate.emplace_back(l, Value::number(r.spd_rate_layer.at(l)));
+      run.emplace_back("spd", Value::object({{"condition_rate_per_layer", Value::object(rate)},
+                                             {"mean_r", Value::number(r_count ? r_sum / r_count : 0.0)},
+                                             {"per_tensor", Value::array(per)}}));
+    }
+    run_values.push_back(Value::object(run));
+  }
+  // Summary: mean and std over seeds per optimizer.
+  Value::Object summary;
+  std::map<std::string, std::map<std::string, MeanStd>> sm;  // optim -> metric -> stats
+  for (const auto& kind : optims) {
+    std::map<std::string, std::vector<double>> cols;
+    for (const auto& r : runs) {
+      if (r.optim != kind) continue;
+      for (auto& [d, v] : r.acc) cols[d].push_back(v);
+      cols["ood_mean"].push_back(r.ood_mean);
+      cols["deviation"].push_back(r.deviation);
+      for (auto& [l, v] : r.dev_layer) cols["dev:" + l].push_back(v);
+      for (auto& [l, v] : r.spd_rate_layer) cols["rate:" + l].push_back(v);
+    }
+    Value::Object o;
+    for (auto& [k, v] : cols) {
+      MeanStd m = mean_std(v);
+      sm[kind][k] = m;
+      if (k.rfind("dev:", 0) == 0 || k.rfind("rate:", 0) == 0) continue;
+      o.emplace_back(k, Value::object({{"mean", Value::number(m.mean)}, {"std", Value::number(m.std)}}));
+    }
+    summary.emplace_back(kind, Value::object(o));
+  }
+  Value results = Value::object(
+      {{"protocol",
+        Value::object({{"init", Value::string(a.str("init"))},
+                       {"architecture", Value::object({{"embed_dim", Value::integer(cfg.embed_dim)},
+                                                       {"depth", Value::integer(cfg.depth)},
+                                                       {"num_heads", Value::integer(cfg.num_heads)},
+                                                       {"patch_size", Value::integer(cfg.patch_size)},
+                                                       {"parameters", Value::integer(init->num_parameters())}})},
+                       {"finetune_domain", Value::string(data::domain_name(id_domain))},
+                       {"train_range", Value::string(a.str("range"))},
+                       {"epochs", Value::integer(epochs)},
+                       {"batch_size", Value::integer(batch)},
+                       {"lr", Value::number(lr)},
+                       {"schedule", Value::string("linear warmup then cosine to 0")},
+                       {"warmup_fraction", Value::number(warmup)},
+                       {"adamw_weight_decay", Value::number(wd)},
+                       {"spd_lambda", Value::number(lambda)},
+                       {"l2sp_alpha", Value::number(alpha)},
+                       {"l2sp_beta", Value::number(beta)},
+                       {"seeds", Value::integer(seeds)},
+                       {"eval_images_per_domain", Value::integer(eval_images)},
+                       {"eval_noise_seed", Value::integer(static_cast<int64_t>(eval_seed))}})},
+       {"pretrained", Value::object({{"accuracy", acc_object(pre_acc, domains)},
+                                     {"ood_mean", Value::number(ood_mean(pre_acc))}})},
+       {"summary", Value::object(summary)},
+       {"runs", Value::array(run_values)}});
+  write_text_atomic(out + "/results.json", json::dump(results) + "\n");
+
+  // ---- results.csv ----
+  std::ostringstream csv;
+  csv << "optim,seed";
+  for (auto d : domains) csv << "," << data::domain_name(d);
+  csv << ",id,ood_mean,deviation\n";
+  auto csv_row = [&](const std::string& name, const std::string& seed, const std::map<std::string, double>& acc,
+                     double id, double om, const std::string& dev) {
+    csv << name << "," << seed;
+    for (auto d : domains) csv << "," << acc.at(data::domain_name(d));
+    csv << "," << id << "," << om << "," << dev << "\n";
+  };
+  csv.precision(6);
+  csv_row("pretrained", "", pre_acc, pre_acc.at(data::domain_name(id_domain)), ood_mean(pre_acc), "0");
+  for (const auto& r : runs) {
+    std::ostringstream dev;
+    dev.precision(6);
+    dev << r.deviation;
+    csv_row(r.optim, std::to_string(r.seed), r.acc, r.id, r.ood_mean, dev.str());
+  }
+  write_text_atomic(out + "/results.csv", csv.str());
+
+  // ---- report.md ----
+  bool with_std = seeds > 1;
+  std::ostringstream md;
+  md << "# Robust fine-tuning study\n\nFine-tuned on **" << data::domain_name(id_domain) << "** ("
+     << train_set.size() << " images, " << epochs << " epochs, batch " << batch << ", lr " << lr
+     << ", warmup then cosine), evaluated on " << eval_images << " test images per domain. " << seeds
+     << (seeds > 1 ? " seeds, mean ± std" : " seed") << ". Accuracy in %.\n\n| model | ID ("
+     << data::domain_name(id_domain) << ")";
+  for (auto d : ood) md << " | " << data::domain_name(d);
+  md << " | OOD mean | ‖θ−θ0‖ |\n|---|---";
+  for (size_t i = 0; i < ood.size(); ++i) md << "|---";
+  md << "|---|---|\n| pretrained | " << pct({pre_acc.at(data::domain_name(id_domain)), 0}, false);
+  for (auto d : ood) md << " | " << pct({pre_acc.at(data::domain_name(d)), 0}, false);
+  md << " | " << pct({ood_mean(pre_acc), 0}, false) << " | — |\n";
+  auto hp_note = [&](const std::string& k) -> std::string {
+    char b[64];
+    if (k == "adamw") std::snprintf(b, sizeof b, "AdamW (wd %g)", wd);
+    else if (k == "l2sp") std::snprintf(b, sizeof b, "L2-SP (α %g)", alpha);
+    else if (k == "spd") std::snprintf(b, sizeof b, "SPD (λ %g)", lambda);
+    else if (k == "adam") std::snprintf(b, sizeof b, "Adam");
+    else std::snprintf(b, sizeof b, "%s", k.c_str());
+    return b;
+  };
+  for (const auto& kind : optims) {
+    auto& s = sm[kind];
+    md << "| " << hp_note(kind) << " | " << pct(s[data::domain_name(id_domain)], with_std);
+    for (auto d : ood) md << " | " << pct(s[data::domain_name(d)], with_std);
+    md << " | " << pct(s["ood_mean"], with_std) << " | " << fixed(s["deviation"], with_std) << " |\n";
+  }
+  md << "\n## Deviation from the pre-trained weights per layer (‖θ−θ0‖)\n\n| layer";
+  for (const auto& kind : optims) md << " | " << kind;
+  if (sm.count("spd")) md << " | SPD condition rate";
+  md << " |\n|---";
+  for (size_t i = 0; i < optims.size(); ++i) md << "|---";
+  if (sm.count("spd")) md << "|---";
+  md << "|\n";
+  for (const auto& l : layers) {
+    md << "| " << l;
+    for (const auto& kind : optims) md << " | " << fixed(sm[kind]["dev:" + l], false);
+    if (sm.count("spd")) md << " | " << fixed(sm["spd"]["rate:" + l], false);
+    md << " |\n";
+  }
+  md << "\nPlots: `id_vs_ood.svg`, `per_domain.svg`, `per_layer_deviation.svg`. Raw numbers: `results.json`, "
+        "`results.csv`.\n";
+  write_text_atomic(out + "/report.md", md.str());
+
+  // ---- plots ----
+  std::vector<svg::Point> pts{{"pretrained", ood_mean(pre_acc), pre_acc.at(data::domain_name(id_domain)), 0, 0}};
+  for (const auto& kind : optims) {
+    auto& s = sm[kind];
+    pts.push_back({kind, s["ood_mean"].mean, s[data::domain_name(id_domain)].mean, s["ood_mean"].std,
+                   s[data::domain_name(id_domain)].std});
+  }
+  write_text_atomic(out + "/id_vs_ood.svg",
+                    svg::scatter("ID vs OOD accuracy", "OOD mean accuracy", "ID accuracy (" +
+                                 data::domain_name(id_domain) + ")", pts));
+  std::vector<std::string> dnames;
+  for (auto d : domains) dnames.push_back(data::domain_name(d));
+  std::vector<svg::Series> bars{{"pretrained", {}, {}}};
+  for (auto d : domains) bars[0].values.push_back(pre_acc.at(data::domain_name(d)));
+  for (const auto& kind : optims) {
+    svg::Series s{kind, {}, {}};
+    for (auto d : domains) {
+      s.values.push_back(sm[kind][data::domain_name(d)].mean);
+      s.errors.push_back(sm[kind][data::domain_name(d)].std);
+    }
+    bars.push_back(s);
+  }
+  bars[0].errors.assign(domains.size(), 0.0);
+  write_text_atomic(out + "/per_domain.svg", svg::grouped_bars("Accuracy per domain", "accuracy", dnames, bars));
+  std::vector<svg::Series> devs;
+  for (const auto& kind : optims) {
+    svg::Series s{kind, {}, {}};
+    for (const auto& l : layers) s.values.push_back(sm[kind]["dev:" + l].mean);
+    devs.push_back(s);
+  }
+  svg::Series rate{"SPD condition rate", {}, {}};
+  for (const auto& l : layers) rate.values.push_back(sm.count("spd") ? sm["spd"]["rate:" + l].mean : 0.0);
+  write_text_atomic(out + "/per_layer_deviation.svg",
+                    svg::grouped_bars("Deviation from the pre-trained weights per layer", "||theta - theta0||",
+                                      layers, devs, sm.count("spd") ? &rate : nullptr));
+
+  double total = now_seconds() - t_start;
+  write_text_atomic(out + "/timing.json",
+                    json::dump(Value::object({{"seconds", Value::number(total)},
+                                              {"threads", Value::integer(get_num_threads())}})) + "\n");
+  std::fputs(md.str().c_str(), stdout);
+  std::fprintf(stderr, "compare: done in %.0f s; results in %s\n", total, out.c_str());
+  return 0;
+}
+
+Registrar reg("compare", "the robust fine-tuning study: every optimizer, seeds, domains, report and plots",
+              run_compare);
+
+}  // namespace
+}  // namespace spdlab::cli

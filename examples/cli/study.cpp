@@ -1,0 +1,210 @@
+// The study's commands: pretrain the foundation ViT, fine-tune it on a new domain, evaluate it per domain.
+// `compare` (the whole study) lives in compare.cpp.
+#include <cstdio>
+#include <filesystem>
+
+#include "core/io/json.h"
+#include "examples/cli/args.h"
+#include "examples/cli/commands.h"
+#include "examples/cli/data_source.h"
+#include "examples/cli/study.h"
+#include "examples/cli/train.h"
+
+namespace spdlab::cli {
+
+std::string command_line(int argc, char** argv) {
+  std::string s = "spdlab";
+  for (int i = 1; i < argc; ++i) s += std::string(" ") + argv[i];
+  return s;
+}
+
+std::pair<int64_t, int64_t> parse_range(const std::string& flag, const std::string& s, int64_t n) {
+  size_t colon = s.find(':');
+  SPDLAB_CHECK(colon != std::string::npos, "--", flag, " expects BEGIN:END, got '", s, "'");
+  char* e1 = nullptr;
+  char* e2 = nullptr;
+  long long b = std::strtoll(s.c_str(), &e1, 10), e = std::strtoll(s.c_str() + colon + 1, &e2, 10);
+  SPDLAB_CHECK(e1 == s.c_str() + colon && *e2 == '\0' && 0 <= b && b < e && e <= n, "--", flag, " '", s,
+               "' must be BEGIN:END with 0 <= BEGIN < END <= ", n);
+  return {b, e};
+}
+
+std::vector<data::Domain> parse_domains(const std::vector<std::string>& names) {
+  std::vector<data::Domain> out;
+  for (const auto& n : names) out.push_back(data::parse_domain(n));
+  return out;
+}
+
+void check_optimizer_name(const std::string& kind) {
+  std::string all;
+  for (const auto& k : optim::optimizer_kinds()) {
+    if (k == kind) return;
+    all += (all.empty() ? "" : ", ") + k;
+  }
+  SPDLAB_FAIL("--optim: unknown optimizer '", kind, "'; expected one of: ", all);
+}
+
+optim::Hyperparams hyperparams_for(const std::string& kind, double lr, double wd, double lambda, double alpha,
+                                   double beta) {
+  optim::Hyperparams h;
+  h.lr = lr;
+  if (kind == "adamw" || kind == "sgd" || kind == "adam") h.weight_decay = kind == "adam" ? 0.0 : wd;
+  if (kind == "spd") h.weight_decay = lambda;
+  h.alpha = alpha;
+  h.beta = beta;
+  return h;
+}
+
+namespace {
+
+std::vector<Flag> common_train_flags() {
+  return {{"data", "SRC", "fmnist[:ROOT], idx:IMAGES,LABELS or folder:DIR", "fmnist"},
+          {"epochs", "E", "epochs", "5"},
+          {"batch-size", "B", "batch size", "64"},
+          {"lr", "LR", "peak learning rate (cosine schedule after a linear warmup)", "0.001"},
+          {"warmup", "F", "fraction of the steps spent warming up", "0.05"},
+          {"seed", "S", "seed for initialization, data order and augmentation", "0"},
+          {"clip", "C", "global gradient-norm clip (0 = off)", "0"},
+          {"threads", "N", "CPU threads (default: SPDLAB_NUM_THREADS or all cores)", ""},
+          {"out", "FILE", "where to write the checkpoint (.safetensors)", ""},
+          {"metrics", "FILE", "per-step metrics as JSON lines", ""}};
+}
+
+void apply_threads(const Args& a) {
+  if (a.has("threads")) set_num_threads(static_cast<int>(a.integer("threads", 1)));
+}
+
+// The options every training command reads from common_train_flags().
+TrainOptions train_options(const Args& a, const std::string& kind, const optim::Hyperparams& hp,
+                           const std::string& label) {
+  TrainOptions opt;
+  opt.optim = kind;
+  opt.hp = hp;
+  opt.epochs = a.integer("epochs", 1);
+  opt.batch_size = a.integer("batch-size", 1);
+  opt.warmup_frac = a.nonneg("warmup");
+  opt.clip = a.nonneg("clip");
+  opt.seed = static_cast<uint64_t>(a.integer("seed"));
+  opt.metrics_path = a.has("metrics") ? a.str("metrics") : "";
+  opt.label = label;
+  return opt;
+}
+
+// Fails early, before any training, when the checkpoint could not be written.
+void check_out_path(const std::string& path) {
+  auto parent = std::filesystem::path(path).parent_path();
+  ensure_writable_dir(parent.empty() ? "." : parent.string());
+}
+
+int run_pretrain(int argc, char** argv) {
+  std::vector<Flag> flags = {{"arch", "NAME", "architecture preset (vit_fmnist_tiny, vit_fmnist_small, ...)", "vit_fmnist_tiny"},
+                             {"domains", "LIST", "pre-training domains, one drawn per sample",
+                              "clean,noise,blur,contrast,invert,rotate"},
+                             {"range", "B:E", "training images used", "0:50000"},
+                             {"wd", "W", "AdamW weight decay", "0.05"}};
+  for (auto& f : common_train_flags()) flags.push_back(f);
+  Args a("pretrain", "Pre-trains a foundation ViT with AdamW on several domains (PROTOCOL.md step 1).", flags, argc,
+         argv);
+  if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
+  apply_threads(a);
+  models::ViTConfig cfg = models::vit_preset(a.str("arch"));
+  auto domains = parse_domains(a.list("domains"));
+  TrainOptions opt =
+      train_options(a, "adamw", hyperparams_for("adamw", a.positive("lr"), a.nonneg("wd"), 0, 0, 0), "pretrain");
+  opt.anchor_to_init = false;
+  std::string out = a.str("out");
+  check_out_path(out);
+  data::Dataset all = load_data(a.str("data"), true, cfg.in_chans, cfg.img_size, cfg.num_classes);
+  auto [b, e] = parse_range("range", a.str("range"), all.size());
+  models::VisionTransformer model(cfg, opt.seed);
+  TrainResult r = train(model, data::subset(all, b, e), data::random_domain_transform(domains), opt);
+  save_vit(model, out,
+           {{"spdlab.command", command_line(argc, argv)},
+            {"spdlab.seed", std::to_string(opt.seed)},
+            {"spdlab.commit", SPDLAB_GIT_COMMIT},
+            {"spdlab.train_seconds", std::to_string(r.seconds)}});
+  std::fprintf(stderr, "pretrain: %lld steps in %.0f s, final loss %.4f; wrote %s\n", static_cast<long long>(r.steps),
+               r.seconds, r.final_loss, out.c_str());
+  return 0;
+}
+
+int run_finetune(int argc, char** argv) {
+  std::vector<Flag> flags = {{"init", "FILE", "the pre-trained checkpoint (spdlab safetensors)", ""},
+                             {"domain", "D", "the fine-tuning domain", "edge"},
+                             {"range", "B:E", "training images used", "50000:60000"},
+                             {"optim", "NAME", "adam, adamw, l2sp, spd or sgd", "spd"},
+                             {"wd", "W", "weight decay (adamw decoupled; sgd coupled)", "0.05"},
+                             {"lambda", "L", "SPD's projection strength", "1"},
+                             {"alpha", "A", "L2-SP pull towards the pre-trained weights", "0.1"},
+                             {"beta", "B", "L2-SP decay of tensors without an anchor", "0.01"}};
+  for (auto& f : common_train_flags()) flags.push_back(f);
+  for (auto& f : flags)
+    if (f.name == "epochs") f.default_value = "2";
+  Args a("finetune", "Fine-tunes a pre-trained ViT on one domain with the chosen optimizer (PROTOCOL.md step 2).",
+         flags, argc, argv);
+  if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
+  apply_threads(a);
+  std::string kind = a.str("optim");
+  check_optimizer_name(kind);
+  TrainOptions opt = train_options(a, kind,
+                                   hyperparams_for(kind, a.positive("lr"), a.nonneg("wd"), a.nonneg("lambda"),
+                                                   a.nonneg("alpha"), a.nonneg("beta")),
+                                   "finetune " + kind);
+  data::Domain domain = data::parse_domain(a.str("domain"));
+  std::string out = a.str("out");
+  check_out_path(out);
+  auto model = models::load_vit(a.str("init"));
+  const auto& cfg = model->config();
+  data::Dataset all = load_data(a.str("data"), true, cfg.in_chans, cfg.img_size, cfg.num_classes);
+  auto [b, e] = parse_range("range", a.str("range"), all.size());
+  TrainResult r = train(*model, data::subset(all, b, e), data::domain_transform(domain), opt);
+  save_vit(*model, out, {{"spdlab.command", command_line(argc, argv)}, {"spdlab.commit", SPDLAB_GIT_COMMIT}});
+  std::fprintf(stderr, "finetune: %lld steps in %.0f s, final loss %.4f; wrote %s\n",
+               static_cast<long long>(r.steps), r.seconds, r.final_loss, out.c_str());
+  return 0;
+}
+
+int run_eval(int argc, char** argv) {
+  Args a("eval", "Accuracy of a model on a test set, per domain.",
+         {{"model", "FILE", "checkpoint (spdlab safetensors)", ""},
+          {"data", "SRC", "fmnist[:ROOT] (its test split), idx:IMAGES,LABELS or folder:DIR", "fmnist"},
+          {"domain", "LIST", "domains to evaluate", "clean,noise,blur,contrast,invert,rotate,edge"},
+          {"seed", "S", "seed of the noise domain", "0"},
+          {"threads", "N", "CPU threads", ""},
+          {"json", "FILE", "also write the accuracies as JSON", ""}},
+         argc, argv);
+  if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
+  apply_threads(a);
+  auto domains = parse_domains(a.list("domain"));
+  std::string json_path = a.has("json") ? a.str("json") : "";
+  if (!json_path.empty()) check_out_path(json_path);
+  auto model = models::load_vit(a.str("model"));
+  const auto& cfg = model->config();
+  data::Dataset test = load_data(a.str("data"), false, cfg.in_chans, cfg.img_size, cfg.num_classes);
+  int64_t batches = (test.size() + 499) / 500 * static_cast<int64_t>(domains.size()), step = 0;
+  Progress progress("eval", batches);
+  json::Value::Object accs;
+  std::vector<std::pair<std::string, double>> rows;
+  for (auto d : domains) {
+    double acc = evaluate(*model, test, d, static_cast<uint64_t>(a.integer("seed")), &progress, &step);
+    rows.emplace_back(data::domain_name(d), acc);
+    accs.emplace_back(data::domain_name(d), json::Value::number(acc));
+  }
+  progress.finish();
+  std::printf("%-10s %s\n", "domain", "accuracy");
+  for (auto& [d, acc] : rows) std::printf("%-10s %.2f%%\n", d.c_str(), 100 * acc);
+  if (!json_path.empty())
+    write_text_atomic(json_path, json::dump(json::Value::object({{"model", json::Value::string(a.str("model"))},
+                                                                 {"data", json::Value::string(a.str("data"))},
+                                                                 {"images", json::Value::integer(test.size())},
+                                                                 {"accuracy", json::Value::object(accs)}})) +
+                                     "\n");
+  return 0;
+}
+
+Registrar pretrain_reg("pretrain", "pre-train a foundation ViT on several domains", run_pretrain);
+Registrar finetune_reg("finetune", "fine-tune a checkpoint on one domain with adam/adamw/l2sp/spd/sgd", run_finetune);
+Registrar eval_reg("eval", "accuracy of a checkpoint per domain", run_eval);
+
+}  // namespace
+}  // namespace spdlab::cli

@@ -1,0 +1,69 @@
+// Training and evaluation loops shared by the pretrain, finetune, eval and compare commands:
+// progress on stderr, metrics as JSON lines, and the per-layer measures the study reports.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/loader.h"
+#include "models/vit.h"
+#include "optim/optim.h"
+
+namespace spdlab::cli {
+
+// A progress bar on a terminal, plain periodic lines otherwise (logs, CI). Shows step, loss, images/s, ETA.
+class Progress {
+ public:
+  Progress(std::string label, int64_t total_steps);
+  void update(int64_t step, double loss, int64_t images_done);  // loss < 0: not shown
+  void finish();
+
+ private:
+  std::string label_;
+  int64_t total_;
+  double start_, last_print_ = -1;
+  bool tty_;
+};
+
+double now_seconds();
+
+struct TrainOptions {
+  std::string optim = "adamw";
+  optim::Hyperparams hp;
+  int64_t epochs = 1, batch_size = 64;
+  double warmup_frac = 0.05;  // linear warmup, then cosine to 0
+  double clip = 0;            // global grad-norm clip; 0 = off
+  uint64_t seed = 0;
+  bool anchor_to_init = true;  // L2-SP and SPD anchor every tensor at the initial (pre-trained) values
+  std::string metrics_path;    // JSON lines, one per step; empty = none
+  std::string label = "train";
+};
+
+struct TrainResult {
+  double seconds = 0, final_loss = 0;
+  int64_t steps = 0;
+  std::vector<optim::SpdTensorStats> spd_stats;  // empty unless optim == spd
+};
+
+// Trains in place. `transform` maps each stored image to its training domain(s).
+TrainResult train(models::VisionTransformer& model, const data::Dataset& train_set, data::SampleTransform transform,
+                  const TrainOptions& opt);
+
+// Images in [0, 1] -> the model's normalized input.
+Tensor normalize_input(const Tensor& images, const models::ViTConfig& cfg);
+
+// Accuracy on `test` seen in `domain` (the domain's noise drawn from `seed`), in eval mode without grad.
+double evaluate(models::VisionTransformer& model, const data::Dataset& test, data::Domain domain, uint64_t seed,
+                Progress* progress = nullptr, int64_t* progress_step = nullptr);
+
+// ||theta - theta0|| per named tensor, and the layer a tensor belongs to ("blocks.3", "patch_embed", "head", ...).
+std::vector<std::pair<std::string, double>> deviation_per_tensor(const models::VisionTransformer& model,
+                                                                 const models::VisionTransformer& init);
+std::string layer_of(const std::string& tensor_name);
+
+// Ensures the directory exists and is writable, with an error naming it otherwise.
+void ensure_writable_dir(const std::string& dir);
+// Writes text atomically (temp file and rename) with an error naming the path.
+void write_text_atomic(const std::string& path, const std::string& text);
+
+}  // namespace spdlab::cli
