@@ -38,7 +38,10 @@ int run_inspect(int argc, char** argv) {
 
 int run_predict(int argc, char** argv) {
   Args a("predict", "Classifies image files (PNG, JPEG, BMP) with a model: resize, center crop, normalize, top-k.",
-         {{"model", "FILE", "checkpoint (spdlab safetensors)", ""},
+         {{"model", "FILE", "checkpoint: spdlab's, or timm / Hugging Face safetensors with --arch", ""},
+          {"arch", "NAME", "architecture preset for a checkpoint without spdlab metadata (vit_tiny_patch16_224, ...)",
+           ""},
+          {"ignore", "LIST", "tensor-name patterns in the file to skip ('extra.*')", ""},
           {"image", "LIST", "comma-separated image paths", ""},
           {"top", "K", "classes to show per image", "3"},
           {"classes", "LIST", "class names, in label order (default: 0, 1, ...)", ""}},
@@ -47,7 +50,10 @@ int run_predict(int argc, char** argv) {
   auto images = a.list("image");
   int64_t top = a.integer("top", 1);
   double t0 = now_seconds();
-  auto model = models::load_vit(a.str("model"));
+  models::LoadOptions load;
+  if (a.has("ignore")) load.ignore = a.list("ignore");
+  auto model = a.has("arch") ? models::load_vit(a.str("model"), models::vit_preset(a.str("arch")), load)
+                             : models::load_vit(a.str("model"));
   model->eval();
   const auto& cfg = model->config();
   std::vector<std::string> names = a.has("classes") ? a.list("classes") : std::vector<std::string>{};

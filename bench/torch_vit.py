@@ -1,0 +1,190 @@
+"""PyTorch's side of bench/vit_bench: images per second of a ViT forward pass or training step, in one line.
+
+The same two models as vit_bench (vit-fmnist: 28x28x1, patch 4, dim 192, depth 6, heads 3, batch 128;
+vit-tiny16: timm's vit_tiny_patch16_224, batch 16) written as timm lays them out, in plain PyTorch: Conv2d
+patch embedding, class token, position embedding, pre-norm blocks with a fused qkv Linear, exact GELU,
+LayerNorm eps 1e-6. Training is forward, F.cross_entropy, backward and torch.optim.AdamW (timm's weight-decay
+groups). A benchmark, not a test.
+
+Threading setups (--threads-setup):
+  default     whatever torch picks (its intra-op thread count is printed as threads=)
+  one-thread  torch.set_num_threads(1); OpenBLAS keeps its own threads
+  all-threads torch.set_num_threads(os.cpu_count())
+  passive     all-threads with OMP_WAIT_POLICY=PASSIVE (set here before torch loads its OpenMP runtime)
+
+Run: /usr/bin/python3 bench/torch_vit.py --mode train --config vit-fmnist --iters 10 --warmup 2
+Prints: torch <config> <mode> batch=B median_ms=.. img_per_s=.. gflops=.. peak_rss_mb=.. ... setup=<setup>
+"""
+import argparse
+import os
+import resource
+import statistics
+import time
+
+SETUPS = ("default", "one-thread", "all-threads", "passive")
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mode", choices=("train", "infer"), default="train")
+    ap.add_argument("--config", choices=("vit-fmnist", "vit-tiny16"), default="vit-fmnist")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads-setup", choices=SETUPS, default="default")
+    return ap.parse_args()
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports kilobytes
+
+
+ARGS = parse_args()
+if ARGS.threads_setup == "passive":
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+import torch  # noqa: E402  (after OMP_WAIT_POLICY)
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+BASE_RSS = peak_rss_mb()  # the libraries alone, before any model or data
+
+CONFIGS = {
+    "vit-fmnist": (dict(img_size=28, in_chans=1, patch_size=4, embed_dim=192, depth=6, num_heads=3, mlp_ratio=4,
+                        num_classes=10), 128),
+    "vit-tiny16": (dict(img_size=224, in_chans=3, patch_size=16, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4,
+                        num_classes=1000), 16),
+}
+
+
+class Attention(nn.Module):  # [B, T, D] -> [B, T, D]
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.num_heads, self.scale = heads, (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, T, D))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class Block(nn.Module):  # x + attn(norm1(x)), then x + mlp(norm2(x))
+    def __init__(self, dim, heads, mlp_ratio):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):  # [B, C, H, W] -> [B, N, D]
+    def __init__(self, in_chans, dim, patch):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, patch, stride=patch)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class VisionTransformer(nn.Module):  # images [B, C, H, W] -> logits [B, num_classes], timm's names
+    def __init__(self, img_size, in_chans, patch_size, embed_dim, depth, num_heads, mlp_ratio, num_classes):
+        super().__init__()
+        n = (img_size // patch_size) ** 2
+        self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, 1 + n, embed_dim) * 0.02)
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = nn.Linear(embed_dim, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.cls_token, std=1e-6)
+
+    def forward(self, x):
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.norm(x)[:, 0])
+
+
+def forward_macs_per_image(c):
+    """Products only, as vit_bench counts them (see its comment): patch embedding, qkv, q k^T, attn v, proj,
+    fc1, fc2, head. FLOP = 2 * MACs; training counts 3x the forward."""
+    P, D, C, K = c["patch_size"], c["embed_dim"], c["in_chans"], c["num_classes"]
+    N = (c["img_size"] // P) ** 2
+    T, M = N + 1, int(D * c["mlp_ratio"])
+    block = T * D * 3 * D + 2 * T * T * D + T * D * D + 2 * T * D * M
+    return N * C * P * P * D + c["depth"] * block + D * K
+
+
+def timm_groups(model, weight_decay):
+    """timm's param_groups_weight_decay: no decay for 1-D tensors, biases, cls_token and pos_embed."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        skip = p.ndim <= 1 or name.endswith(".bias") or name in ("cls_token", "pos_embed")
+        (no_decay if skip else decay).append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def main():
+    args = ARGS
+    if args.threads_setup == "one-thread":
+        torch.set_num_threads(1)
+    elif args.threads_setup in ("all-threads", "passive"):
+        torch.set_num_threads(os.cpu_count())
+    cfg, batch = CONFIGS[args.config]
+    torch.manual_seed(0)
+    model = VisionTransformer(**cfg)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn((batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"]), generator=gen)
+    y = torch.randint(0, cfg["num_classes"], (batch,), generator=gen)
+    iters, warmup = max(1, args.iters), max(0, args.warmup)
+    times = []
+    if args.mode == "infer":
+        model.eval()
+        with torch.no_grad():
+            for i in range(warmup + iters):
+                t0 = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    times.append((time.perf_counter() - t0) * 1e3)
+    else:
+        model.train()
+        opt = torch.optim.AdamW(timm_groups(model, 0.05), lr=1e-3)
+        for i in range(warmup + iters):
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss.item()
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1e3)
+    med = statistics.median_high(times)  # the same element vit_bench picks: sorted[n // 2]
+    flop = 2.0 * forward_macs_per_image(cfg) * batch * (3 if args.mode == "train" else 1)
+    print(f"torch {args.config} {args.mode} batch={batch} median_ms={med:.2f} img_per_s={batch * 1e3 / med:.1f} "
+          f"gflops={flop / (med * 1e6):.1f} peak_rss_mb={peak_rss_mb():.1f} min_ms={min(times):.2f} "
+          f"base_rss_mb={BASE_RSS:.1f} threads={torch.get_num_threads()} iters={iters} warmup={warmup} "
+          f"setup={args.threads_setup} version={torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+// vit_bench: images per second of a ViT forward pass (inference) or of a full training step (forward,
+// cross-entropy, backward, AdamW step), with the achieved GFLOP/s and the process's peak RSS. One mode per
+// process, so the RSS belongs to that mode. A benchmark, never a test; bench/torch_vit.py measures PyTorch on
+// the same models and prints the same line, and bench/run.sh interleaves the two.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "models/vit.h"
+#include "optim/optim.h"
+
+using namespace spdlab;
+
+namespace {
+
+struct BenchConfig {
+  models::ViTConfig vit;
+  int64_t batch;
+};
+
+BenchConfig bench_config(const std::string& name) {
+  if (name == "vit-fmnist") {
+    models::ViTConfig c;
+    c.img_size = 28;
+    c.in_chans = 1;
+    c.patch_size = 4;
+    c.embed_dim = 192;
+    c.depth = 6;
+    c.num_heads = 3;
+    c.mlp_ratio = 4.0;
+    c.num_classes = 10;
+    c.mean = {0.5f};
+    c.std = {0.5f};
+    return {c, 128};
+  }
+  if (name == "vit-tiny16") return {models::vit_preset("vit_tiny_patch16_224"), 16};
+  SPDLAB_FAIL("vit_bench: unknown config '", name, "'; expected vit-fmnist or vit-tiny16");
+}
+
+// Multiply-accumulates of one image's forward pass, counting only the products (as the issue defines it).
+// With N = (img/P)^2 patches, T = N + 1 tokens, D = embed_dim, M = mlp_ratio * D, K = num_classes, C = in_chans:
+//   patch embedding  N * (C*P*P) * D
+//   per block        T*D*3D (qkv) + T*T*D (q k^T, all heads) + T*T*D (attn v) + T*D*D (proj) + 2*T*D*M (fc1, fc2)
+//   head             D * K
+// FLOP = 2 * MACs; a training step counts 3x the forward (backward = two products per forward product).
+double forward_macs_per_image(const models::ViTConfig& c) {
+  const double P = double(c.patch_size), N = double((c.img_size / c.patch_size) * (c.img_size / c.patch_size));
+  const double T = N + 1, D = double(c.embed_dim), M = double(int64_t(c.mlp_ratio * double(c.embed_dim)));
+  const double block = T * D * 3 * D + 2 * T * T * D + T * D * D + 2 * T * D * M;
+  return N * double(c.in_chans) * P * P * D + double(c.depth) * block + D * double(c.num_classes);
+}
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) / 1024.0;  // Linux reports kilobytes
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: vit_bench [--mode train|infer] [--config vit-fmnist|vit-tiny16] [--iters N] [--warmup W]\n"
+               "prints: spdlab <config> <mode> batch=B median_ms=.. img_per_s=.. gflops=.. peak_rss_mb=.. ...\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string mode = "train", config = "vit-fmnist";
+  int iters = 10, warmup = 2;
+  for (int i = 1; i < argc; i += 2) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) return usage();
+    if (a == "--mode") mode = argv[i + 1];
+    else if (a == "--config") config = argv[i + 1];
+    else if (a == "--iters") iters = std::max(1, std::atoi(argv[i + 1]));
+    else if (a == "--warmup") warmup = std::max(0, std::atoi(argv[i + 1]));
+    else return usage();
+  }
+  if (mode != "train" && mode != "infer") return usage();
+  try {
+    const double base_rss = peak_rss_mb();
+    const BenchConfig bc = bench_config(config);
+    const models::ViTConfig& c = bc.vit;
+    models::VisionTransformer model(c, 0);
+    // One fixed batch of inputs already in the normalized range, and random labels.
+    Generator gen(1);
+    Tensor x = Tensor::randn({bc.batch, c.in_chans, c.img_size, c.img_size}, gen);
+    std::vector<int64_t> labels(size_t(bc.batch));
+    for (auto& l : labels) l = int64_t(gen.next_u64() % uint64_t(c.num_classes));
+    Tensor y = Tensor::from_vector(labels, {bc.batch});
+
+    std::vector<double> times;
+    if (mode == "infer") {
+      autograd::NoGradGuard ng;
+      model.eval();
+      for (int i = 0; i < warmup + iters; ++i) {
+        const double t0 = now_ms();
+        Tensor logits = model.forward(x);
+        if (i >= warmup) times.push_back(now_ms() - t0);
+      }
+    } else {
+      model.train();
+      optim::Hyperparams h;
+      h.lr = 1e-3;
+      h.weight_decay = 0.05;
+      auto opt = optim::make_optimizer("adamw", optim::timm_param_groups(model.named_parameters(), 0.05), h);
+      for (int i = 0; i < warmup + iters; ++i) {
+        const double t0 = now_ms();
+        Tensor loss = cross_entropy(model.forward(x), y);
+        opt->zero_grad();
+        loss.backward();
+        opt->step();
+        loss.item();
+        if (i >= warmup) times.push_back(now_ms() - t0);
+      }
+    }
+    std::sort(times.begin(), times.end());
+    const double med = times[times.size() / 2];
+    const double flop = 2.0 * forward_macs_per_image(c) * double(bc.batch) * (mode == "train" ? 3.0 : 1.0);
+    std::printf("spdlab %s %s batch=%lld median_ms=%.2f img_per_s=%.1f gflops=%.1f peak_rss_mb=%.1f "
+                "min_ms=%.2f base_rss_mb=%.1f threads=%d iters=%d warmup=%d\n",
+                config.c_str(), mode.c_str(), static_cast<long long>(bc.batch), med, double(bc.batch) * 1e3 / med,
+                flop / (med * 1e6), peak_rss_mb(), times.front(), base_rss, get_num_threads(), iters, warmup);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "vit_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
