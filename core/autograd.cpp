@@ -55,8 +55,8 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
   return r.reshape(shape);
 }
 
-// Adds g into acc (or takes g when acc is empty). Gradients are fresh tensors owned by the engine, except a
-// leaf's existing .grad, which the user handed over by calling backward again: both are safe to add into.
+// acc + g, or g itself when acc is empty. Never in place: one gradient tensor can reach several inputs
+// (add's backward hands dy to both), so writing into one would change the others.
 static void accumulate(Tensor& acc, const Tensor& g) {
   if (!acc.defined()) {
     acc = g.is_contiguous() ? g : g.contiguous();
