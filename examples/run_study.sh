@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash examples/setup.sh
+cmake --build build -j"$(nproc)" --target spdlab_cli
 mode=--quick
 for a in "$@"; do [ "$a" = --full ] && mode=--full; done
 out=runs/study-${mode#--}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs spdlab's Debian packages when any is missing (apt-get, as root or through sudo), then configures and
-# builds into build/. Sourced by examples/run_study.sh and tests/run.sh; safe to run again.
+# Installs spdlab's Debian packages when any is missing (apt-get, as root or through sudo), then configures a
+# Release build in build/. Run by examples/run_study.sh and tests/run.sh, which then build what they need.
 # Usage: bash examples/setup.sh [extra Debian packages...]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,4 +19,3 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)"
