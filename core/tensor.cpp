@@ -468,7 +468,6 @@ Tensor& Tensor::copy_(const Tensor& src) {
   Tensor s = src.dim() == dim() && src.shape() == shape() ? src : src.detach().expand(shape());
   kernels::get(device()).copy_strided(s.dtype(), {s.raw_data(), s.strides().data()}, dtype(), raw_data(),
                                       strides().data(), shape().data(), static_cast<int>(dim()));
-  impl()->version++;
   return *this;
 }
 
@@ -480,7 +479,6 @@ Tensor& Tensor::fill_(double v) {
     Tensor one = Tensor::full({}, v, dtype(), device());
     copy_(one);
   }
-  impl()->version++;
   return *this;
 }
 

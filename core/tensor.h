@@ -52,7 +52,6 @@ struct TensorImpl {
   bool requires_grad = false;
   std::shared_ptr<TensorImpl> grad;           // accumulated gradient of a leaf (or retained)
   std::shared_ptr<autograd::Node> grad_fn;    // the op that produced this tensor; null for leaves
-  uint64_t version = 0;                       // bumped by in-place writes
 };
 
 class Generator;

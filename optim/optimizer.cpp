@@ -122,7 +122,6 @@ void Optimizer::step() {
   start_step(work, pieces);
   for_each_piece(pieces, [&](size_t i) { update(work[pieces[i].work], pieces[i].begin, pieces[i].end, i); });
   finish_step(work, pieces);
-  for (Work& w : work) w.param->value.impl()->version++;
   ++steps_;
 }
 
