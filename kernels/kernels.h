@@ -137,4 +137,9 @@ class Kernels {
 // The dispatch point: the CPU kernels, or the CUDA kernels when built with SPDLAB_CUDA and a GPU is present.
 Kernels& get(Device device);
 
+// The instruction set the CPU kernels run with: "avx2" (AVX2 and FMA, chosen when the CPU has both) or "base"
+// (the compiler's default target). SPDLAB_CPU_ISA=base|avx2 in the environment overrides the choice; asking
+// for avx2 on a CPU without it is an error. Results are bit-identical run to run for one ISA, not across ISAs.
+const char* cpu_isa();
+
 }  // namespace spdlab::kernels
