@@ -43,6 +43,9 @@ Tensor argmax(const Tensor& x, int64_t axis);  // int64, not differentiable
 Tensor matmul(const Tensor& a, const Tensor& b);
 // x [..., K] @ w[N, K]^T + bias[N] -> [..., N], one gemm (PyTorch's F.linear).
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+// linear(gelu(h), w, bias) (exact GELU) that keeps only h for backward and computes gelu(h) again there:
+// a transformer MLP saves one [tokens, hidden] activation instead of two.
+Tensor gelu_linear(const Tensor& h, const Tensor& w, const Tensor& bias = Tensor());
 
 Tensor softmax(const Tensor& x, int64_t axis);
 Tensor log_softmax(const Tensor& x, int64_t axis);

@@ -60,7 +60,12 @@ Mlp::Mlp(int64_t dim, int64_t hidden, double drop_p, Generator& gen, Generator* 
 }
 
 Tensor Mlp::forward(const Tensor& x) const {
-  return drop->forward(fc2->forward(drop->forward(act->forward(fc1->forward(x)))));
+  Tensor h = fc1->forward(x);
+  // Without dropout between them, GELU and fc2 run as one op that keeps only h for backward (half the
+  // MLP's saved activations); the result is the same.
+  if (act->approx == GeluApprox::none && (!drop->is_training() || drop->p == 0))
+    return gelu_linear(h, fc2->weight, fc2->bias ? *fc2->bias : Tensor());
+  return drop->forward(fc2->forward(drop->forward(act->forward(h))));
 }
 
 Attention::Attention(int64_t dim, int64_t heads, bool qkv_bias, Generator& gen) : num_heads(heads) {

@@ -133,53 +133,92 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return matmul_nd(a, b);
 }
 
-Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
-  check_float(x_in, "linear", "input");
-  check_float(w, "linear", "weight");
-  check_same(x_in, w, "linear");
-  SPDLAB_CHECK(w.dim() == 2, "linear: weight must be [out, in], got ", shape_str(w.shape()));
-  SPDLAB_CHECK(x_in.dim() >= 1 && x_in.size(-1) == w.size(1), "linear: input ", shape_str(x_in.shape()),
-               " has last dim ", x_in.dim() ? x_in.size(-1) : 0, " but the weight ", shape_str(w.shape()), " expects ",
-               w.size(1));
-  if (bias.defined()) {
-    check_same(x_in, bias, "linear");
-    SPDLAB_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "linear: bias must be [", w.size(0), "], got ",
-                 shape_str(bias.shape()));
-  }
-  int64_t N = w.size(0), Kd = w.size(1);
-  Tensor x = x_in.contiguous();
-  int64_t rows = x.numel() / std::max<int64_t>(Kd, 1);
+namespace {
+
+// The checks linear and gelu_linear share; returns the bias made contiguous (or undefined).
+Tensor check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_float(x, op, "input");
+  check_float(w, op, "weight");
+  check_same(x, w, op);
+  SPDLAB_CHECK(w.dim() == 2, op, ": weight must be [out, in], got ", shape_str(w.shape()));
+  SPDLAB_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), op, ": input ", shape_str(x.shape()), " has last dim ",
+               x.dim() ? x.size(-1) : 0, " but the weight ", shape_str(w.shape()), " expects ", w.size(1));
+  if (!bias.defined()) return Tensor();
+  check_same(x, bias, op);
+  SPDLAB_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), op, ": bias must be [", w.size(0), "], got ",
+               shape_str(bias.shape()));
+  return bias.contiguous();
+}
+
+// y [rows, N] = x [rows, K] w^T (+ bias), x and w contiguous. With a bias, y starts as the bias rows and
+// gemm adds into it (beta = 1): one pass over y instead of gemm's zeroing pass plus a bias pass.
+Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  int64_t N = w.size(0), Kd = w.size(1), rows = x.numel() / std::max<int64_t>(Kd, 1);
   Shape out_shape = x.shape();
   out_shape.back() = N;
   Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
-  Tensor wc = w.contiguous();
   auto& k = K(x);
-  Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
-  // With a bias, y starts as the bias rows and gemm adds into it (beta = 1): one pass over y instead of
-  // gemm's zeroing pass plus a bias pass.
-  if (bc.defined()) k.fill_rows(x.dtype(), y.raw_data(), bc.raw_data(), rows, N);
-  k.gemm(x.dtype(), false, true, rows, N, Kd, 1.0, x.raw_data(), Kd, wc.raw_data(), Kd, bc.defined() ? 1.0 : 0.0,
+  if (bias.defined()) k.fill_rows(x.dtype(), y.raw_data(), bias.raw_data(), rows, N);
+  k.gemm(x.dtype(), false, true, rows, N, Kd, 1.0, x.raw_data(), Kd, w.raw_data(), Kd, bias.defined() ? 1.0 : 0.0,
          y.raw_data(), N);
+  return y;
+}
+
+// The gradients of y = x w^T + b for the inputs that need them: dx = dy w, dw = dy^T x, db = column sums of dy.
+Grads linear_backward(const Tensor& dy_in, const Tensor& x, const Tensor& w, bool nx, bool nw, bool nb) {
+  Tensor dy = dy_in.contiguous();
+  auto& k = kernels::get(dy.device());
+  int64_t N = w.size(0), Kd = w.size(1), rows = x.numel() / std::max<int64_t>(Kd, 1);
+  Tensor dx, dw, db;
+  if (nx) {
+    dx = Tensor::empty(x.shape(), dy.dtype(), dy.device());
+    k.gemm(dy.dtype(), false, false, rows, Kd, N, 1.0, dy.raw_data(), N, w.raw_data(), Kd, 0.0, dx.raw_data(), Kd);
+  }
+  if (nw) {
+    dw = Tensor::empty({N, Kd}, dy.dtype(), dy.device());
+    k.gemm(dy.dtype(), true, false, N, Kd, rows, 1.0, dy.raw_data(), N, x.raw_data(), Kd, 0.0, dw.raw_data(), Kd);
+  }
+  if (nb) {
+    db = Tensor::empty({N}, dy.dtype(), dy.device());
+    k.reduce(kernels::Reduce::sum, dy.dtype(), dy.raw_data(), db.raw_data(), 1, rows, N, nullptr);
+  }
+  return {dx, dw, db};
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
+  Tensor bc = check_linear("linear", x_in, w, bias);
+  Tensor x = x_in.contiguous(), wc = w.contiguous();
+  Tensor y = linear_forward(x, wc, bc);
   if (!autograd::needs_grad({&x, &wc, &bc})) return y;
   Tensor xd = x.detach(), wd = wc.detach();
   bool nx = autograd::needs_grad({&x}), nw = autograd::needs_grad({&wc}), nb = bc.defined() && autograd::needs_grad({&bc});
-  return autograd::record("linear", y, {x, wc, bc}, [=](const Tensor& dy_in) -> Grads {
-    Tensor dy = dy_in.contiguous();
-    auto& kk = kernels::get(dy.device());
-    Tensor dx, dw, db;
-    if (nx) {
-      dx = Tensor::empty(xd.shape(), dy.dtype(), dy.device());
-      kk.gemm(dy.dtype(), false, false, rows, Kd, N, 1.0, dy.raw_data(), N, wd.raw_data(), Kd, 0.0, dx.raw_data(), Kd);
+  return autograd::record("linear", y, {x, wc, bc}, [=](const Tensor& dy) -> Grads {
+    return linear_backward(dy, xd, wd, nx, nw, nb);
+  });
+}
+
+Tensor gelu_linear(const Tensor& h_in, const Tensor& w, const Tensor& bias) {
+  Tensor bc = check_linear("gelu_linear", h_in, w, bias);
+  Tensor h = h_in.contiguous(), wc = w.contiguous();
+  auto gelu_of = [](const Tensor& t) {
+    Tensor g = Tensor::empty(t.shape(), t.dtype(), t.device());
+    K(t).unary_fwd(kernels::Unary::gelu, t.dtype(), t.raw_data(), g.raw_data(), t.numel(), 0.0);
+    return g;
+  };
+  Tensor y = linear_forward(gelu_of(h), wc, bc);  // gelu(h) is freed here: backward makes it again
+  if (!autograd::needs_grad({&h, &wc, &bc})) return y;
+  Tensor hd = h.detach(), wd = wc.detach();
+  bool nh = autograd::needs_grad({&h}), nw = autograd::needs_grad({&wc}), nb = bc.defined() && autograd::needs_grad({&bc});
+  return autograd::record("gelu_linear", y, {h, wc, bc}, [=](const Tensor& dy) -> Grads {
+    Grads g = linear_backward(dy, gelu_of(hd), wd, nh, nw, nb);
+    if (nh) {  // dh = dg * gelu'(h), in place: each element reads only its own dg
+      Tensor& dg = g[0];
+      K(dg).unary_bwd(kernels::Unary::gelu, dg.dtype(), hd.raw_data(), nullptr, dg.raw_data(), dg.raw_data(),
+                      dg.numel(), 0.0);
     }
-    if (nw) {
-      dw = Tensor::empty({N, Kd}, dy.dtype(), dy.device());
-      kk.gemm(dy.dtype(), true, false, N, Kd, rows, 1.0, dy.raw_data(), N, xd.raw_data(), Kd, 0.0, dw.raw_data(), Kd);
-    }
-    if (nb) {
-      db = Tensor::empty({N}, dy.dtype(), dy.device());
-      kk.reduce(kernels::Reduce::sum, dy.dtype(), dy.raw_data(), db.raw_data(), 1, rows, N, nullptr);
-    }
-    return {dx, dw, db};
+    return g;
   });
 }
 

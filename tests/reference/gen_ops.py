@@ -138,6 +138,9 @@ def build():
     case("linear_bias", "linear", F.linear, [randn(2, 3, 4), randn(5, 4), randn(5)], bias=True)
     case("linear_nobias", "linear", F.linear, [randn(3, 4), randn(5, 4)], bias=False)
     case("linear_vec", "linear", F.linear, [randn(4), randn(5, 4), randn(5)], bias=True)
+    gl = lambda h, w, b=None: F.linear(F.gelu(h), w, b)  # noqa: E731
+    case("gelu_linear_bias", "gelu_linear", gl, [3 * randn(2, 3, 4), randn(5, 4), randn(5)], bias=True)
+    case("gelu_linear_nobias", "gelu_linear", gl, [3 * randn(3, 4), randn(5, 4)], bias=False)
 
     for op, fn in [("softmax", torch.softmax), ("log_softmax", torch.log_softmax)]:
         case(f"{op}_last", op, lambda a, fn=fn: fn(a, dim=-1), [2 * randn(2, 3, 5)], axis=-1)
@@ -192,6 +195,7 @@ def build():
     case("f32_matmul_2d", "matmul", torch.matmul, [f(7, 9), f(9, 5)], grad=False)
     case("f32_matmul_batched", "matmul", torch.matmul, [f(2, 3, 6, 8), f(8, 4)], grad=False)
     case("f32_linear", "linear", F.linear, [f(3, 5, 16), f(12, 16), f(12)], grad=False, bias=True)
+    case("f32_gelu_linear", "gelu_linear", gl, [3 * f(3, 5, 16), f(12, 16), f(12)], grad=False, bias=True)
     case("f32_softmax", "softmax", lambda a: torch.softmax(a, -1), [3 * f(4, 10)], grad=False, axis=-1)
     case("f32_log_softmax", "log_softmax", lambda a: torch.log_softmax(a, -1), [3 * f(4, 10)], grad=False,
          axis=-1)
