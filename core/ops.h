@@ -51,6 +51,10 @@ Tensor softmax(const Tensor& x, int64_t axis);
 Tensor log_softmax(const Tensor& x, int64_t axis);
 // Normalizes over the last dim; weight/bias [C] optional.
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+// linear(layer_norm(x, ln_weight, ln_bias, eps), weight, bias) that keeps x, not the normalized x, for
+// backward and normalizes again there: a pre-norm transformer block saves two activations fewer.
+Tensor layer_norm_linear(const Tensor& x, const Tensor& ln_weight, const Tensor& ln_bias, double eps,
+                         const Tensor& weight, const Tensor& bias = Tensor());
 // logits [B, C], target int64 [B]; mean over the batch.
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, double label_smoothing = 0.0);
 // q,k,v [B, H, N, D] -> [B, H, N, D]: softmax(q k^T * scale) v, scores never leave the op.

@@ -59,12 +59,11 @@ Mlp::Mlp(int64_t dim, int64_t hidden, double drop_p, Generator& gen, Generator* 
   drop = register_module("drop", std::make_shared<Dropout>(drop_p, drop_gen));
 }
 
-Tensor Mlp::forward(const Tensor& x) const {
-  Tensor h = fc1->forward(x);
+Tensor Mlp::forward_hidden(const Tensor& h) const {
   // Without dropout between them, GELU and fc2 run as one op that keeps only h for backward (half the
   // MLP's saved activations); the result is the same.
   if (act->approx == GeluApprox::none && (!drop->is_training() || drop->p == 0))
-    return gelu_linear(h, fc2->weight, fc2->bias ? *fc2->bias : Tensor());
+    return gelu_linear(h, fc2->weight, fc2->bias_or_none());
   return drop->forward(fc2->forward(drop->forward(act->forward(h))));
 }
 
@@ -74,8 +73,8 @@ Attention::Attention(int64_t dim, int64_t heads, bool qkv_bias, Generator& gen) 
   proj = register_module("proj", std::make_shared<Linear>(dim, dim, true, gen));
 }
 
-Tensor Attention::forward(const Tensor& x) const {
-  return proj->forward(qkv_attention(qkv->forward(x), num_heads));
+Tensor Attention::forward_qkv(const Tensor& qkv_out) const {
+  return proj->forward(qkv_attention(qkv_out, num_heads));
 }
 
 Block::Block(int64_t dim, int64_t heads, double mlp_ratio, double eps, double drop_p, Generator& gen,
@@ -88,8 +87,13 @@ Block::Block(int64_t dim, int64_t heads, double mlp_ratio, double eps, double dr
 }
 
 Tensor Block::forward(const Tensor& x_in) const {
-  Tensor x = add(x_in, attn->forward(norm1->forward(x_in)));
-  return add(x, mlp->forward(norm2->forward(x)));
+  // norm1 with attn.qkv, and norm2 with mlp.fc1, each run as one op that keeps the block's residual stream
+  // for backward instead of its normalized copy; the result is the same.
+  const Linear &qkv = *attn->qkv, &fc1 = *mlp->fc1;
+  Tensor x = add(x_in, attn->forward_qkv(layer_norm_linear(x_in, norm1->weight, norm1->bias, norm1->eps, qkv.weight,
+                                                           qkv.bias_or_none())));
+  return add(x, mlp->forward_hidden(
+                    layer_norm_linear(x, norm2->weight, norm2->bias, norm2->eps, fc1.weight, fc1.bias_or_none())));
 }
 
 PatchEmbed::Proj::Proj(int64_t in_chans, int64_t dim, int64_t patch, Generator& gen)

@@ -16,7 +16,8 @@ struct Linear : Module {  // [..., in] -> [..., out]
   Tensor& weight;
   Tensor* bias = nullptr;
   Linear(int64_t in, int64_t out, bool with_bias, Generator& gen);
-  Tensor forward(const Tensor& x) const { return linear(x, weight, bias ? *bias : Tensor()); }
+  Tensor forward(const Tensor& x) const { return linear(x, weight, bias_or_none()); }
+  Tensor bias_or_none() const { return bias ? *bias : Tensor(); }
 };
 
 struct LayerNorm : Module {  // normalizes the last dim
@@ -45,14 +46,16 @@ struct Mlp : Module {  // fc1 -> GELU -> dropout -> fc2 -> dropout
   std::shared_ptr<GELU> act;
   std::shared_ptr<Dropout> drop;
   Mlp(int64_t dim, int64_t hidden, double drop_p, Generator& gen, Generator* drop_gen);
-  Tensor forward(const Tensor& x) const;
+  Tensor forward(const Tensor& x) const { return forward_hidden(fc1->forward(x)); }
+  Tensor forward_hidden(const Tensor& h) const;  // the rest of the MLP, from fc1's output
 };
 
 struct Attention : Module {  // [B, N, C] -> [B, N, C], fused qkv like timm
   std::shared_ptr<Linear> qkv, proj;
   int64_t num_heads;
   Attention(int64_t dim, int64_t heads, bool qkv_bias, Generator& gen);
-  Tensor forward(const Tensor& x) const;
+  Tensor forward(const Tensor& x) const { return forward_qkv(qkv->forward(x)); }
+  Tensor forward_qkv(const Tensor& qkv_out) const;  // the rest of the attention, from qkv's output
 };
 
 struct Block : Module {  // pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))

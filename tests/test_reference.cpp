@@ -106,6 +106,8 @@ Tensor run_op(const Case& c, const std::vector<Tensor>& in) {
   if (op == "gelu_linear") return gelu_linear(in[0], in[1], flag("bias") ? in[2] : Tensor());
   if (op == "softmax") return softmax(in[0], integer("axis"));
   if (op == "log_softmax") return log_softmax(in[0], integer("axis"));
+  if (op == "layer_norm_linear")
+    return layer_norm_linear(in[0], in[1], in[2], num("eps"), in[3], flag("bias") ? in[4] : Tensor());
   if (op == "layer_norm")
     return flag("affine") ? layer_norm(in[0], in[1], in[2], num("eps"))
                           : layer_norm(in[0], Tensor(), Tensor(), num("eps"));
@@ -186,8 +188,8 @@ TEST_SUITE("reference") {
     for (const auto& c : fixture().cases) seen.insert(c.op);
     for (const char* op : {"add", "sub", "mul", "div", "maximum", "add_scalar", "mul_scalar", "rsub", "pow",
                            "neg", "exp", "log", "sqrt", "rsqrt", "tanh", "abs", "relu", "gelu", "sum", "mean",
-                           "max", "var", "argmax", "matmul", "linear", "gelu_linear", "softmax", "log_softmax", "layer_norm",
-                           "cross_entropy", "sdpa", "concat", "index_select", "gather", "where", "masked_fill",
+                           "max", "var", "argmax", "matmul", "linear", "gelu_linear", "softmax", "log_softmax",
+                           "layer_norm", "layer_norm_linear", "cross_entropy", "sdpa", "concat", "index_select", "gather", "where", "masked_fill",
                            "unfold_patches"})
       CHECK_MESSAGE(seen.count(op), "no case for " << op);
   }

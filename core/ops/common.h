@@ -49,4 +49,21 @@ inline Shape broadcast_strides(const Tensor& t, const Shape& shape) {
 
 inline kernels::Kernels& K(const Tensor& t) { return kernels::get(t.device()); }
 
+// Forward and backward halves shared by the fused ops (linear in matmul.cpp, layer_norm in nn.cpp).
+
+// The checks of linear(x, w, bias) under the name `op`; returns the bias made contiguous (or undefined).
+Tensor check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias);
+// y [rows, N] = x [rows, K] w^T (+ bias), for contiguous x and w.
+Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias);
+// {dx, dw, db} of y = x w^T + b, each only where asked for (undefined otherwise).
+std::vector<Tensor> linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, bool nx, bool nw, bool nb);
+
+// The checks of layer_norm(x, weight, bias, eps) under the name `op`.
+void check_layer_norm(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
+// Normalizes the last axis of contiguous x; mean and rstd (f64, one per row) are allocated and filled.
+Tensor layer_norm_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& mean, Tensor& rstd);
+// {dx, dw, db} of layer_norm from the saved x, mean and rstd; dw and db only where asked for.
+std::vector<Tensor> layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean,
+                                        const Tensor& rstd, bool nw, bool nb);
+
 }  // namespace spdlab::ops_detail

@@ -133,10 +133,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return matmul_nd(a, b);
 }
 
-namespace {
-
-// The checks linear and gelu_linear share; returns the bias made contiguous (or undefined).
-Tensor check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor ops_detail::check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_float(x, op, "input");
   check_float(w, op, "weight");
   check_same(x, w, op);
@@ -150,9 +147,9 @@ Tensor check_linear(const char* op, const Tensor& x, const Tensor& w, const Tens
   return bias.contiguous();
 }
 
-// y [rows, N] = x [rows, K] w^T (+ bias), x and w contiguous. With a bias, y starts as the bias rows and
+// With a bias, y starts as the bias rows and
 // gemm adds into it (beta = 1): one pass over y instead of gemm's zeroing pass plus a bias pass.
-Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor ops_detail::linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
   int64_t N = w.size(0), Kd = w.size(1), rows = x.numel() / std::max<int64_t>(Kd, 1);
   Shape out_shape = x.shape();
   out_shape.back() = N;
@@ -164,8 +161,8 @@ Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
   return y;
 }
 
-// The gradients of y = x w^T + b for the inputs that need them: dx = dy w, dw = dy^T x, db = column sums of dy.
-Grads linear_backward(const Tensor& dy_in, const Tensor& x, const Tensor& w, bool nx, bool nw, bool nb) {
+// dx = dy w, dw = dy^T x, db = the column sums of dy.
+Grads ops_detail::linear_backward(const Tensor& dy_in, const Tensor& x, const Tensor& w, bool nx, bool nw, bool nb) {
   Tensor dy = dy_in.contiguous();
   auto& k = kernels::get(dy.device());
   int64_t N = w.size(0), Kd = w.size(1), rows = x.numel() / std::max<int64_t>(Kd, 1);
@@ -184,8 +181,6 @@ Grads linear_backward(const Tensor& dy_in, const Tensor& x, const Tensor& w, boo
   }
   return {dx, dw, db};
 }
-
-}  // namespace
 
 Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   Tensor bc = check_linear("linear", x_in, w, bias);

@@ -36,37 +36,82 @@ Tensor softmax_any(const Tensor& x, int64_t axis, bool log, const char* name) {
 Tensor softmax(const Tensor& x, int64_t axis) { return softmax_any(x, axis, false, "softmax"); }
 Tensor log_softmax(const Tensor& x, int64_t axis) { return softmax_any(x, axis, true, "log_softmax"); }
 
-Tensor layer_norm(const Tensor& x_in, const Tensor& weight, const Tensor& bias, double eps) {
-  check_float(x_in, "layer_norm");
-  SPDLAB_CHECK(x_in.dim() >= 1, "layer_norm: expected at least 1 dim, got a scalar");
-  int64_t C = x_in.size(-1);
+void ops_detail::check_layer_norm(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                  double eps) {
+  check_float(x, op);
+  SPDLAB_CHECK(x.dim() >= 1, op, ": expected at least 1 dim, got a scalar");
+  int64_t C = x.size(-1);
   for (const Tensor* p : {&weight, &bias}) {
     if (!p->defined()) continue;
-    check_same(x_in, *p, "layer_norm");
-    SPDLAB_CHECK(p->dim() == 1 && p->size(0) == C, "layer_norm: weight and bias must be [", C, "] for input ",
-                 shape_str(x_in.shape()), ", got ", shape_str(p->shape()));
+    check_same(x, *p, op);
+    SPDLAB_CHECK(p->dim() == 1 && p->size(0) == C, op, ": weight and bias must be [", C, "] for input ",
+                 shape_str(x.shape()), ", got ", shape_str(p->shape()));
   }
-  SPDLAB_CHECK(eps >= 0, "layer_norm: eps must be >= 0, got ", eps);
-  Tensor x = x_in.contiguous();
-  Tensor w = weight.defined() ? weight.contiguous() : Tensor();
-  Tensor b = bias.defined() ? bias.contiguous() : Tensor();
-  int64_t rows = x.numel() / std::max<int64_t>(C, 1);
+  SPDLAB_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
+}
+
+Tensor ops_detail::layer_norm_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& mean,
+                                      Tensor& rstd) {
+  int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  Tensor mean = Tensor::empty({rows}, DType::f64, x.device()), rstd = Tensor::empty({rows}, DType::f64, x.device());
+  mean = Tensor::empty({rows}, DType::f64, x.device());
+  rstd = Tensor::empty({rows}, DType::f64, x.device());
   K(x).layer_norm_fwd(x.dtype(), x.raw_data(), w.defined() ? w.raw_data() : nullptr,
                       b.defined() ? b.raw_data() : nullptr, y.raw_data(), mean.data<double>(), rstd.data<double>(),
                       rows, C, eps);
+  return y;
+}
+
+Grads ops_detail::layer_norm_backward(const Tensor& dy_in, const Tensor& x, const Tensor& w, const Tensor& mean,
+                                      const Tensor& rstd, bool nw, bool nb) {
+  int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
+  Tensor dy = dy_in.contiguous(), dx = Tensor::empty_like(x);
+  Tensor dw = nw ? Tensor::zeros({C}, dy.dtype(), dy.device()) : Tensor();
+  Tensor db = nb ? Tensor::zeros({C}, dy.dtype(), dy.device()) : Tensor();
+  kernels::get(x.device()).layer_norm_bwd(x.dtype(), x.raw_data(), w.defined() ? w.raw_data() : nullptr,
+                                          mean.data<double>(), rstd.data<double>(), dy.raw_data(), dx.raw_data(),
+                                          nw ? dw.raw_data() : nullptr, nb ? db.raw_data() : nullptr, rows, C);
+  return {dx, dw, db};
+}
+
+Tensor layer_norm(const Tensor& x_in, const Tensor& weight, const Tensor& bias, double eps) {
+  check_layer_norm("layer_norm", x_in, weight, bias, eps);
+  Tensor x = x_in.contiguous();
+  Tensor w = weight.defined() ? weight.contiguous() : Tensor();
+  Tensor b = bias.defined() ? bias.contiguous() : Tensor();
+  Tensor mean, rstd;
+  Tensor y = layer_norm_forward(x, w, b, eps, mean, rstd);
   if (!autograd::needs_grad({&x, &w, &b})) return y;
   Tensor xd = x.detach(), wd = w.defined() ? w.detach() : Tensor();
   bool nw = w.defined() && autograd::needs_grad({&w}), nb = b.defined() && autograd::needs_grad({&b});
-  return autograd::record("layer_norm", y, {x, w, b}, [=](const Tensor& dy_in) -> Grads {
-    Tensor dy = dy_in.contiguous(), dx = Tensor::empty_like(xd);
-    Tensor dw = nw ? Tensor::zeros({C}, dy.dtype(), dy.device()) : Tensor();
-    Tensor db = nb ? Tensor::zeros({C}, dy.dtype(), dy.device()) : Tensor();
-    kernels::get(xd.device()).layer_norm_bwd(xd.dtype(), xd.raw_data(), wd.defined() ? wd.raw_data() : nullptr,
-                                             mean.data<double>(), rstd.data<double>(), dy.raw_data(), dx.raw_data(),
-                                             nw ? dw.raw_data() : nullptr, nb ? db.raw_data() : nullptr, rows, C);
-    return {dx, dw, db};
+  return autograd::record("layer_norm", y, {x, w, b}, [=](const Tensor& dy) -> Grads {
+    return layer_norm_backward(dy, xd, wd, mean, rstd, nw, nb);
+  });
+}
+
+Tensor layer_norm_linear(const Tensor& x_in, const Tensor& ln_weight, const Tensor& ln_bias, double eps,
+                         const Tensor& weight, const Tensor& bias) {
+  check_layer_norm("layer_norm_linear", x_in, ln_weight, ln_bias, eps);
+  Tensor lb = check_linear("layer_norm_linear", x_in, weight, bias);
+  Tensor x = x_in.contiguous(), w = weight.contiguous();
+  Tensor gamma = ln_weight.defined() ? ln_weight.contiguous() : Tensor();
+  Tensor beta = ln_bias.defined() ? ln_bias.contiguous() : Tensor();
+  Tensor mean, rstd;
+  // The normalized x lives only until the product is done.
+  Tensor y = linear_forward(layer_norm_forward(x, gamma, beta, eps, mean, rstd), w, lb);
+  if (!autograd::needs_grad({&x, &gamma, &beta, &w, &lb})) return y;
+  Tensor xd = x.detach(), wd = w.detach();
+  Tensor lnw = gamma.defined() ? gamma.detach() : Tensor(), lnb = beta.defined() ? beta.detach() : Tensor();
+  bool need_lnw = lnw.defined() && autograd::needs_grad({&gamma});
+  bool need_lnb = lnb.defined() && autograd::needs_grad({&beta});
+  bool need_w = autograd::needs_grad({&w}), need_b = lb.defined() && autograd::needs_grad({&lb});
+  return autograd::record("layer_norm_linear", y, {x, gamma, beta, w, lb}, [=](const Tensor& dy) -> Grads {
+    Tensor m2, r2;  // the same kernel on the same x gives the same normalized x, bit for bit
+    Tensor normed = layer_norm_forward(xd, lnw, lnb, eps, m2, r2);
+    Grads lin = linear_backward(dy, normed, wd, true, need_w, need_b);
+    normed = Tensor();
+    Grads ln = layer_norm_backward(lin[0], xd, lnw, mean, rstd, need_lnw, need_lnb);
+    return {ln[0], ln[1], ln[2], lin[1], lin[2]};
   });
 }
 

@@ -153,6 +153,11 @@ def build():
          [5 + 3 * randn(4, 8), 1 + 0.5 * randn(8), 0.5 * randn(8)], eps=1e-6, affine=True)
     case("layer_norm_plain", "layer_norm", lambda a: F.layer_norm(a, (5,), None, None, 1e-5),
          [randn(3, 5)], eps=1e-5, affine=False)
+    lnl = lambda a, g, b, w, c=None: F.linear(F.layer_norm(a, (6,), g, b, 1e-6), w, c)  # noqa: E731
+    case("layer_norm_linear_bias", "layer_norm_linear", lnl, [randn(2, 3, 6), 1 + randn(6), randn(6), randn(4, 6),
+                                                              randn(4)], eps=1e-6, bias=True)
+    case("layer_norm_linear_nobias", "layer_norm_linear", lnl, [randn(5, 6), 1 + randn(6), randn(6), randn(3, 6)],
+         eps=1e-6, bias=False)
 
     for tag, ls in [("plain", 0.0), ("smooth", 0.1)]:
         case(f"cross_entropy_{tag}", "cross_entropy",
@@ -195,6 +200,9 @@ def build():
     case("f32_matmul_2d", "matmul", torch.matmul, [f(7, 9), f(9, 5)], grad=False)
     case("f32_matmul_batched", "matmul", torch.matmul, [f(2, 3, 6, 8), f(8, 4)], grad=False)
     case("f32_linear", "linear", F.linear, [f(3, 5, 16), f(12, 16), f(12)], grad=False, bias=True)
+    case("f32_layer_norm_linear", "layer_norm_linear",
+         lambda a, g, b, w, c: F.linear(F.layer_norm(a, (16,), g, b, 1e-6), w, c),
+         [f(3, 5, 16), 1 + f(16), f(16), f(12, 16), f(12)], grad=False, eps=1e-6, bias=True)
     case("f32_gelu_linear", "gelu_linear", gl, [3 * f(3, 5, 16), f(12, 16), f(12)], grad=False, bias=True)
     case("f32_softmax", "softmax", lambda a: torch.softmax(a, -1), [3 * f(4, 10)], grad=False, axis=-1)
     case("f32_log_softmax", "log_softmax", lambda a: torch.log_softmax(a, -1), [3 * f(4, 10)], grad=False,
