@@ -162,7 +162,9 @@ def med(rows, key):
 print(f"### Results: {facts.get('date', '?')}\n")
 print(f"- machine: {facts.get('nproc', '?')} cores, {facts.get('cpu', '?')}, {facts.get('mem', '?')} RAM "
       f"(load average at start: {facts.get('load', '?')})")
-print(f"- spdlab commit {facts.get('commit', '?')}; PyTorch {facts.get('torch', 'not available')}")
+isa = next((rows[0].get("isa", "?") for (r, _, _, _), rows in runs.items() if r == "spdlab"), "?")
+print(f"- spdlab commit {facts.get('commit', '?')} (CPU kernels: {isa}); "
+      f"PyTorch {facts.get('torch', 'not available')}")
 print(f"- medians over {facts.get('rounds', '?')} interleaved rounds (A B A B ...); each process reports the "
       f"median of {facts.get('iters', '?')} timed iterations after {facts.get('warmup', '?')} warm-up ones")
 for n in notes:

@@ -13,6 +13,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "kernels/kernels.h"
 #include "models/vit.h"
 #include "optim/optim.h"
 
@@ -130,9 +131,10 @@ int main(int argc, char** argv) {
     const double med = times[times.size() / 2];
     const double flop = 2.0 * forward_macs_per_image(c) * double(bc.batch) * (mode == "train" ? 3.0 : 1.0);
     std::printf("spdlab %s %s batch=%lld median_ms=%.2f img_per_s=%.1f gflops=%.1f peak_rss_mb=%.1f "
-                "min_ms=%.2f base_rss_mb=%.1f threads=%d iters=%d warmup=%d\n",
+                "min_ms=%.2f base_rss_mb=%.1f threads=%d iters=%d warmup=%d isa=%s\n",
                 config.c_str(), mode.c_str(), static_cast<long long>(bc.batch), med, double(bc.batch) * 1e3 / med,
-                flop / (med * 1e6), peak_rss_mb(), times.front(), base_rss, get_num_threads(), iters, warmup);
+                flop / (med * 1e6), peak_rss_mb(), times.front(), base_rss, get_num_threads(), iters, warmup,
+                kernels::cpu_isa());
   } catch (const Error& e) {
     std::fprintf(stderr, "vit_bench: %s\n", e.what());
     return 1;

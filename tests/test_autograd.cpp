@@ -208,6 +208,40 @@ TEST_CASE("qkv_attention equals split heads + attention + merge") {
   for (int64_t i = 0; i < ref.numel(); ++i) CHECK(fused.at(i) == doctest::Approx(ref.at(i)).epsilon(1e-12));
 }
 
+TEST_CASE("float32 attention (forward and backward) matches float64 at awkward sizes") {
+  // The float kernels differ from the double ones (per-head AVX2 products where the CPU has them, BLAS
+  // otherwise): row counts that are not multiples of the 6-row tile, key counts and head dims that leave a
+  // partial 16-wide block, cross attention (N != M), strided views, and vit_tiny's 197 tokens.
+  struct Shape5 { int64_t B, H, N, M, D; };
+  for (Shape5 s : {Shape5{2, 3, 7, 7, 24}, Shape5{1, 2, 13, 5, 8}, Shape5{2, 1, 50, 50, 64}, Shape5{1, 1, 197, 197, 64},
+                   Shape5{1, 2, 1, 33, 17}}) {
+    CAPTURE(s.N);
+    CAPTURE(s.M);
+    CAPTURE(s.D);
+    // q is a view into a wider tensor, so its rows are strided, as in qkv_attention.
+    Tensor wide = rnd({s.B, s.H, s.N, 2 * s.D}, 170);
+    std::vector<Tensor> in64 = {wide.narrow(3, 0, s.D), rnd({s.B, s.H, s.M, s.D}, 171), rnd({s.B, s.H, s.M, s.D}, 172)};
+    std::vector<Tensor> in32 = {wide.to(DType::f32).narrow(3, 0, s.D), in64[1].to(DType::f32), in64[2].to(DType::f32)};
+    for (auto* v : {&in64, &in32})
+      for (Tensor& t : *v) t = t.detach().requires_grad_();
+    Tensor r64 = rnd({s.B, s.H, s.N, s.D}, 173);
+    Tensor o64 = scaled_dot_product_attention(in64[0], in64[1], in64[2]);
+    Tensor o32 = scaled_dot_product_attention(in32[0], in32[1], in32[2]);
+    sum(mul(o64, r64)).backward();
+    sum(mul(o32, r64.to(DType::f32))).backward();
+    auto worst = [](const Tensor& a32, const Tensor& a64) {
+      double w = 0, scale = 1e-30;
+      for (int64_t i = 0; i < a64.numel(); ++i) {
+        w = std::max(w, std::abs(double(a32.contiguous().at(i)) - a64.contiguous().at(i)));
+        scale = std::max(scale, std::abs(double(a64.contiguous().at(i))));
+      }
+      return w / scale;
+    };
+    CHECK(worst(o32, o64) < 1e-5);
+    for (int i = 0; i < 3; ++i) CHECK(worst(in32[i].grad(), in64[i].grad()) < 1e-5);
+  }
+}
+
 TEST_CASE("gradcheck catches a wrong gradient") {
   // x * x.detach() has the true derivative 2x but autograd sees only x: the checker must flag it.
   GradcheckResult r = gradcheck([](auto& v) { return mul(v[0], v[0].detach()); }, {rnd({4}, 70)});

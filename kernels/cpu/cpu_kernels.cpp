@@ -12,7 +12,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "kernels/cpu/parallel.h"
 #include "kernels/kernels.h"
@@ -44,17 +49,21 @@ int get_num_threads() {
   return g_threads;
 }
 
+#define SPDLAB_CPU_AVX2 0
 namespace cpu::base {
 #include "kernels/cpu/kernels_impl.h"
 }  // namespace cpu::base
+#undef SPDLAB_CPU_AVX2
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SPDLAB_HAVE_AVX2_KERNELS 1
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#define SPDLAB_CPU_AVX2 1
 namespace cpu::avx2 {
 #include "kernels/cpu/kernels_impl.h"
 }  // namespace cpu::avx2
+#undef SPDLAB_CPU_AVX2
 #pragma GCC pop_options
 #endif
 

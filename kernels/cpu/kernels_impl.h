@@ -644,6 +644,154 @@ void run_pairs(int64_t n, int64_t work_each, F&& f) {
   }
 }
 
+#if SPDLAB_CPU_AVX2
+// ---- attention's per-head products (AVX2) ----
+// OpenBLAS runs the small products of one head (197 x 197 x 64 in vit_tiny) at a third of its large-matrix
+// rate: packing and call overhead dominate. Here each product is C = A B with A broadcast one element at a
+// time and B read as rows of 16 floats, C held in registers for the whole inner dimension; the operands of
+// one head stay in L1/L2. Sums run in a fixed order, so results do not depend on the thread count.
+
+// C [R rows, n] = A [R, k] B [k, n]; row-major with strides lda, ldb, ldc; B and C rows are contiguous.
+template <int R>
+void small_gemm_rows(int64_t n, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+                     int64_t ldc) {
+  alignas(32) static const int32_t kMaskSrc[32] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                   0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0};
+  for (int64_t j = 0; j < n; j += 16) {
+    const int64_t w = std::min<int64_t>(16, n - j);
+    __m256 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    if (w == 16) {
+      for (int64_t kk = 0; kk < k; ++kk) {
+        const float* b = B + kk * ldb + j;
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        for (int r = 0; r < R; ++r) {
+          __m256 a = _mm256_broadcast_ss(A + r * lda + kk);
+          acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+          acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        _mm256_storeu_ps(C + r * ldc + j, acc[r][0]);
+        _mm256_storeu_ps(C + r * ldc + j + 8, acc[r][1]);
+      }
+    } else {  // the last, narrower block of columns: masked loads read nothing past column n
+      const __m256i m0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskSrc + 16 - w));
+      const __m256i m1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskSrc + 24 - w));
+      for (int64_t kk = 0; kk < k; ++kk) {
+        const float* b = B + kk * ldb + j;
+        __m256 b0 = _mm256_maskload_ps(b, m0), b1 = _mm256_maskload_ps(b + 8, m1);
+        for (int r = 0; r < R; ++r) {
+          __m256 a = _mm256_broadcast_ss(A + r * lda + kk);
+          acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+          acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        _mm256_maskstore_ps(C + r * ldc + j, m0, acc[r][0]);
+        _mm256_maskstore_ps(C + r * ldc + j + 8, m1, acc[r][1]);
+      }
+    }
+  }
+}
+
+// C [m, n] = A [m, k] B [k, n], six rows of C at a time.
+inline void small_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
+                       float* C, int64_t ldc) {
+  int64_t i = 0;
+  for (; i + 6 <= m; i += 6) small_gemm_rows<6>(n, k, A + i * lda, lda, B, ldb, C + i * ldc, ldc);
+  const float* a = A + i * lda;
+  float* c = C + i * ldc;
+  switch (m - i) {
+    case 5: small_gemm_rows<5>(n, k, a, lda, B, ldb, c, ldc); break;
+    case 4: small_gemm_rows<4>(n, k, a, lda, B, ldb, c, ldc); break;
+    case 3: small_gemm_rows<3>(n, k, a, lda, B, ldb, c, ldc); break;
+    case 2: small_gemm_rows<2>(n, k, a, lda, B, ldb, c, ldc); break;
+    case 1: small_gemm_rows<1>(n, k, a, lda, B, ldb, c, ldc); break;
+    default: break;
+  }
+}
+
+// dst [cols, rows] = src [rows, cols]^T, src rows ld apart.
+inline void transpose_into(const float* src, int64_t ld, int64_t rows, int64_t cols, float* dst) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * ld + c];
+}
+
+// Per-thread scratch for one head's transposed operands, reused across heads and steps.
+inline float* head_scratch(size_t slot, size_t n) {
+  thread_local std::vector<float> bufs[3];
+  if (bufs[slot].size() < n) bufs[slot].resize(n);
+  return bufs[slot].data();
+}
+
+// f(bh) for every (batch, head) pair, the pairs split across threads (each head's kernels are serial).
+template <typename F>
+void for_each_head(int64_t n, F&& f) {
+  parallel_for(n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) f(i);
+  });
+}
+
+// Sizes the per-head kernels serve; beyond them one head's scores outgrow the caches and BLAS does better.
+inline bool small_attention(int64_t N, int64_t M) { return N <= 1024 && M <= 1024; }
+
+// attention_fwd / attention_bwd on the per-head kernels above, for float at the sizes they serve; false
+// (nothing done) otherwise. Same layouts and strides as the Kernels interface.
+template <typename T>
+bool attention_fwd_small(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const T* Q, const int64_t* qs,
+                         const T* Kp, const int64_t* ks, const T* V, const int64_t* vs, T* O, const int64_t* os, T* P,
+                         double scale) {
+  if constexpr (!std::is_same_v<T, float>) {
+    return false;
+  } else {
+    if (!small_attention(N, M)) return false;
+    for_each_head(B * H, [&](int64_t bh) {
+      int64_t b = bh / H, h = bh % H;
+      float* p = P + bh * N * M;
+      float* kt = head_scratch(0, D * M);
+      transpose_into(Kp + b * ks[0] + h * ks[1], ks[2], M, D, kt);
+      small_gemm(N, M, D, Q + b * qs[0] + h * qs[1], qs[2], kt, M, p, M);
+      softmax_fwd_t<float>(p, p, N, M, scale, false);
+      small_gemm(N, D, M, p, M, V + b * vs[0] + h * vs[1], vs[2], O + b * os[0] + h * os[1], os[2]);
+    });
+    return true;
+  }
+}
+
+template <typename T>
+bool attention_bwd_small(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const T* Q, const int64_t* qs,
+                         const T* Kp, const int64_t* ks, const T* V, const int64_t* vs, const T* P, const T* dO,
+                         const int64_t* ds, T* dq, const int64_t* dqs, T* dk, const int64_t* dks, T* dv,
+                         const int64_t* dvs, double scale) {
+  if constexpr (!std::is_same_v<T, float>) {
+    return false;
+  } else {
+    if (!small_attention(N, M)) return false;
+    for_each_head(B * H, [&](int64_t bh) {
+      int64_t b = bh / H, h = bh % H;
+      const float* p = P + bh * N * M;
+      const float* qp = Q + b * qs[0] + h * qs[1];
+      const float* kp = Kp + b * ks[0] + h * ks[1];
+      const float* vp = V + b * vs[0] + h * vs[1];
+      const float* dop = dO + b * ds[0] + h * ds[1];
+      float* t = head_scratch(0, std::max(M * N, D * M));  // p^T, then v^T, then ds^T
+      float* dp = head_scratch(1, N * M);
+      // dv = p^T dout; dp = dout v^T; ds = scale * softmax'(p) dp; dq = ds k; dk = ds^T q
+      transpose_into(p, M, N, M, t);
+      small_gemm(M, D, N, t, N, dop, ds[2], dv + b * dvs[0] + h * dvs[1], dvs[2]);
+      transpose_into(vp, vs[2], M, D, t);
+      small_gemm(N, M, D, dop, ds[2], t, M, dp, M);
+      softmax_bwd_t<float>(p, dp, dp, N, M, scale, false);
+      small_gemm(N, D, M, dp, M, kp, ks[2], dq + b * dqs[0] + h * dqs[1], dqs[2]);
+      transpose_into(dp, M, N, M, t);
+      small_gemm(M, D, N, t, N, qp, qs[2], dk + b * dks[0] + h * dks[1], dks[2]);
+    });
+    return true;
+  }
+}
+#endif
+
 class CpuKernels final : public kernels::Kernels {
  public:
   Device device() const override { return Device::cpu; }
@@ -806,6 +954,9 @@ class CpuKernels final : public kernels::Kernels {
       const T* V = cp<T>(v);
       T* O = mp<T>(out);
       T* P = mp<T>(probs);
+#if SPDLAB_CPU_AVX2
+      if (attention_fwd_small<T>(B, H, N, M, D, Q, qs, Kp, ks, V, vs, O, os, P, scale)) return;
+#endif
       auto one = [&](int64_t bh) {
         int64_t b = bh / H, h = bh % H;
         T* p = P + bh * N * M;
@@ -829,6 +980,11 @@ class CpuKernels final : public kernels::Kernels {
       const T* V = cp<T>(v);
       const T* P = cp<T>(probs);
       const T* dO = cp<T>(dout);
+#if SPDLAB_CPU_AVX2
+      if (attention_bwd_small<T>(B, H, N, M, D, Q, qs, Kp, ks, V, vs, P, dO, ds, mp<T>(dq), dqs, mp<T>(dk), dks,
+                                 mp<T>(dv), dvs, scale))
+        return;
+#endif
       auto one = [&](int64_t bh) {
         int64_t b = bh / H, h = bh % H;
         const T* p = P + bh * N * M;
