@@ -651,10 +651,11 @@ void run_pairs(int64_t n, int64_t work_each, F&& f) {
 // time and B read as rows of 16 floats, C held in registers for the whole inner dimension; the operands of
 // one head stay in L1/L2. Sums run in a fixed order, so results do not depend on the thread count.
 
-// C [R rows, n] = A [R, k] B [k, n]; row-major with strides lda, ldb, ldc; B and C rows are contiguous.
+// C [R rows, n] = A [R, k] B [k, n]. A's element (r, kk) is at A[r * lda + kk * ak], so a transposed A
+// costs nothing (each is a broadcast load); B and C are row-major, rows ldb and ldc apart.
 template <int R>
-void small_gemm_rows(int64_t n, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
-                     int64_t ldc) {
+void small_gemm_rows(int64_t n, int64_t k, const float* A, int64_t lda, int64_t ak, const float* B, int64_t ldb,
+                     float* C, int64_t ldc) {
   alignas(32) static const int32_t kMaskSrc[32] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
                                                    0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0};
   for (int64_t j = 0; j < n; j += 16) {
@@ -662,11 +663,12 @@ void small_gemm_rows(int64_t n, int64_t k, const float* A, int64_t lda, const fl
     __m256 acc[R][2];
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     if (w == 16) {
-      for (int64_t kk = 0; kk < k; ++kk) {
+      const float* a_k = A;  // A's column kk
+      for (int64_t kk = 0; kk < k; ++kk, a_k += ak) {
         const float* b = B + kk * ldb + j;
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
         for (int r = 0; r < R; ++r) {
-          __m256 a = _mm256_broadcast_ss(A + r * lda + kk);
+          __m256 a = _mm256_broadcast_ss(a_k + r * lda);
           acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
           acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
         }
@@ -678,11 +680,12 @@ void small_gemm_rows(int64_t n, int64_t k, const float* A, int64_t lda, const fl
     } else {  // the last, narrower block of columns: masked loads read nothing past column n
       const __m256i m0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskSrc + 16 - w));
       const __m256i m1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskSrc + 24 - w));
-      for (int64_t kk = 0; kk < k; ++kk) {
+      const float* a_k = A;  // A's column kk
+      for (int64_t kk = 0; kk < k; ++kk, a_k += ak) {
         const float* b = B + kk * ldb + j;
         __m256 b0 = _mm256_maskload_ps(b, m0), b1 = _mm256_maskload_ps(b + 8, m1);
         for (int r = 0; r < R; ++r) {
-          __m256 a = _mm256_broadcast_ss(A + r * lda + kk);
+          __m256 a = _mm256_broadcast_ss(a_k + r * lda);
           acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
           acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
         }
@@ -695,19 +698,19 @@ void small_gemm_rows(int64_t n, int64_t k, const float* A, int64_t lda, const fl
   }
 }
 
-// C [m, n] = A [m, k] B [k, n], six rows of C at a time.
-inline void small_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
-                       float* C, int64_t ldc) {
+// C [m, n] = A [m, k] B [k, n], six rows of C at a time; A strided as in small_gemm_rows.
+inline void small_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, int64_t ak, const float* B,
+                       int64_t ldb, float* C, int64_t ldc) {
   int64_t i = 0;
-  for (; i + 6 <= m; i += 6) small_gemm_rows<6>(n, k, A + i * lda, lda, B, ldb, C + i * ldc, ldc);
+  for (; i + 6 <= m; i += 6) small_gemm_rows<6>(n, k, A + i * lda, lda, ak, B, ldb, C + i * ldc, ldc);
   const float* a = A + i * lda;
   float* c = C + i * ldc;
   switch (m - i) {
-    case 5: small_gemm_rows<5>(n, k, a, lda, B, ldb, c, ldc); break;
-    case 4: small_gemm_rows<4>(n, k, a, lda, B, ldb, c, ldc); break;
-    case 3: small_gemm_rows<3>(n, k, a, lda, B, ldb, c, ldc); break;
-    case 2: small_gemm_rows<2>(n, k, a, lda, B, ldb, c, ldc); break;
-    case 1: small_gemm_rows<1>(n, k, a, lda, B, ldb, c, ldc); break;
+    case 5: small_gemm_rows<5>(n, k, a, lda, ak, B, ldb, c, ldc); break;
+    case 4: small_gemm_rows<4>(n, k, a, lda, ak, B, ldb, c, ldc); break;
+    case 3: small_gemm_rows<3>(n, k, a, lda, ak, B, ldb, c, ldc); break;
+    case 2: small_gemm_rows<2>(n, k, a, lda, ak, B, ldb, c, ldc); break;
+    case 1: small_gemm_rows<1>(n, k, a, lda, ak, B, ldb, c, ldc); break;
     default: break;
   }
 }
@@ -751,9 +754,9 @@ bool attention_fwd_small(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, 
       float* p = P + bh * N * M;
       float* kt = head_scratch(0, D * M);
       transpose_into(Kp + b * ks[0] + h * ks[1], ks[2], M, D, kt);
-      small_gemm(N, M, D, Q + b * qs[0] + h * qs[1], qs[2], kt, M, p, M);
+      small_gemm(N, M, D, Q + b * qs[0] + h * qs[1], qs[2], 1, kt, M, p, M);
       softmax_fwd_t<float>(p, p, N, M, scale, false);
-      small_gemm(N, D, M, p, M, V + b * vs[0] + h * vs[1], vs[2], O + b * os[0] + h * os[1], os[2]);
+      small_gemm(N, D, M, p, M, 1, V + b * vs[0] + h * vs[1], vs[2], O + b * os[0] + h * os[1], os[2]);
     });
     return true;
   }
@@ -775,17 +778,16 @@ bool attention_bwd_small(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, 
       const float* kp = Kp + b * ks[0] + h * ks[1];
       const float* vp = V + b * vs[0] + h * vs[1];
       const float* dop = dO + b * ds[0] + h * ds[1];
-      float* t = head_scratch(0, std::max(M * N, D * M));  // p^T, then v^T, then ds^T
+      float* vt = head_scratch(0, D * M);
       float* dp = head_scratch(1, N * M);
-      // dv = p^T dout; dp = dout v^T; ds = scale * softmax'(p) dp; dq = ds k; dk = ds^T q
-      transpose_into(p, M, N, M, t);
-      small_gemm(M, D, N, t, N, dop, ds[2], dv + b * dvs[0] + h * dvs[1], dvs[2]);
-      transpose_into(vp, vs[2], M, D, t);
-      small_gemm(N, M, D, dop, ds[2], t, M, dp, M);
+      // dv = p^T dout; dp = dout v^T; ds = scale * softmax'(p) dp; dq = ds k; dk = ds^T q. The transposed
+      // left operands (p^T, ds^T) are read in place through small_gemm's strides.
+      small_gemm(M, D, N, p, 1, M, dop, ds[2], dv + b * dvs[0] + h * dvs[1], dvs[2]);
+      transpose_into(vp, vs[2], M, D, vt);
+      small_gemm(N, M, D, dop, ds[2], 1, vt, M, dp, M);
       softmax_bwd_t<float>(p, dp, dp, N, M, scale, false);
-      small_gemm(N, D, M, dp, M, kp, ks[2], dq + b * dqs[0] + h * dqs[1], dqs[2]);
-      transpose_into(dp, M, N, M, t);
-      small_gemm(M, D, N, t, N, qp, qs[2], dk + b * dks[0] + h * dks[1], dks[2]);
+      small_gemm(N, D, M, dp, M, 1, kp, ks[2], dq + b * dqs[0] + h * dqs[1], dqs[2]);
+      small_gemm(M, D, N, dp, 1, M, qp, qs[2], dk + b * dks[0] + h * dks[1], dks[2]);
     });
     return true;
   }
