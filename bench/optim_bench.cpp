@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -116,25 +118,23 @@ int main(int argc, char** argv) {
   int64_t total = 0;
   for (const auto& [n, s] : shapes) total += numel_of(s);
   std::printf("optim_bench: vit_tiny_patch16_224 parameter set, %zu tensors, %lld parameters, %d threads, "
-              "median of %d steps\n\n",
+              "median of %d steps, taken in turn\n\n",
               shapes.size(), static_cast<long long>(total), get_num_threads(), steps);
   std::printf("%-26s %9s %9s %8s %8s\n", "", "ms/step", "min", "x floor", "GB/s");
 
+  // Every optimizer and the floor take one step in turn, round after round, so a slow spell of a shared
+  // machine lands on all of them alike and the ratios to the floor stay meaningful.
+  struct Runner {
+    std::string label;
+    double bytes_per_param;
+    std::function<void(int)> step;  // step(i): the i-th step, i counting warm-up steps too
+    std::unique_ptr<Optimizer> opt;
+    std::vector<double> times;
+  };
+  std::vector<Runner> runners;
   Generator gen(0);
   Floor floor(shapes, gen);
-  for (int i = 0; i < warmup; ++i) floor.run();
-  std::vector<double> ft;
-  for (int i = 0; i < steps; ++i) {
-    double t0 = now_ms();
-    floor.run();
-    ft.push_back(now_ms() - t0);
-  }
-  Timing fl = summarize(ft);
-  auto row = [&](const std::string& label, Timing t, double bytes, const std::string& note) {
-    std::printf("%-26s %9.2f %9.2f %8.2f %8.1f  %s\n", label.c_str(), t.median, t.min, t.median / fl.median,
-                bytes * double(total) / (t.median * 1e6), note.c_str());
-  };
-  row("floor (32 B/param)", fl, 32, "");
+  runners.push_back({"floor (32 B/param)", 32, [&](int) { floor.run(); }, nullptr, {}});
 
   Hyperparams sgd;
   sgd.lr = 0.01;
@@ -151,26 +151,39 @@ int main(int argc, char** argv) {
                                    {"spd", "spd", spd, 32}};
   // Four gradient sets, rotated, so SPD's condition fires on some tensors and not others, as in training.
   const int nsets = 4;
-  for (const Case& c : cases) {
+  std::vector<NamedTensors> all_params(cases.size());
+  std::vector<std::vector<std::vector<Tensor>>> all_grads(cases.size());
+  for (size_t ci = 0; ci < cases.size(); ++ci) {
+    const Case& c = cases[ci];
     if (!only.empty() && c.kind != only) continue;
     Generator g(1);
-    NamedTensors params;
-    std::vector<std::vector<Tensor>> grads(nsets);
+    NamedTensors& params = all_params[ci];
+    auto& grads = all_grads[ci];
+    grads.resize(nsets);
     for (const auto& [name, shape] : shapes) {
       params.emplace_back(name, Tensor::randn(shape, g).requires_grad_());
       for (int s = 0; s < nsets; ++s) grads[s].push_back(mul(Tensor::randn(shape, g), 1e-2));
     }
     auto opt = make_optimizer(c.kind, timm_param_groups(params, c.h.weight_decay), c.h);
     if (c.kind == "l2sp" || c.kind == "spd") opt->capture_anchors();
-    std::vector<double> t;
-    for (int i = 0; i < warmup + steps; ++i) {
-      for (size_t k = 0; k < params.size(); ++k) params[k].second.set_grad(grads[i % nsets][k]);
+    Optimizer* o = opt.get();
+    runners.push_back({c.label, c.bytes_per_param, [&params, &grads, o](int i) {
+                         for (size_t k = 0; k < params.size(); ++k) params[k].second.set_grad(grads[i % nsets][k]);
+                         o->step();
+                       },
+                       std::move(opt), {}});
+  }
+  for (int i = 0; i < warmup + steps; ++i)
+    for (Runner& r : runners) {
       double t0 = now_ms();
-      opt->step();
-      if (i >= warmup) t.push_back(now_ms() - t0);
+      r.step(i);
+      if (i >= warmup) r.times.push_back(now_ms() - t0);
     }
+
+  const Timing fl = summarize(runners[0].times);
+  for (Runner& r : runners) {
     std::string note;
-    if (auto* s = dynamic_cast<SPD*>(opt.get())) {
+    if (auto* s = dynamic_cast<SPD*>(r.opt.get())) {
       int64_t fired = 0, taken = 0;
       for (const SpdTensorStats& st : s->stats()) {
         fired += st.fired;
@@ -181,7 +194,9 @@ int main(int argc, char** argv) {
                     100.0 * double(fired) / double(std::max<int64_t>(taken, 1)));
       note = buf;
     }
-    row(c.label, summarize(t), c.bytes_per_param, note);
+    const Timing t = summarize(r.times);
+    std::printf("%-26s %9.2f %9.2f %8.2f %8.1f  %s\n", r.label.c_str(), t.median, t.min, t.median / fl.median,
+                r.bytes_per_param * double(total) / (t.median * 1e6), note.c_str());
   }
   return 0;
 }
