@@ -14,6 +14,7 @@
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
 #include "models/vit.h"
+#include "tests/support.h"
 
 namespace fs = std::filesystem;
 using namespace spdlab;
@@ -35,12 +36,6 @@ Result run(const std::string& args) {
   while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
   int st = pclose(p);
   return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
-}
-
-fs::path scratch() {
-  fs::path d = fs::temp_directory_path() / ("spdlab_cli_" + std::to_string(getpid()));
-  fs::create_directories(d);
-  return d;
 }
 
 void write_bytes(const fs::path& p, const std::vector<unsigned char>& b) {
@@ -97,7 +92,8 @@ TEST_CASE("help lists every command and each command's flags") {
 }
 
 TEST_CASE("bad flags and values are explained") {
-  fs::path d = scratch();
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
   std::string model = tiny_model(d);
   fs::path out = d / "ft.safetensors";
   std::string base = "finetune --init " + model + " --out " + out.string() + " ";
@@ -112,7 +108,8 @@ TEST_CASE("bad flags and values are explained") {
 }
 
 TEST_CASE("missing, corrupt and inconsistent data files") {
-  fs::path d = scratch();
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
   std::string model = tiny_model(d);
   check_fails("eval --model " + model + " --data fmnist:" + (d / "nowhere").string(),
               "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or pass --data");
@@ -141,7 +138,8 @@ TEST_CASE("missing, corrupt and inconsistent data files") {
 }
 
 TEST_CASE("checkpoints of the wrong kind or architecture") {
-  fs::path d = scratch();
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
   fs::path out = d / "ft.safetensors";
   std::string traces = std::string(SPDLAB_SOURCE_DIR) + "/tests/reference/optim_traces.safetensors";
   check_fails("finetune --init " + traces + " --out " + out.string(), "was not written by spdlab", out);
@@ -163,7 +161,8 @@ TEST_CASE("checkpoints of the wrong kind or architecture") {
 }
 
 TEST_CASE("an output directory that cannot be written") {
-  fs::path d = scratch();
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
   std::string model = tiny_model(d);
   write_bytes(d / "afile", {1});
   fs::path bad = d / "afile" / "sub";
@@ -178,7 +177,8 @@ TEST_CASE("finetune, eval and a tiny compare run end to end and are deterministi
     MESSAGE("skipped: dataset-fashion-mnist is not installed");
     return;
   }
-  fs::path d = scratch();
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
   std::string model = tiny_model(d);
   std::string common = " --init " + model + " --range 50000:50256 --epochs 1 --batch-size 32 --seeds 1"
                        " --eval-images 100 --optims adamw,spd";

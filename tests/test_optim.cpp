@@ -22,6 +22,7 @@
 #include "core/ops.h"
 #include "optim/optim.h"
 #include "optim/replay.h"
+#include "tests/support.h"
 
 using namespace spdlab;
 using namespace spdlab::optim;
@@ -29,15 +30,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/spdlab_optim_XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return path + "/" + name; }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("optim") {}
 };
 
 std::string fixture_path(const std::string& name) { return std::string(SPDLAB_SOURCE_DIR) + "/tests/reference/" + name; }

@@ -15,21 +15,15 @@
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
 #include "core/tensor.h"
+#include "tests/support.h"
 
 using namespace spdlab;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/spdlab_safetensors_XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return path + "/" + name; }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("safetensors") {}
 };
 
 void write_bytes(const std::string& path, const std::string& bytes) {
@@ -647,7 +641,8 @@ TEST_CASE("validation: a file that cannot be opened") {
   TempDir dir;
   const std::string path = dir.file("absent.safetensors");
   CHECK_THROWS_WITH_AS(open_file(path), doctest::Contains(msg(path, ": cannot open: No such file").c_str()), Error);
-  CHECK_THROWS_WITH_AS(open_file(dir.path), doctest::Contains(msg(dir.path, " is not a regular file").c_str()), Error);
+  CHECK_THROWS_WITH_AS(open_file(dir.path.string()),
+                       doctest::Contains(msg(dir.path.string(), " is not a regular file").c_str()), Error);
 }
 
 TEST_CASE("a valid file with metadata only, and zero-sized tensors sharing an offset") {

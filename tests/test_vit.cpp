@@ -10,6 +10,7 @@
 #include "core/autograd.h"
 #include "core/io/safetensors.h"
 #include "models/vit.h"
+#include "tests/support.h"
 
 using namespace spdlab;
 using namespace spdlab::models;
@@ -36,11 +37,6 @@ ViTConfig small_cfg() {
   return c;
 }
 
-std::string tmp_path(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() / ("spdlab_vit_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
-}
 }  // namespace
 
 TEST_SUITE("vit") {
@@ -71,7 +67,8 @@ TEST_CASE("vit_tiny_patch16_224 matches PyTorch (weights generated at test time)
     MESSAGE("skipped: /usr/bin/python3 with torch is not available to generate the vit_tiny_patch16_224 weights");
     return;
   }
-  std::string dir = tmp_path("tiny224");
+  test::TempDir tmp("vit");
+  std::string dir = tmp.path.string();
   std::string cmd = "/usr/bin/python3 " + ref("gen_vit.py") + " --tiny224 " + dir + " >/dev/null 2>&1";
   REQUIRE(std::system(cmd.c_str()) == 0);
   std::string path = dir + "/vit_tiny_patch16_224.safetensors";
@@ -107,7 +104,8 @@ TEST_CASE("parameter names are timm's checkpoint keys, in order") {
 
 TEST_CASE("save then load is bit-identical and rebuilds the model from the file alone") {
   VisionTransformer m(small_cfg(), 3);
-  std::string path = tmp_path("roundtrip.safetensors");
+  test::TempDir tmp("vit");
+  std::string path = tmp.file("roundtrip.safetensors");
   save_vit(m, path, {{"note", "test"}});
   auto back = load_vit(path);
   CHECK(back->config().depth == 2);
