@@ -208,6 +208,38 @@ TEST_CASE("qkv_attention equals split heads + attention + merge") {
   for (int64_t i = 0; i < ref.numel(); ++i) CHECK(fused.at(i) == doctest::Approx(ref.at(i)).epsilon(1e-12));
 }
 
+TEST_CASE("float32 exp, GELU and softmax stay within a few ulp of float64") {
+  // The float kernels use their own vectorizable exp and erf; check them over the whole float range.
+  std::vector<float> xs;
+  for (double v = -104.0; v <= 88.7; v += 0.0371) xs.push_back(static_cast<float>(v));
+  xs.resize(xs.size() / 7 * 7);  // softmax below takes rows of 7
+  Tensor x32 = Tensor::from_vector(xs, {static_cast<int64_t>(xs.size())});
+  Tensor x64 = x32.to(DType::f64);
+  auto worst_rel = [](const Tensor& a32, const Tensor& a64, double floor) {
+    double w = 0;
+    for (int64_t i = 0; i < a64.numel(); ++i) {
+      double ref = a64.at(i);
+      w = std::max(w, std::abs(double(a32.at(i)) - ref) / std::max(std::abs(ref), floor));
+    }
+    return w;
+  };
+  CHECK(worst_rel(exp(x32), exp(x64), 1e-37) < 4e-7);  // ~3 ulp; results below 1e-37 are checked absolutely
+  Tensor g32 = gelu(div(x32, Tensor::full({}, 10.0f))), g64 = gelu(div(x64, Tensor::full({}, 10.0, DType::f64)));
+  // GELU: within 2e-6 absolute below 1 (the rational erf is ~7 float ulp off near +-1, which shows in the
+  // negative tail's tiny values) and within 2e-6 relative above.
+  CHECK(worst_rel(g32, g64, 1.0) < 2e-6);
+  Tensor s32 = softmax(x32.reshape({-1, 7}), 1), s64 = softmax(x64.reshape({-1, 7}), 1);
+  CHECK(worst_rel(s32, s64, 1e-30) < 1e-5);
+  // The edges: exp(-inf) = 0, exp(+inf) = inf, exp(nan) = nan, exp(0) = 1 exactly.
+  Tensor e = exp(Tensor::from_vector(std::vector<float>{-INFINITY, INFINITY, NAN, 0.0f, -200.0f, 100.0f}, {6}));
+  CHECK(e.at(0) == 0.0);
+  CHECK(std::isinf(e.at(1)));
+  CHECK(std::isnan(e.at(2)));
+  CHECK(e.at(3) == 1.0);
+  CHECK(e.at(4) == 0.0);
+  CHECK(std::isinf(e.at(5)));
+}
+
 TEST_CASE("float32 attention (forward and backward) matches float64 at awkward sizes") {
   // The float kernels differ from the double ones (per-head AVX2 products where the CPU has them, BLAS
   // otherwise): row counts that are not multiples of the 6-row tile, key counts and head dims that leave a

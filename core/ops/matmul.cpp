@@ -147,8 +147,8 @@ Tensor ops_detail::check_linear(const char* op, const Tensor& x, const Tensor& w
   return bias.contiguous();
 }
 
-// With a bias, y starts as the bias rows and
-// gemm adds into it (beta = 1): one pass over y instead of gemm's zeroing pass plus a bias pass.
+// With a bias, y starts as the bias rows and gemm adds into it (beta = 1): one pass over y instead of
+// gemm's zeroing pass plus a bias pass.
 Tensor ops_detail::linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
   int64_t N = w.size(0), Kd = w.size(1), rows = x.numel() / std::max<int64_t>(Kd, 1);
   Shape out_shape = x.shape();
