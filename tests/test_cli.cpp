@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -170,6 +171,19 @@ TEST_CASE("an output directory that cannot be written") {
   check_fails("finetune --init " + model + " --out " + (bad / "m.safetensors").string(),
               "cannot create the output directory");
   CHECK_FALSE(fs::exists(bad));
+}
+
+TEST_CASE("a bad SPDLAB_CPU_ISA is explained") {
+  test::TempDir tmp("cli");
+  std::string model = tiny_model(tmp.path);
+  // Only the child reads it: this process chose its kernels when tiny_model ran. The old value comes back
+  // afterwards, so a run of the suites with SPDLAB_CPU_ISA=base keeps it for the tests that follow.
+  const char* old = std::getenv("SPDLAB_CPU_ISA");
+  const std::string saved = old ? old : "";
+  ::setenv("SPDLAB_CPU_ISA", "sse9", 1);
+  check_fails("eval --model " + model + " --domain edge", "SPDLAB_CPU_ISA: expected auto, base or avx2, got 'sse9'");
+  if (old) ::setenv("SPDLAB_CPU_ISA", saved.c_str(), 1);
+  else ::unsetenv("SPDLAB_CPU_ISA");
 }
 
 TEST_CASE("finetune, eval and a tiny compare run end to end and are deterministic") {
