@@ -208,6 +208,14 @@ TEST_CASE("qkv_attention equals split heads + attention + merge") {
   for (int64_t i = 0; i < ref.numel(); ++i) CHECK(fused.at(i) == doctest::Approx(ref.at(i)).epsilon(1e-12));
 }
 
+TEST_CASE("sums over empty dimensions") {
+  Tensor x = Tensor::zeros({3, 4, 0});
+  CHECK(sum(x, {1}).shape() == Shape{3, 0});                // nothing to write
+  Tensor y = sum(Tensor::zeros({3, 0, 5}), {1});              // an empty sum is 0
+  CHECK(y.shape() == Shape{3, 5});
+  for (int64_t i = 0; i < y.numel(); ++i) CHECK(y.at(i) == 0.0);
+}
+
 TEST_CASE("float32 exp, GELU and softmax stay within a few ulp of float64") {
   // The float kernels use their own vectorizable exp and erf; check them over the whole float range.
   std::vector<float> xs;

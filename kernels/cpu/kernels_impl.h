@@ -329,6 +329,7 @@ void reduce_t(Reduce op, const T* x, T* y, int64_t outer, int64_t r, int64_t inn
     });
     return;
   }
+  if (outer == 0 || inner == 0) return;  // nothing to write
   if (op == Reduce::sum) {
     // Column sums: fixed blocks of rows each sum into their own partials, added afterwards in block order.
     const int64_t rb = row_block(inner), nblk = (r + rb - 1) / rb;
