@@ -722,9 +722,9 @@ inline void transpose_into(const float* src, int64_t ld, int64_t rows, int64_t c
     for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * ld + c];
 }
 
-// Per-thread scratch for one head's transposed operands, reused across heads and steps.
+// Per-thread scratch (slot 0: a transposed operand, slot 1: the score gradients), reused across heads and steps.
 inline float* head_scratch(size_t slot, size_t n) {
-  thread_local std::vector<float> bufs[3];
+  thread_local std::vector<float> bufs[2];
   if (bufs[slot].size() < n) bufs[slot].resize(n);
   return bufs[slot].data();
 }
