@@ -14,6 +14,7 @@
 
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
+#include "kernels/kernels.h"
 #include "models/vit.h"
 #include "tests/support.h"
 
@@ -212,6 +213,10 @@ TEST_CASE("finetune, eval and a tiny compare run end to end and are deterministi
   for (const char* f : {"results.csv", "report.md", "id_vs_ood.svg", "per_domain.svg", "per_layer_deviation.svg",
                         "adamw-seed0.safetensors", "spd-seed0.safetensors"})
     CHECK(fs::exists(d / "a" / f));
+  // Wall time, threads and the CPU kernel set go to timing.json, outside the bit-identical results.
+  json::Value timing = json::parse(slurp(d / "a" / "timing.json"), "timing.json");
+  CHECK(timing.find("seconds")->as_double() > 0);
+  CHECK(timing.find("cpu_isa")->as_string() == kernels::cpu_isa());
   Result e = run("eval --model " + (d / "a" / "spd-seed0.safetensors").string() +
                  " --domain edge --json " + (d / "e.json").string());
   CHECK(e.status == 0);

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/io/json.h"
+#include "kernels/kernels.h"
 #include "examples/cli/args.h"
 #include "examples/cli/commands.h"
 #include "examples/cli/data_source.h"
@@ -401,7 +402,9 @@ int run_compare(int argc, char** argv) {
   double total = now_seconds() - t_start;
   write_text_atomic(out + "/timing.json",
                     json::dump(Value::object({{"seconds", Value::number(total)},
-                                              {"threads", Value::integer(get_num_threads())}})) + "\n");
+                                              {"threads", Value::integer(get_num_threads())},
+                                              {"cpu_isa", Value::string(kernels::cpu_isa())}})) +
+                        "\n");
   std::fputs(md.str().c_str(), stdout);
   std::fprintf(stderr, "compare: done in %.0f s; results in %s\n", total, out.c_str());
   return 0;
