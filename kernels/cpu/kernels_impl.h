@@ -69,17 +69,32 @@ struct Iter {
       for (int k = 0; k < nops; ++k) off[k] += i * strides[k][d];
     }
   }
-  // f(row_begin, row_end) in parallel, sized by the total element count.
+  // f(row, off) for every row, in parallel (sized by the total element count), with `off` holding each
+  // operand's element offset at the start of the row.
   template <typename F>
-  void for_rows(F&& f) const {
+  void for_each_row(F&& f) const {
     int64_t n = rows(), in = inner();
     int64_t grain = std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(in, 1));
-    parallel_for(n, grain, f);
+    parallel_for(n, grain, [&](int64_t r0, int64_t r1) {
+      int64_t off[4];
+      for (int64_t r = r0; r < r1; ++r) {
+        row_offsets(r, off);
+        f(r, off);
+      }
+    });
   }
 };
 
-template <typename T>
-T cast_from(double v) { return static_cast<T>(v); }
+// Row-major strides of a contiguous tensor of `shape`.
+inline std::vector<int64_t> contiguous_strides(const int64_t* shape, int ndim) {
+  std::vector<int64_t> st(ndim);
+  int64_t s = 1;
+  for (int d = ndim - 1; d >= 0; --d) {
+    st[d] = s;
+    s *= shape[d];
+  }
+  return st;
+}
 
 // ---- elementwise ----
 
@@ -216,26 +231,20 @@ void unary_bwd_t(Unary op, const T* x, const T* y, const T* dy, T* dx, int64_t n
 template <typename T, typename F>
 void binary_loop(const Iter& it, const T* a, const T* b, T* out, F f) {
   int64_t in = it.inner(), sa = it.strides[0][it.ndim - 1], sb = it.strides[1][it.ndim - 1];
-  it.for_rows([&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      int64_t off[4];
-      it.row_offsets(r, off);
-      const T* pa = a + off[0];
-      const T* pb = b + off[1];
-      T* po = out + r * in;
-      if (sa == 1 && sb == 1) for (int64_t i = 0; i < in; ++i) po[i] = f(pa[i], pb[i]);
-      else if (sa == 1 && sb == 0) { T vb = pb[0]; for (int64_t i = 0; i < in; ++i) po[i] = f(pa[i], vb); }
-      else if (sa == 0 && sb == 1) { T va = pa[0]; for (int64_t i = 0; i < in; ++i) po[i] = f(va, pb[i]); }
-      else for (int64_t i = 0; i < in; ++i) po[i] = f(pa[i * sa], pb[i * sb]);
-    }
+  it.for_each_row([&](int64_t r, const int64_t* off) {
+    const T* pa = a + off[0];
+    const T* pb = b + off[1];
+    T* po = out + r * in;
+    if (sa == 1 && sb == 1) for (int64_t i = 0; i < in; ++i) po[i] = f(pa[i], pb[i]);
+    else if (sa == 1 && sb == 0) { T vb = pb[0]; for (int64_t i = 0; i < in; ++i) po[i] = f(pa[i], vb); }
+    else if (sa == 0 && sb == 1) { T va = pa[0]; for (int64_t i = 0; i < in; ++i) po[i] = f(va, pb[i]); }
+    else for (int64_t i = 0; i < in; ++i) po[i] = f(pa[i * sa], pb[i * sb]);
   });
 }
 
 template <typename T>
 void binary_fwd_t(Binary op, Strided a, Strided b, T* out, const int64_t* shape, int ndim) {
-  std::vector<int64_t> out_strides(ndim);
-  int64_t s = 1;
-  for (int d = ndim - 1; d >= 0; --d) { out_strides[d] = s; s *= shape[d]; }
+  std::vector<int64_t> out_strides = contiguous_strides(shape, ndim);
   Iter it(shape, ndim, {a.strides, b.strides, out_strides.data()});
   const T* pa = static_cast<const T*>(a.data);
   const T* pb = static_cast<const T*>(b.data);
@@ -251,15 +260,11 @@ void binary_fwd_t(Binary op, Strided a, Strided b, T* out, const int64_t* shape,
 template <typename S, typename D>
 void copy_loop(const Iter& it, const S* src, D* dst) {
   int64_t in = it.inner(), ss = it.strides[0][it.ndim - 1], sd = it.strides[1][it.ndim - 1];
-  it.for_rows([&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      int64_t off[4];
-      it.row_offsets(r, off);
-      const S* ps = src + off[0];
-      D* pd = dst + off[1];
-      if (ss == 1 && sd == 1) for (int64_t i = 0; i < in; ++i) pd[i] = static_cast<D>(ps[i]);
-      else for (int64_t i = 0; i < in; ++i) pd[i * sd] = static_cast<D>(ps[i * ss]);
-    }
+  it.for_each_row([&](int64_t, const int64_t* off) {
+    const S* ps = src + off[0];
+    D* pd = dst + off[1];
+    if (ss == 1 && sd == 1) for (int64_t i = 0; i < in; ++i) pd[i] = static_cast<D>(ps[i]);
+    else for (int64_t i = 0; i < in; ++i) pd[i * sd] = static_cast<D>(ps[i * ss]);
   });
 }
 
@@ -276,22 +281,15 @@ template <typename C, typename T>
 void where_loop(const Iter& it, const C* c, const T* a, const T* b, T* out) {
   int64_t in = it.inner();
   int64_t sc = it.strides[0][it.ndim - 1], sa = it.strides[1][it.ndim - 1], sb = it.strides[2][it.ndim - 1];
-  it.for_rows([&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      int64_t off[4];
-      it.row_offsets(r, off);
-      T* po = out + r * in;
-      for (int64_t i = 0; i < in; ++i)
-        po[i] = c[off[0] + i * sc] != C(0) ? a[off[1] + i * sa] : b[off[2] + i * sb];
-    }
+  it.for_each_row([&](int64_t r, const int64_t* off) {
+    T* po = out + r * in;
+    for (int64_t i = 0; i < in; ++i) po[i] = c[off[0] + i * sc] != C(0) ? a[off[1] + i * sa] : b[off[2] + i * sb];
   });
 }
 
 template <typename T>
 void where_t(DType cond_dt, Strided cond, Strided a, Strided b, T* out, const int64_t* shape, int ndim) {
-  std::vector<int64_t> os(ndim);
-  int64_t s = 1;
-  for (int d = ndim - 1; d >= 0; --d) { os[d] = s; s *= shape[d]; }
+  std::vector<int64_t> os = contiguous_strides(shape, ndim);
   Iter it(shape, ndim, {cond.strides, a.strides, b.strides, os.data()});
   const T* pa = static_cast<const T*>(a.data);
   const T* pb = static_cast<const T*>(b.data);
