@@ -51,11 +51,16 @@ BenchConfig bench_config(const std::string& name) {
 //   per block        T*D*3D (qkv) + T*T*D (q k^T, all heads) + T*T*D (attn v) + T*D*D (proj) + 2*T*D*M (fc1, fc2)
 //   head             D * K
 // FLOP = 2 * MACs; a training step counts 3x the forward (backward = two products per forward product).
-double forward_macs_per_image(const models::ViTConfig& c) {
+// gflops= uses this count, for both spdlab and PyTorch. spdlab's last block computes only the class token's
+// row (the only one that reaches the head): qkv for every token, then attention, proj and the MLP for one
+// row; executed=true counts that, for gflops_exec=.
+double forward_macs_per_image(const models::ViTConfig& c, bool executed = false) {
   const double P = double(c.patch_size), N = double((c.img_size / c.patch_size) * (c.img_size / c.patch_size));
   const double T = N + 1, D = double(c.embed_dim), M = double(int64_t(c.mlp_ratio * double(c.embed_dim)));
   const double block = T * D * 3 * D + 2 * T * T * D + T * D * D + 2 * T * D * M;
-  return N * double(c.in_chans) * P * P * D + double(c.depth) * block + D * double(c.num_classes);
+  const double last = executed ? T * D * 3 * D + 2 * T * D + D * D + 2 * D * M : block;
+  const double blocks = c.depth > 0 ? double(c.depth - 1) * block + last : 0.0;
+  return N * double(c.in_chans) * P * P * D + blocks + D * double(c.num_classes);
 }
 
 double now_ms() {
@@ -129,12 +134,13 @@ int main(int argc, char** argv) {
     }
     std::sort(times.begin(), times.end());
     const double med = times[times.size() / 2];
-    const double flop = 2.0 * forward_macs_per_image(c) * double(bc.batch) * (mode == "train" ? 3.0 : 1.0);
-    std::printf("spdlab %s %s batch=%lld median_ms=%.2f img_per_s=%.1f gflops=%.1f peak_rss_mb=%.1f "
-                "min_ms=%.2f base_rss_mb=%.1f threads=%d iters=%d warmup=%d isa=%s\n",
+    const double per_batch = 2.0 * double(bc.batch) * (mode == "train" ? 3.0 : 1.0);
+    const double flop = per_batch * forward_macs_per_image(c), flop_exec = per_batch * forward_macs_per_image(c, true);
+    std::printf("spdlab %s %s batch=%lld median_ms=%.2f img_per_s=%.1f gflops=%.1f gflops_exec=%.1f "
+                "peak_rss_mb=%.1f min_ms=%.2f base_rss_mb=%.1f threads=%d iters=%d warmup=%d isa=%s\n",
                 config.c_str(), mode.c_str(), static_cast<long long>(bc.batch), med, double(bc.batch) * 1e3 / med,
-                flop / (med * 1e6), peak_rss_mb(), times.front(), base_rss, get_num_threads(), iters, warmup,
-                kernels::cpu_isa());
+                flop / (med * 1e6), flop_exec / (med * 1e6), peak_rss_mb(), times.front(), base_rss,
+                get_num_threads(), iters, warmup, kernels::cpu_isa());
   } catch (const Error& e) {
     std::fprintf(stderr, "vit_bench: %s\n", e.what());
     return 1;

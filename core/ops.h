@@ -62,7 +62,10 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                     std::optional<double> scale = std::nullopt);
 // The fused form a ViT uses: qkv [B, N, 3*C] (q, k, v thirds, heads inside each) -> [B, N, C], equal to
 // splitting into heads, scaled_dot_product_attention, and merging the heads, with no copies in between.
-Tensor qkv_attention(const Tensor& qkv, int64_t num_heads, std::optional<double> scale = std::nullopt);
+// queries = Q in [1, N] attends from the first Q tokens only (to all N keys and values) -> [B, Q, C], the
+// first Q rows of the full result; -1 = all N.
+Tensor qkv_attention(const Tensor& qkv, int64_t num_heads, std::optional<double> scale = std::nullopt,
+                     int64_t queries = -1);
 
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
 Tensor index_select(const Tensor& x, int64_t axis, const Tensor& index);  // index int64 1-D

@@ -96,6 +96,17 @@ Tensor Block::forward(const Tensor& x_in) const {
                     layer_norm_linear(x, norm2->weight, norm2->bias, norm2->eps, fc1.weight, fc1.bias_or_none())));
 }
 
+Tensor Block::forward_class_token(const Tensor& x_in) const {
+  SPDLAB_CHECK(x_in.dim() == 3 && x_in.size(1) >= 1, "Block::forward_class_token: expected tokens [B, N, C], got ",
+               shape_str(x_in.shape()));
+  const Linear &qkv = *attn->qkv, &fc1 = *mlp->fc1;
+  Tensor qkv_out = layer_norm_linear(x_in, norm1->weight, norm1->bias, norm1->eps, qkv.weight, qkv.bias_or_none());
+  Tensor x = add(x_in.narrow(1, 0, 1),
+                 attn->proj->forward(qkv_attention(qkv_out, attn->num_heads, std::nullopt, /*queries=*/1)));
+  return add(x, mlp->forward_hidden(
+                    layer_norm_linear(x, norm2->weight, norm2->bias, norm2->eps, fc1.weight, fc1.bias_or_none())));
+}
+
 PatchEmbed::Proj::Proj(int64_t in_chans, int64_t dim, int64_t patch, Generator& gen)
     : weight(register_parameter("weight", trunc({dim, in_chans, patch, patch}, 0.02, gen))),
       bias(register_parameter("bias", Tensor::zeros({dim}))) {}

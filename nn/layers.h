@@ -64,6 +64,10 @@ struct Block : Module {  // pre-norm transformer block: x + attn(norm1(x)), then
   std::shared_ptr<Mlp> mlp;
   Block(int64_t dim, int64_t heads, double mlp_ratio, double eps, double drop_p, Generator& gen, Generator* drop_gen);
   Tensor forward(const Tensor& x) const;
+  // Row 0 of forward(x), as [B, 1, C], computing only what reaches it: the class token's query attends to
+  // every token's key and value, and proj, norm2 and the MLP run on one row per image. A class-token
+  // classifier's last block needs nothing else.
+  Tensor forward_class_token(const Tensor& x) const;
 };
 
 struct PatchEmbed : Module {  // [B, C, H, W] -> [B, (H/P)(W/P), D]

@@ -180,6 +180,9 @@ TEST_CASE("gradcheck over every op") {
          return scaled_dot_product_attention(q, q, v[1], 0.7);
        }, {rnd({1, 3, 2, 4}, 50), rnd({1, 2, 3, 4}, 51)}},
       {"qkv_attention", [](auto& v) { return qkv_attention(v[0], 2); }, {rnd({2, 3, 12}, 63)}},
+      {"qkv_attention one query", [](auto& v) { return qkv_attention(v[0], 2, std::nullopt, 1); },
+       {rnd({2, 4, 12}, 162)}},
+      {"qkv_attention 3 of 5 queries", [](auto& v) { return qkv_attention(v[0], 3, 0.6, 3); }, {rnd({1, 5, 18}, 163)}},
       {"concat", [](auto& v) { return concat({v[0], v[1]}, 1); }, {rnd({2, 3}, 52), rnd({2, 2}, 53)}},
       {"index_select", [idx](auto& v) { return index_select(v[0], 1, idx); }, {rnd({2, 3, 2}, 54)}},
       {"gather", [gidx](auto& v) { return gather(v[0], 1, gidx); }, {rnd({2, 4}, 55)}},
@@ -206,6 +209,39 @@ TEST_CASE("qkv_attention equals split heads + attention + merge") {
                    .transpose(1, 2)
                    .reshape({2, 5, 8});
   for (int64_t i = 0; i < ref.numel(); ++i) CHECK(fused.at(i) == doctest::Approx(ref.at(i)).epsilon(1e-12));
+}
+
+TEST_CASE("qkv_attention with Q queries equals the first Q rows of the full op, gradients included") {
+  for (DType dt : {DType::f64, DType::f32}) {
+    for (int64_t Q : {1, 4}) {
+      CAPTURE(dtype_name(dt));
+      CAPTURE(Q);
+      const int64_t B = 3, N = 9, C = 12;
+      Tensor qkv_full = rnd({B, N, 3 * C}, 170, dt).requires_grad_(true);
+      Tensor qkv_part = qkv_full.detach().clone().requires_grad_(true);
+      Tensor w = rnd({B, Q, C}, 171, dt);
+      Tensor full = qkv_attention(qkv_full, 3).narrow(1, 0, Q);
+      Tensor part = qkv_attention(qkv_part, 3, std::nullopt, Q);
+      REQUIRE(part.shape() == Shape{B, Q, C});
+      sum(mul(full, w)).backward();
+      sum(mul(part, w)).backward();
+      const double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+      for (int64_t i = 0; i < part.numel(); ++i) CHECK(part.at(i) == doctest::Approx(full.at(i)).epsilon(tol));
+      Tensor gf = qkv_full.grad(), gp = qkv_part.grad();
+      double worst = 0, scale = 0;
+      for (int64_t i = 0; i < gf.numel(); ++i) {
+        worst = std::max(worst, std::abs(gf.at(i) - gp.at(i)));
+        scale = std::max(scale, std::abs(gf.at(i)));
+      }
+      CHECK(worst <= tol * scale);
+      // The q columns of rows past the queries get exactly zero.
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t n = Q; n < N; ++n)
+          for (int64_t c = 0; c < C; ++c) CHECK(gp.at((b * N + n) * 3 * C + c) == 0.0);
+    }
+  }
+  CHECK_THROWS_WITH_AS(qkv_attention(rnd({1, 4, 6}, 1), 1, std::nullopt, 5),
+                       doctest::Contains("queries must be -1 (all 4 tokens) or in [1, 4], got 5"), Error);
 }
 
 TEST_CASE("sums over empty dimensions") {

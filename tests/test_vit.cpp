@@ -83,6 +83,33 @@ TEST_CASE("vit_tiny_patch16_224 matches PyTorch (weights generated at test time)
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("Block::forward_class_token equals row 0 of Block::forward, gradients included") {
+  Generator gen(11);
+  nn::Block blk(24, 3, 4.0, 1e-6, 0.0, gen, nullptr);
+  Generator xg(12);
+  Tensor x0 = Tensor::randn({3, 7, 24}, xg), w = Tensor::randn({3, 24}, xg);
+  auto run = [&](bool class_token, Tensor& out) {
+    blk.zero_grad();
+    Tensor x = x0.clone().requires_grad_(true);
+    out = (class_token ? blk.forward_class_token(x) : blk.forward(x)).select(1, 0);
+    sum(mul(out, w)).backward();
+    std::vector<Tensor> grads{x.grad()};
+    for (auto& [name, p] : blk.named_parameters()) grads.push_back(p.grad().clone());
+    return grads;
+  };
+  Tensor full, part;
+  auto gf = run(false, full), gp = run(true, part);
+  REQUIRE(part.shape() == Shape{3, 24});
+  double err = max_abs_diff(full, part);
+  MESSAGE("class-token block: max abs difference ", err, " (max |y| ", max_abs(full), ")");
+  CHECK(err <= 1e-6 * max_abs(full));
+  REQUIRE(gf.size() == gp.size());
+  for (size_t i = 0; i < gf.size(); ++i) {
+    CAPTURE(i);
+    CHECK(max_abs_diff(gf[i], gp[i]) <= 1e-5 * max_abs(gf[i]));
+  }
+}
+
 TEST_CASE("parameter names are timm's checkpoint keys, in order") {
   VisionTransformer m(small_cfg(), 1);
   auto names = m.named_parameters();

@@ -182,35 +182,39 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
   });
 }
 
-Tensor qkv_attention(const Tensor& qkv_in, int64_t num_heads, std::optional<double> scale_opt) {
+Tensor qkv_attention(const Tensor& qkv_in, int64_t num_heads, std::optional<double> scale_opt, int64_t queries) {
   check_float(qkv_in, "qkv_attention");
   SPDLAB_CHECK(qkv_in.dim() == 3 && qkv_in.size(2) % 3 == 0, "qkv_attention: expected qkv [B, N, 3*C], got ",
                shape_str(qkv_in.shape()));
   int64_t B = qkv_in.size(0), N = qkv_in.size(1), C = qkv_in.size(2) / 3;
   SPDLAB_CHECK(num_heads > 0 && C % num_heads == 0, "qkv_attention: C = ", C, " is not divisible by num_heads ",
                num_heads);
-  int64_t H = num_heads, D = C / H;
+  SPDLAB_CHECK(queries == -1 || (queries >= 1 && queries <= N), "qkv_attention: queries must be -1 (all ", N,
+               " tokens) or in [1, ", N, "], got ", queries);
+  int64_t H = num_heads, D = C / H, Q = queries == -1 ? N : queries;
   double scale = scale_opt ? *scale_opt : 1.0 / std::sqrt(static_cast<double>(D));
   Tensor qkv = qkv_in.contiguous();
-  // q, k, v of head h live at columns [h*D, (h+1)*D) of the three C-wide thirds of each token's row.
-  const int64_t in_str[3] = {N * 3 * C, D, 3 * C}, out_str[3] = {N * C, D, C};
+  // q, k, v of head h live at columns [h*D, (h+1)*D) of the three C-wide thirds of each token's row; the
+  // queries are the first Q rows of the q third.
+  const int64_t in_str[3] = {N * 3 * C, D, 3 * C}, out_str[3] = {Q * C, D, C};
   size_t es = dtype_size(qkv.dtype());
   char* base = static_cast<char*>(qkv.raw_data());
-  Tensor out = Tensor::empty({B, N, C}, qkv.dtype(), qkv.device());
-  Tensor probs = Tensor::empty({B, H, N, N}, qkv.dtype(), qkv.device());
-  K(qkv).attention_fwd(qkv.dtype(), B, H, N, N, D, base, in_str, base + C * es, in_str, base + 2 * C * es, in_str,
+  Tensor out = Tensor::empty({B, Q, C}, qkv.dtype(), qkv.device());
+  Tensor probs = Tensor::empty({B, H, Q, N}, qkv.dtype(), qkv.device());
+  K(qkv).attention_fwd(qkv.dtype(), B, H, Q, N, D, base, in_str, base + C * es, in_str, base + 2 * C * es, in_str,
                        out.raw_data(), out_str, probs.raw_data(), scale);
   if (!autograd::needs_grad({&qkv})) return out;
   Tensor qd = qkv.detach();
   return autograd::record("qkv_attention", out, {qkv}, [=](const Tensor& dy_in) -> Grads {
     Tensor dy = dy_in.contiguous();
-    Tensor dqkv = Tensor::empty(qd.shape(), qd.dtype(), qd.device());
-    const int64_t is[3] = {N * 3 * C, D, 3 * C}, os[3] = {N * C, D, C};
+    // Rows past the queries feed only k and v, so their q columns get no gradient.
+    Tensor dqkv = Q < N ? Tensor::zeros(qd.shape(), qd.dtype(), qd.device())
+                        : Tensor::empty(qd.shape(), qd.dtype(), qd.device());
     char* x = static_cast<char*>(qd.raw_data());
     char* g = static_cast<char*>(dqkv.raw_data());
-    kernels::get(qd.device()).attention_bwd(qd.dtype(), B, H, N, N, D, x, is, x + C * es, is, x + 2 * C * es, is,
-                                            probs.raw_data(), dy.raw_data(), os, g, is, g + C * es, is,
-                                            g + 2 * C * es, is, scale);
+    kernels::get(qd.device()).attention_bwd(qd.dtype(), B, H, Q, N, D, x, in_str, x + C * es, in_str,
+                                            x + 2 * C * es, in_str, probs.raw_data(), dy.raw_data(), out_str, g,
+                                            in_str, g + C * es, in_str, g + 2 * C * es, in_str, scale);
     return {dqkv};
   });
 }
