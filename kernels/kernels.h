@@ -69,6 +69,21 @@ class Kernels {
   virtual void gemm_batched(DType dt, int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                             double alpha, const void* A, int64_t lda, int64_t stride_a, const void* B, int64_t ldb,
                             int64_t stride_b, double beta, void* C, int64_t ldc, int64_t stride_c) = 0;
+  // Independent products, each as gemm(); a backend may run them at the same time. None may write what
+  // another reads or writes.
+  struct Gemm {
+    bool trans_a, trans_b;
+    int64_t M, N, K;
+    double alpha;
+    const void* A;
+    int64_t lda;
+    const void* B;
+    int64_t ldb;
+    double beta;
+    void* C;
+    int64_t ldc;
+  };
+  virtual void gemm_group(DType dt, const Gemm* calls, int64_t n) = 0;
   // y[rows, cols] = bias[cols] for every row
   virtual void fill_rows(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) = 0;
 

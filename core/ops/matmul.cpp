@@ -167,14 +167,18 @@ Grads ops_detail::linear_backward(const Tensor& dy_in, const Tensor& x, const Te
   auto& k = kernels::get(dy.device());
   int64_t N = w.size(0), Kd = w.size(1), rows = x.numel() / std::max<int64_t>(Kd, 1);
   Tensor dx, dw, db;
+  // dx and dw are independent products of the same size (rows * N * Kd multiply-adds each).
+  kernels::Kernels::Gemm g[2];
+  int64_t n = 0;
   if (nx) {
     dx = Tensor::empty(x.shape(), dy.dtype(), dy.device());
-    k.gemm(dy.dtype(), false, false, rows, Kd, N, 1.0, dy.raw_data(), N, w.raw_data(), Kd, 0.0, dx.raw_data(), Kd);
+    g[n++] = {false, false, rows, Kd, N, 1.0, dy.raw_data(), N, w.raw_data(), Kd, 0.0, dx.raw_data(), Kd};
   }
   if (nw) {
     dw = Tensor::empty({N, Kd}, dy.dtype(), dy.device());
-    k.gemm(dy.dtype(), true, false, N, Kd, rows, 1.0, dy.raw_data(), N, x.raw_data(), Kd, 0.0, dw.raw_data(), Kd);
+    g[n++] = {true, false, N, Kd, rows, 1.0, dy.raw_data(), N, x.raw_data(), Kd, 0.0, dw.raw_data(), Kd};
   }
+  k.gemm_group(dy.dtype(), g, n);
   if (nb) {
     db = Tensor::empty({N}, dy.dtype(), dy.device());
     k.reduce(kernels::Reduce::sum, dy.dtype(), dy.raw_data(), db.raw_data(), 1, rows, N, nullptr);

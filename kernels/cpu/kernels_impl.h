@@ -863,6 +863,23 @@ class CpuKernels final : public kernels::Kernels {
     run_pairs(batch, M * N * K, one);
   }
 
+  // With at least as many products as threads, each thread runs whole products on single-threaded BLAS
+  // (OpenBLAS runs on one thread inside a parallel region), so no thread waits on another inside a product.
+  // A product's sums do not depend on how many threads run it, so the results are the same either way.
+  void gemm_group(DType dt, const Gemm* g, int64_t n) override {
+    auto one = [&](int64_t i) {
+      gemm(dt, g[i].trans_a, g[i].trans_b, g[i].M, g[i].N, g[i].K, g[i].alpha, g[i].A, g[i].lda, g[i].B, g[i].ldb,
+           g[i].beta, g[i].C, g[i].ldc);
+    };
+    const int threads = get_num_threads();
+    if (n >= 2 && threads > 1 && n >= threads && !omp_in_parallel()) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+      for (int64_t i = 0; i < n; ++i) one(i);
+    } else {
+      for (int64_t i = 0; i < n; ++i) one(i);
+    }
+  }
+
   void fill_rows(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) override {
     SPDLAB_FLOAT_DISPATCH(dt, "fill_rows", {
       T* py = mp<T>(y);
