@@ -191,8 +191,8 @@ Tensor VisionTransformer::forward_features(const Tensor& x) {
   t = add(t, pos_embed);  // [B, 1 + N, D]
   if (cfg_.drop_rate > 0 && is_training()) t = dropout(t, cfg_.drop_rate, true, drop_gen_);
   // Only the class token reaches the head, so the last block computes its row alone (Block::forward_class_token:
-  // the same numbers as timm's full block, at a fraction of the products). LayerNorm acts per token, so
-  // normalizing only the class token equals timm's norm-then-pool.
+  // timm's values up to rounding, at a fraction of the products). LayerNorm acts per token, so normalizing
+  // only the class token equals timm's norm-then-pool.
   for (size_t i = 0; i + 1 < blocks.size(); ++i) t = blocks[i]->forward(t);
   if (!blocks.empty()) t = blocks.back()->forward_class_token(t);
   return norm->forward(t.select(1, 0));

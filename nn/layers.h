@@ -66,7 +66,7 @@ struct Block : Module {  // pre-norm transformer block: x + attn(norm1(x)), then
   Tensor forward(const Tensor& x) const;
   // Row 0 of forward(x), as [B, 1, C], computing only what reaches it: the class token's query attends to
   // every token's key and value, and proj, norm2 and the MLP run on one row per image. A class-token
-  // classifier's last block needs nothing else.
+  // classifier's last block needs nothing else. With MLP dropout in training, masks are drawn for that row only.
   Tensor forward_class_token(const Tensor& x) const;
 };
 

@@ -865,7 +865,9 @@ class CpuKernels final : public kernels::Kernels {
 
   // With at least as many products as threads, each thread runs whole products on single-threaded BLAS
   // (OpenBLAS runs on one thread inside a parallel region), so no thread waits on another inside a product.
-  // A product's sums do not depend on how many threads run it, so the results are the same either way.
+  // Every product then runs on one thread whichever thread takes it, so the schedule cannot change the
+  // results; they may differ in the last bits from the serial branch, as OpenBLAS rounds differently on 1
+  // and on N threads. Either way a given thread count gives the same bits every run.
   void gemm_group(DType dt, const Gemm* g, int64_t n) override {
     auto one = [&](int64_t i) {
       gemm(dt, g[i].trans_a, g[i].trans_b, g[i].M, g[i].N, g[i].K, g[i].alpha, g[i].A, g[i].lda, g[i].B, g[i].ldb,
