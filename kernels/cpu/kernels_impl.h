@@ -738,58 +738,44 @@ void for_each_head(int64_t n, F&& f) {
 // Sizes the per-head kernels serve; beyond them one head's scores outgrow the caches and BLAS does better.
 inline bool small_attention(int64_t N, int64_t M) { return N <= 1024 && M <= 1024; }
 
-// attention_fwd / attention_bwd on the per-head kernels above, for float at the sizes they serve; false
-// (nothing done) otherwise. Same layouts and strides as the Kernels interface.
-template <typename T>
-bool attention_fwd_small(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const T* Q, const int64_t* qs,
-                         const T* Kp, const int64_t* ks, const T* V, const int64_t* vs, T* O, const int64_t* os, T* P,
-                         double scale) {
-  if constexpr (!std::is_same_v<T, float>) {
-    return false;
-  } else {
-    if (!small_attention(N, M)) return false;
-    for_each_head(B * H, [&](int64_t bh) {
-      int64_t b = bh / H, h = bh % H;
-      float* p = P + bh * N * M;
-      float* kt = head_scratch(0, D * M);
-      transpose_into(Kp + b * ks[0] + h * ks[1], ks[2], M, D, kt);
-      small_gemm(N, M, D, Q + b * qs[0] + h * qs[1], qs[2], 1, kt, M, p, M);
-      softmax_fwd_t<float>(p, p, N, M, scale, false);
-      small_gemm(N, D, M, p, M, 1, V + b * vs[0] + h * vs[1], vs[2], O + b * os[0] + h * os[1], os[2]);
-    });
-    return true;
-  }
+// attention_fwd / attention_bwd for float on the per-head kernels above, at the sizes small_attention()
+// accepts. Same layouts and strides as the Kernels interface.
+void attention_fwd_small(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const float* Q, const int64_t* qs,
+                         const float* Kp, const int64_t* ks, const float* V, const int64_t* vs, float* O,
+                         const int64_t* os, float* P, double scale) {
+  for_each_head(B * H, [&](int64_t bh) {
+    int64_t b = bh / H, h = bh % H;
+    float* p = P + bh * N * M;
+    float* kt = head_scratch(0, D * M);
+    transpose_into(Kp + b * ks[0] + h * ks[1], ks[2], M, D, kt);
+    small_gemm(N, M, D, Q + b * qs[0] + h * qs[1], qs[2], 1, kt, M, p, M);
+    softmax_fwd_t<float>(p, p, N, M, scale, false);
+    small_gemm(N, D, M, p, M, 1, V + b * vs[0] + h * vs[1], vs[2], O + b * os[0] + h * os[1], os[2]);
+  });
 }
 
-template <typename T>
-bool attention_bwd_small(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const T* Q, const int64_t* qs,
-                         const T* Kp, const int64_t* ks, const T* V, const int64_t* vs, const T* P, const T* dO,
-                         const int64_t* ds, T* dq, const int64_t* dqs, T* dk, const int64_t* dks, T* dv,
-                         const int64_t* dvs, double scale) {
-  if constexpr (!std::is_same_v<T, float>) {
-    return false;
-  } else {
-    if (!small_attention(N, M)) return false;
-    for_each_head(B * H, [&](int64_t bh) {
-      int64_t b = bh / H, h = bh % H;
-      const float* p = P + bh * N * M;
-      const float* qp = Q + b * qs[0] + h * qs[1];
-      const float* kp = Kp + b * ks[0] + h * ks[1];
-      const float* vp = V + b * vs[0] + h * vs[1];
-      const float* dop = dO + b * ds[0] + h * ds[1];
-      float* vt = head_scratch(0, D * M);
-      float* dp = head_scratch(1, N * M);
-      // dv = p^T dout; dp = dout v^T; ds = scale * softmax'(p) dp; dq = ds k; dk = ds^T q. The transposed
-      // left operands (p^T, ds^T) are read in place through small_gemm's strides.
-      small_gemm(M, D, N, p, 1, M, dop, ds[2], dv + b * dvs[0] + h * dvs[1], dvs[2]);
-      transpose_into(vp, vs[2], M, D, vt);
-      small_gemm(N, M, D, dop, ds[2], 1, vt, M, dp, M);
-      softmax_bwd_t<float>(p, dp, dp, N, M, scale, false);
-      small_gemm(N, D, M, dp, M, 1, kp, ks[2], dq + b * dqs[0] + h * dqs[1], dqs[2]);
-      small_gemm(M, D, N, dp, 1, M, qp, qs[2], dk + b * dks[0] + h * dks[1], dks[2]);
-    });
-    return true;
-  }
+void attention_bwd_small(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const float* Q, const int64_t* qs,
+                         const float* Kp, const int64_t* ks, const float* V, const int64_t* vs, const float* P,
+                         const float* dO, const int64_t* ds, float* dq, const int64_t* dqs, float* dk,
+                         const int64_t* dks, float* dv, const int64_t* dvs, double scale) {
+  for_each_head(B * H, [&](int64_t bh) {
+    int64_t b = bh / H, h = bh % H;
+    const float* p = P + bh * N * M;
+    const float* qp = Q + b * qs[0] + h * qs[1];
+    const float* kp = Kp + b * ks[0] + h * ks[1];
+    const float* vp = V + b * vs[0] + h * vs[1];
+    const float* dop = dO + b * ds[0] + h * ds[1];
+    float* vt = head_scratch(0, D * M);
+    float* dp = head_scratch(1, N * M);
+    // dv = p^T dout; dp = dout v^T; ds = scale * softmax'(p) dp; dq = ds k; dk = ds^T q. The transposed
+    // left operands (p^T, ds^T) are read in place through small_gemm's strides.
+    small_gemm(M, D, N, p, 1, M, dop, ds[2], dv + b * dvs[0] + h * dvs[1], dvs[2]);
+    transpose_into(vp, vs[2], M, D, vt);
+    small_gemm(N, M, D, dop, ds[2], 1, vt, M, dp, M);
+    softmax_bwd_t<float>(p, dp, dp, N, M, scale, false);
+    small_gemm(N, D, M, dp, M, 1, kp, ks[2], dq + b * dqs[0] + h * dqs[1], dqs[2]);
+    small_gemm(M, D, N, dp, 1, M, qp, qs[2], dk + b * dks[0] + h * dks[1], dks[2]);
+  });
 }
 #endif
 
@@ -968,15 +954,17 @@ class CpuKernels final : public kernels::Kernels {
   void attention_fwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const void* q, const int64_t* qs,
                      const void* k, const int64_t* ks, const void* v, const int64_t* vs, void* out,
                      const int64_t* os, void* probs, double scale) override {
+#if SPDLAB_CPU_AVX2
+    if (dt == DType::f32 && small_attention(N, M))
+      return attention_fwd_small(B, H, N, M, D, cp<float>(q), qs, cp<float>(k), ks, cp<float>(v), vs, mp<float>(out),
+                                 os, mp<float>(probs), scale);
+#endif
     SPDLAB_FLOAT_DISPATCH(dt, "attention", {
       const T* Q = cp<T>(q);
       const T* Kp = cp<T>(k);
       const T* V = cp<T>(v);
       T* O = mp<T>(out);
       T* P = mp<T>(probs);
-#if SPDLAB_CPU_AVX2
-      if (attention_fwd_small<T>(B, H, N, M, D, Q, qs, Kp, ks, V, vs, O, os, P, scale)) return;
-#endif
       auto one = [&](int64_t bh) {
         int64_t b = bh / H, h = bh % H;
         T* p = P + bh * N * M;
@@ -994,17 +982,18 @@ class CpuKernels final : public kernels::Kernels {
                      const void* k, const int64_t* ks, const void* v, const int64_t* vs, const void* probs,
                      const void* dout, const int64_t* ds, void* dq, const int64_t* dqs, void* dk,
                      const int64_t* dks, void* dv, const int64_t* dvs, double scale) override {
+#if SPDLAB_CPU_AVX2
+    if (dt == DType::f32 && small_attention(N, M))
+      return attention_bwd_small(B, H, N, M, D, cp<float>(q), qs, cp<float>(k), ks, cp<float>(v), vs,
+                                 cp<float>(probs), cp<float>(dout), ds, mp<float>(dq), dqs, mp<float>(dk), dks,
+                                 mp<float>(dv), dvs, scale);
+#endif
     SPDLAB_FLOAT_DISPATCH(dt, "attention_bwd", {
       const T* Q = cp<T>(q);
       const T* Kp = cp<T>(k);
       const T* V = cp<T>(v);
       const T* P = cp<T>(probs);
       const T* dO = cp<T>(dout);
-#if SPDLAB_CPU_AVX2
-      if (attention_bwd_small<T>(B, H, N, M, D, Q, qs, Kp, ks, V, vs, P, dO, ds, mp<T>(dq), dqs, mp<T>(dk), dks,
-                                 mp<T>(dv), dvs, scale))
-        return;
-#endif
       auto one = [&](int64_t bh) {
         int64_t b = bh / H, h = bh % H;
         const T* p = P + bh * N * M;
