@@ -73,8 +73,8 @@ Attention::Attention(int64_t dim, int64_t heads, bool qkv_bias, Generator& gen) 
   proj = register_module("proj", std::make_shared<Linear>(dim, dim, true, gen));
 }
 
-Tensor Attention::forward_qkv(const Tensor& qkv_out) const {
-  return proj->forward(qkv_attention(qkv_out, num_heads));
+Tensor Attention::forward_qkv(const Tensor& qkv_out, int64_t queries) const {
+  return proj->forward(qkv_attention(qkv_out, num_heads, std::nullopt, queries));
 }
 
 Block::Block(int64_t dim, int64_t heads, double mlp_ratio, double eps, double drop_p, Generator& gen,
@@ -86,23 +86,20 @@ Block::Block(int64_t dim, int64_t heads, double mlp_ratio, double eps, double dr
   mlp = register_module("mlp", std::make_shared<Mlp>(dim, hidden, drop_p, gen, drop_gen));
 }
 
-Tensor Block::forward(const Tensor& x_in) const {
+Tensor Block::forward(const Tensor& x) const { return forward_queries(x, -1); }
+
+Tensor Block::forward_class_token(const Tensor& x) const {
+  SPDLAB_CHECK(x.dim() == 3 && x.size(1) >= 1, "Block::forward_class_token: expected tokens [B, N, C], got ",
+               shape_str(x.shape()));
+  return forward_queries(x, 1);
+}
+
+Tensor Block::forward_queries(const Tensor& x_in, int64_t queries) const {
   // norm1 with attn.qkv, and norm2 with mlp.fc1, each run as one op that keeps the block's residual stream
   // for backward instead of its normalized copy; the result is the same.
   const Linear &qkv = *attn->qkv, &fc1 = *mlp->fc1;
-  Tensor x = add(x_in, attn->forward_qkv(layer_norm_linear(x_in, norm1->weight, norm1->bias, norm1->eps, qkv.weight,
-                                                           qkv.bias_or_none())));
-  return add(x, mlp->forward_hidden(
-                    layer_norm_linear(x, norm2->weight, norm2->bias, norm2->eps, fc1.weight, fc1.bias_or_none())));
-}
-
-Tensor Block::forward_class_token(const Tensor& x_in) const {
-  SPDLAB_CHECK(x_in.dim() == 3 && x_in.size(1) >= 1, "Block::forward_class_token: expected tokens [B, N, C], got ",
-               shape_str(x_in.shape()));
-  const Linear &qkv = *attn->qkv, &fc1 = *mlp->fc1;
   Tensor qkv_out = layer_norm_linear(x_in, norm1->weight, norm1->bias, norm1->eps, qkv.weight, qkv.bias_or_none());
-  Tensor x = add(x_in.narrow(1, 0, 1),
-                 attn->proj->forward(qkv_attention(qkv_out, attn->num_heads, std::nullopt, /*queries=*/1)));
+  Tensor x = add(queries == -1 ? x_in : x_in.narrow(1, 0, queries), attn->forward_qkv(qkv_out, queries));
   return add(x, mlp->forward_hidden(
                     layer_norm_linear(x, norm2->weight, norm2->bias, norm2->eps, fc1.weight, fc1.bias_or_none())));
 }

@@ -55,7 +55,8 @@ struct Attention : Module {  // [B, N, C] -> [B, N, C], fused qkv like timm
   int64_t num_heads;
   Attention(int64_t dim, int64_t heads, bool qkv_bias, Generator& gen);
   Tensor forward(const Tensor& x) const { return forward_qkv(qkv->forward(x)); }
-  Tensor forward_qkv(const Tensor& qkv_out) const;  // the rest of the attention, from qkv's output
+  // The rest of the attention, from qkv's output; for the first `queries` tokens only (-1 = all).
+  Tensor forward_qkv(const Tensor& qkv_out, int64_t queries = -1) const;
 };
 
 struct Block : Module {  // pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))
@@ -68,6 +69,9 @@ struct Block : Module {  // pre-norm transformer block: x + attn(norm1(x)), then
   // every token's key and value, and proj, norm2 and the MLP run on one row per image. A class-token
   // classifier's last block needs nothing else. With MLP dropout in training, masks are drawn for that row only.
   Tensor forward_class_token(const Tensor& x) const;
+
+ private:
+  Tensor forward_queries(const Tensor& x, int64_t queries) const;  // the first `queries` rows; -1 = all
 };
 
 struct PatchEmbed : Module {  // [B, C, H, W] -> [B, (H/P)(W/P), D]
