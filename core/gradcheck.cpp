@@ -4,6 +4,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "kernels/kernels.h"
 
 namespace spdlab {
 
@@ -23,7 +24,7 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
   }
   Tensor out = fn(inputs);
   Generator gen(1234);
-  Tensor r = Tensor::randn(out.shape(), gen, DType::f64);
+  Tensor r = Tensor::randn(out.shape(), gen, DType::f64).to(out.device());
   sum(mul(out, r)).backward();
 
   auto objective = [&]() {
@@ -35,17 +36,21 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
   for (size_t i = 0; i < inputs.size(); ++i) {
     Tensor& x = inputs[i];
     if (x.dtype() != DType::f64) continue;
-    Tensor g = x.grad();
+    Tensor g = x.grad().defined() ? x.grad().detach().cpu() : Tensor();
+    // Elements are perturbed in place through the device's copy (on the CPU a plain store).
+    kernels::Kernels& k = kernels::get(x.device());
     double* p = x.data<double>();
+    Tensor xh = x.detach().cpu();
+    auto set = [&](int64_t j, double v) { k.copy_from_host(p + j, &v, sizeof v); };
     for (int64_t j = 0; j < x.numel(); ++j) {
-      double orig = p[j];
-      p[j] = orig + eps;
+      double orig = xh.data<double>()[j];
+      set(j, orig + eps);
       double fp = objective();
-      p[j] = orig - eps;
+      set(j, orig - eps);
       double fm = objective();
-      p[j] = orig;
+      set(j, orig);
       double numeric = (fp - fm) / (2 * eps);
-      double analytic = g.defined() ? g.at(j) : 0.0;
+      double analytic = g.defined() ? g.data<double>()[j] : 0.0;
       double err = std::abs(analytic - numeric);
       double rel = err / std::max(std::abs(numeric), 1e-12);
       res.max_abs_err = std::max(res.max_abs_err, err);

@@ -28,9 +28,17 @@ const char* dtype_name(DType dt) {
   }
   return "?";
 }
-const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
+std::string Device::str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index); }
+Device Device::parse(const std::string& text) {
+  if (text == "cpu") return Device::cpu;
+  if (text == "cuda") return Device::cuda;
+  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.size() <= 8 &&
+      text.find_first_not_of("0123456789", 5) == std::string::npos)
+    return Device::cuda_at(std::stoi(text.substr(5)));
+  SPDLAB_FAIL("device: expected cpu, cuda or cuda:N (N a GPU index), got '", text, "'");
+}
 std::ostream& operator<<(std::ostream& os, DType dt) { return os << dtype_name(dt); }
-std::ostream& operator<<(std::ostream& os, Device d) { return os << device_name(d); }
+std::ostream& operator<<(std::ostream& os, Device d) { return os << d.str(); }
 
 std::string shape_str(const Shape& s) {
   std::string out = "[";
@@ -200,6 +208,7 @@ void* Tensor::raw_data() const {
 
 double Tensor::at(int64_t flat) const {
   SPDLAB_CHECK(flat >= 0 && flat < numel(), "Tensor::at: index ", flat, " out of range for ", numel(), " elements");
+  if (!device().is_cpu()) return detach().cpu().at(flat);
   int64_t off = 0;
   for (int64_t d = dim() - 1; d >= 0; --d) {
     off += (flat % shape()[d]) * strides()[d];
@@ -220,15 +229,15 @@ double Tensor::item() const {
 }
 
 std::vector<float> Tensor::to_vector_f32() const {
-  Tensor c = to(DType::f32).contiguous();
+  Tensor c = detach().cpu().to(DType::f32).contiguous();
   return std::vector<float>(c.data<float>(), c.data<float>() + c.numel());
 }
 std::vector<double> Tensor::to_vector_f64() const {
-  Tensor c = to(DType::f64).contiguous();
+  Tensor c = detach().cpu().to(DType::f64).contiguous();
   return std::vector<double>(c.data<double>(), c.data<double>() + c.numel());
 }
 std::vector<int64_t> Tensor::to_vector_i64() const {
-  Tensor c = to(DType::i64).contiguous();
+  Tensor c = detach().cpu().to(DType::i64).contiguous();
   return std::vector<int64_t>(c.data<int64_t>(), c.data<int64_t>() + c.numel());
 }
 
@@ -454,6 +463,25 @@ Tensor Tensor::to(DType dt) const {
   return autograd::record("to", y, {x}, [src](const Tensor& dy) { return autograd::Grads{dy.to(src)}; });
 }
 
+Tensor Tensor::to(Device dev) const {
+  if (dev == device()) return *this;
+  Tensor x = *this;
+  Tensor src = detach().contiguous();
+  Tensor y = Tensor::empty(shape(), dtype(), dev);
+  size_t bytes = static_cast<size_t>(numel()) * dtype_size(dtype());
+  if (device().is_cpu()) {
+    kernels::get(dev).copy_from_host(y.raw_data(), src.raw_data(), bytes);
+  } else if (dev.is_cpu()) {
+    kernels::get(device()).copy_to_host(y.raw_data(), src.raw_data(), bytes);
+  } else {  // GPU to GPU goes through the host: rare, and needs no peer access
+    Tensor h = src.cpu();
+    kernels::get(dev).copy_from_host(y.raw_data(), h.raw_data(), bytes);
+  }
+  if (dtype() == DType::i64) return y;
+  Device from = device();
+  return autograd::record("to", y, {x}, [from](const Tensor& dy) { return autograd::Grads{dy.to(from)}; });
+}
+
 // ---- in-place ----
 
 static void check_inplace(const Tensor& t, const char* op) {
@@ -484,9 +512,12 @@ Tensor& Tensor::fill_(double v) {
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   if (!t.defined()) return os << "Tensor(undefined)";
-  os << "Tensor(" << shape_str(t.shape()) << ", " << t.dtype() << ", [";
+  os << "Tensor(" << shape_str(t.shape()) << ", " << t.dtype();
+  if (!t.device().is_cpu()) os << ", " << t.device();
+  os << ", [";
+  Tensor h = t.detach().cpu();
   int64_t n = std::min<int64_t>(t.numel(), 8);
-  for (int64_t i = 0; i < n; ++i) os << (i ? ", " : "") << t.at(i);
+  for (int64_t i = 0; i < n; ++i) os << (i ? ", " : "") << h.at(i);
   if (t.numel() > n) os << ", ...";
   return os << "])";
 }

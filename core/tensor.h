@@ -13,18 +13,37 @@
 namespace spdlab {
 
 enum class DType : uint8_t { f32, f64, i64 };
-enum class Device : uint8_t { cpu, cuda };
 using Shape = std::vector<int64_t>;
+
+// Where a tensor's memory lives: the CPU, or CUDA device `index` (0 for the first GPU).
+// `Device::cpu` and `Device::cuda` (= cuda:0) read as the old enum did; `Device::parse("cuda:1")` takes the
+// spelling of the command line.
+enum class DeviceType : uint8_t { cpu, cuda };
+struct Device {
+  DeviceType type = DeviceType::cpu;
+  int index = 0;
+  static const Device cpu;
+  static const Device cuda;
+  static constexpr Device cuda_at(int index) { return Device{DeviceType::cuda, index}; }
+  static Device parse(const std::string& text);  // "cpu", "cuda", "cuda:N"; errors name what was expected
+  bool is_cuda() const { return type == DeviceType::cuda; }
+  bool is_cpu() const { return type == DeviceType::cpu; }
+  std::string str() const;  // "cpu", "cuda:0"
+  friend bool operator==(const Device&, const Device&) = default;
+};
+inline constexpr Device Device::cpu{DeviceType::cpu, 0};
+inline constexpr Device Device::cuda{DeviceType::cuda, 0};
 
 size_t dtype_size(DType dt);
 const char* dtype_name(DType dt);
-const char* device_name(Device d);
 std::ostream& operator<<(std::ostream& os, DType dt);
 std::ostream& operator<<(std::ostream& os, Device d);
 std::string shape_str(const Shape& s);  // "[2, 3]"
 int64_t numel_of(const Shape& s);
 
-// A block of device memory. CPU blocks come from a caching allocator (core/storage.cpp).
+namespace kernels { class Kernels; }
+
+// A block of device memory from its device's kernels (a caching allocator on the CPU and on a GPU).
 struct Storage {
   void* data = nullptr;
   size_t nbytes = 0;
@@ -39,6 +58,7 @@ struct Storage {
  private:
   std::shared_ptr<void> keep_;
   bool owned_ = true;
+  kernels::Kernels* owner_ = nullptr;  // who allocated `data` and takes it back
 };
 
 namespace autograd { struct Node; }
@@ -90,13 +110,15 @@ class Tensor {
   bool is_contiguous() const;
   const std::shared_ptr<Storage>& storage() const { return impl()->storage; }
 
-  // Typed pointer to the first element (offset applied). Checks the dtype.
+  // Typed pointer to the first element (offset applied), in the tensor's device memory: host code may
+  // dereference it only for CPU tensors. Checks the dtype.
   template <typename T> T* data() const;
   void* raw_data() const;
 
-  // Scalar read of a one-element tensor, any dtype.
+  // Scalar read of a one-element tensor, any dtype, on any device (a GPU value is copied back).
   double item() const;
-  // Element read at a flat index of the logical (row-major) order; for tests and printing.
+  // Element read at a flat index of the logical (row-major) order; for tests and printing. On a GPU this
+  // copies the whole tensor to the host first: read many elements from a cpu() copy instead.
   double at(int64_t flat_index) const;
   std::vector<float> to_vector_f32() const;
   std::vector<double> to_vector_f64() const;
@@ -129,6 +151,11 @@ class Tensor {
   Tensor flatten(int64_t start_dim = 0, int64_t end_dim = -1) const;
   Tensor contiguous() const;
   Tensor to(DType dt) const;  // differentiable between f32 and f64
+  // A copy on `device` (the tensor itself when it is there already); differentiable, so a gradient flows
+  // back to the source device. cpu() and cuda() are shorthands.
+  Tensor to(Device device) const;
+  Tensor cpu() const { return to(Device::cpu); }
+  Tensor cuda(int index = 0) const { return to(Device::cuda_at(index)); }
 
   // In-place helpers, refused on tensors that require grad while grad mode is on.
   Tensor& copy_(const Tensor& src);  // shapes must match (src broadcast allowed); dtype converted

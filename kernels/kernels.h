@@ -3,6 +3,7 @@
 // Layout notes use shape letters: rows x cols means row-major, cols contiguous.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "core/tensor.h"
 
@@ -36,10 +37,37 @@ struct SpdSums {
   double new_dev_sq = 0;     // ||w~ - w0||^2
 };
 
+// What a device's allocator holds, in bytes; `device_mallocs` counts the calls to the system allocator
+// (cudaMalloc on a GPU), so a test can check that a training step after the first makes none.
+struct MemoryStats {
+  size_t current = 0;  // held by live tensors (rounded up to the allocator's size classes)
+  size_t peak = 0;     // the most `current` has been since the last reset_peak_memory()
+  size_t cached = 0;   // freed blocks kept for reuse
+  int64_t device_mallocs = 0;
+};
+
 class Kernels {
  public:
   virtual ~Kernels() = default;
   virtual Device device() const = 0;
+  // "cpu (avx2)", or the GPU's name ("NVIDIA H200"; "emulated GPU (CPU)" under the emulation).
+  virtual std::string name() const = 0;
+
+  // Device memory. allocate throws spdlab::Error naming the size when memory runs out; deallocate never
+  // throws. The copies move contiguous bytes between this device and host memory and return when done.
+  virtual void* allocate(size_t nbytes) = 0;
+  virtual void deallocate(void* p, size_t nbytes) noexcept = 0;
+  virtual void copy_from_host(void* dst, const void* host_src, size_t nbytes) = 0;
+  virtual void copy_to_host(void* host_dst, const void* src, size_t nbytes) = 0;
+  virtual MemoryStats memory_stats() = 0;
+  virtual void reset_peak_memory() = 0;
+  // Waits for the device's queued work (a no-op on the CPU); timing code calls it.
+  virtual void synchronize() {}
+
+  // How optimizers split a step: the most elements one fused call takes, and whether the calls may run on
+  // several host threads at once (the CPU spreads them over its cores; a GPU takes each tensor whole).
+  virtual int64_t optimizer_piece() const = 0;
+  virtual bool optimizer_pieces_in_parallel() const = 0;
 
   // Memory. copy_strided converts dtypes; dst may be strided too (for narrow().copy_()).
   virtual void copy_strided(DType src_dt, Strided src, DType dst_dt, void* dst, const int64_t* dst_strides,
@@ -121,17 +149,24 @@ class Kernels {
   virtual void gather_bwd(DType dt, const void* dy, const int64_t* index, void* dx, int64_t outer, int64_t n,
                           int64_t m, int64_t inner) = 0;
 
+  // Dropout: mask[i] = keep-scale 1/(1-p) or 0, from the Philox counter of (seed, offset + i) (core/philox.h),
+  // so every backend draws the same mask for the same generator state.
+  virtual void dropout_mask(DType dt, void* mask, int64_t n, double p, uint64_t seed, uint64_t offset) = 0;
+
+  // What attention_fwd saves for attention_bwd, in elements of dt: the CPU keeps the probabilities
+  // [B, H, N, M]; the GPU's tiled kernel keeps one log-sum-exp per query row [B, H, N] and recomputes them.
+  virtual int64_t attention_saved_numel(int64_t B, int64_t H, int64_t N, int64_t M) const = 0;
   // Attention for one (batch, head) pair at a time, over [B, H] pairs. q [N, D] and out attend over k, v
-  // [M, D]; all are addressed by element strides for (b, h, row) with d contiguous; probs [B, H, N, M] is
-  // saved for backward. out = softmax(q k^T * scale) v
+  // [M, D]; all are addressed by element strides for (b, h, row) with d contiguous; `saved` (attention_saved_numel
+  // elements) is kept for backward. out = softmax(q k^T * scale) v
   virtual void attention_fwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const void* q,
                              const int64_t* q_str, const void* k, const int64_t* k_str, const void* v,
-                             const int64_t* v_str, void* out, const int64_t* out_str, void* probs, double scale) = 0;
+                             const int64_t* v_str, void* out, const int64_t* out_str, void* saved, double scale) = 0;
   // dq, dk, dv are written (not accumulated) through their own (b, h, n) strides, so they can land directly
   // in a fused qkv gradient.
   virtual void attention_bwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const void* q,
                              const int64_t* q_str, const void* k, const int64_t* k_str, const void* v,
-                             const int64_t* v_str, const void* probs, const void* dout, const int64_t* dout_str,
+                             const int64_t* v_str, const void* saved, const void* dout, const int64_t* dout_str,
                              void* dq, const int64_t* dq_str, void* dk, const int64_t* dk_str, void* dv,
                              const int64_t* dv_str, double scale) = 0;
 
@@ -149,8 +184,21 @@ class Kernels {
   virtual void spd_project(float* p, const float* anchor, int64_t n, float scale) = 0;
 };
 
-// The dispatch point: the CPU kernels, or the CUDA kernels when built with SPDLAB_CUDA and a GPU is present.
+// The dispatch point: the CPU kernels, or the CUDA kernels of one GPU when built with SPDLAB_CUDA (or its CPU
+// emulation). Asking for a GPU that this build or machine does not have is an spdlab::Error that says why.
 Kernels& get(Device device);
+
+// The number of CUDA devices this build can use: 0 without CUDA or without a GPU; the emulation has 1 (or
+// SPDLAB_EMULATED_GPUS).
+int cuda_device_count();
+// Why cuda_device_count() is 0, for messages and test skips ("built without CUDA", the driver's words).
+std::string cuda_unavailable_reason();
+// Whether the CUDA kernels are the CPU emulation of the CUDA execution model (SPDLAB_CUDA_EMULATE).
+bool cuda_is_emulated();
+// TF32 tensor-core products for f32 GEMMs on the GPU: off by default (results then match the CPU to float
+// rounding); SPDLAB_TF32=1 or set_allow_tf32(true) turns them on.
+void set_allow_tf32(bool on);
+bool allow_tf32();
 
 // The instruction set the CPU kernels run with: "avx2" (AVX2 and FMA, chosen when the CPU has both) or "base"
 // (the compiler's default target). SPDLAB_CPU_ISA=base|avx2 in the environment overrides the choice; asking

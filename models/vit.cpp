@@ -250,7 +250,7 @@ Tensor resample_pos_embed(const Tensor& pe, int64_t g1) {
   int64_t n = pe.size(1) - 1, D = pe.size(2);
   int64_t g0 = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
   SPDLAB_CHECK(g0 * g0 == n, "resample_pos_embed: ", n, " patch positions do not form a square grid");
-  Tensor src = pe.to(DType::f32).contiguous();
+  Tensor src = pe.cpu().to(DType::f32).contiguous();
   Tensor out = Tensor::empty({1, 1 + g1 * g1, D});
   const float* s = src.data<float>();
   float* o = out.data<float>();
@@ -293,10 +293,11 @@ void load_checkpoint(VisionTransformer& model, const std::map<std::string, Tenso
   model.load_state_dict(state, opt.strict, opt.ignore);
 }
 
-std::shared_ptr<VisionTransformer> load_vit(const std::string& path) {
+std::shared_ptr<VisionTransformer> load_vit(const std::string& path, Device device) {
   io::SafetensorsFile f(path);
   ViTConfig cfg = ViTConfig::from_metadata(f.metadata(), path);
   auto model = std::make_shared<VisionTransformer>(cfg);
+  model->to(device);
   try {
     load_checkpoint(*model, f.load_all());
   } catch (const Error& e) {
@@ -305,9 +306,11 @@ std::shared_ptr<VisionTransformer> load_vit(const std::string& path) {
   return model;
 }
 
-std::shared_ptr<VisionTransformer> load_vit(const std::string& path, const ViTConfig& cfg, const LoadOptions& opt) {
+std::shared_ptr<VisionTransformer> load_vit(const std::string& path, const ViTConfig& cfg, const LoadOptions& opt,
+                                            Device device) {
   io::SafetensorsFile f(path);
   auto model = std::make_shared<VisionTransformer>(cfg);
+  model->to(device);
   try {
     load_checkpoint(*model, f.load_all(), opt);
   } catch (const Error& e) {

@@ -67,8 +67,11 @@ void load_checkpoint(VisionTransformer& model, const std::map<std::string, Tenso
 
 // Reads config and weights from a file spdlab wrote (its metadata holds the config). For a timm or HF file
 // without spdlab metadata, pass the preset (and num_classes via cfg) explicitly.
-std::shared_ptr<VisionTransformer> load_vit(const std::string& path);
-std::shared_ptr<VisionTransformer> load_vit(const std::string& path, const ViTConfig& cfg, const LoadOptions& opt);
+// `device`: where the weights go (the model is moved there before loading, and each tensor is copied from the
+// file straight into its device slot).
+std::shared_ptr<VisionTransformer> load_vit(const std::string& path, Device device = Device::cpu);
+std::shared_ptr<VisionTransformer> load_vit(const std::string& path, const ViTConfig& cfg, const LoadOptions& opt,
+                                            Device device = Device::cpu);
 // Atomic save with the config (and any extra metadata) in the header.
 void save_vit(const VisionTransformer& model, const std::string& path,
               const std::map<std::string, std::string>& extra_metadata = {});

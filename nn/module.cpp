@@ -115,7 +115,20 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
   for (auto& [name, slot] : slots) {
     if (ignored(name)) continue;
     auto it = state.find(name);
-    if (it != state.end()) slot->copy_(it->second);
+    if (it != state.end()) slot->copy_(it->second.to(slot->device()));  // straight from the file to the device
+  }
+}
+
+void Module::to(Device device) {
+  std::vector<std::pair<std::string, Tensor*>> slots;
+  collect_refs("", slots);
+  autograd::NoGradGuard ng;
+  for (auto& [name, slot] : slots) {
+    if (slot->device() == device) continue;
+    bool rg = slot->requires_grad();
+    Tensor moved = slot->detach().to(device);
+    if (rg) moved.requires_grad_(true);
+    *slot = moved;
   }
 }
 

@@ -32,6 +32,10 @@ class Module {
   void load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true,
                        const std::vector<std::string>& ignore = {});
 
+  // Moves every parameter and buffer to `device` (requires_grad kept, gradients dropped). Optimizers must be
+  // made after the move: they hold the tensors they update.
+  void to(Device device);
+
   void train(bool on = true);
   void eval() { train(false); }
   bool is_training() const { return training_; }

@@ -12,6 +12,7 @@
 #include "core/autograd.h"
 #include "core/io/safetensors.h"
 #include "core/ops.h"
+#include "kernels/kernels.h"
 
 namespace spdlab::optim {
 
@@ -29,7 +30,7 @@ std::string last_segment(const std::string& name) {
 // A contiguous f32 copy on `device` that shares nothing with `src` (state must not alias caller tensors).
 Tensor owned_copy(const Tensor& src, Device device) {
   Tensor out = Tensor::empty(src.shape(), DType::f32, device);
-  out.copy_(src.detach());
+  out.copy_(src.detach().to(device));
   return out;
 }
 
@@ -116,9 +117,12 @@ void Optimizer::step() {
         p.slots.push_back(Tensor::zeros(p.value.shape(), DType::f32, p.value.device()));
     ++p.step;
     const Group& grp = groups_[p.group];
-    for (int64_t b = 0, n = p.value.numel(); b < n; b += kPiece) pieces.push_back({work.size(), b, std::min(n, b + kPiece)});
+    // The backend says how to slice: the CPU in fixed pieces for its threads, a GPU each tensor whole.
+    const int64_t piece = kernels::get(p.value.device()).optimizer_piece();
+    for (int64_t b = 0, n = p.value.numel(); b < n; b += piece) pieces.push_back({work.size(), b, std::min(n - b, piece) + b});
     work.push_back({&p, g.contiguous(), lr_ * grp.lr_scale, grp.weight_decay});
   }
+  parallel_ = work.empty() || kernels::get(work[0].param->value.device()).optimizer_pieces_in_parallel();
   start_step(work, pieces);
   for_each_piece(pieces, [&](size_t i) { update(work[pieces[i].work], pieces[i].begin, pieces[i].end, i); });
   finish_step(work, pieces);
@@ -130,7 +134,7 @@ void Optimizer::for_each_piece(const std::vector<Piece>& pieces, const std::func
   for (size_t i = 0; i < pieces.size(); ++i) start[i + 1] = start[i] + (pieces[i].end - pieces[i].begin);
   const int64_t total = start.back();
   const int threads = static_cast<int>(std::min<int64_t>(get_num_threads(), static_cast<int64_t>(pieces.size())));
-  if (threads <= 1 || total < kPiece) {
+  if (threads <= 1 || total < kPiece || !parallel_) {
     for (size_t i = 0; i < pieces.size(); ++i) fn(i);
     return;
   }

@@ -95,8 +95,8 @@ ReplayResult replay(const Trace& trace, const std::string& kind, const Hyperpara
     autograd::NoGradGuard no_grad;
     for (const std::string& name : trace.names) {
       const Tensor& s = trace.start.at(name);
-      Tensor p = Tensor::empty(s.shape());
-      p.copy_(s);
+      Tensor p = Tensor::empty(s.shape(), DType::f32, o.device);
+      p.copy_(s.to(o.device));
       params.emplace_back(name, p.requires_grad_());
     }
   }
@@ -120,7 +120,7 @@ ReplayResult replay(const Trace& trace, const std::string& kind, const Hyperpara
   ReplayResult out;
   NamedTensors history;
   for (size_t t = 0; t < trace.grads.size(); ++t) {
-    for (auto& [name, p] : params) p.set_grad(trace.grads[t].at(name));
+    for (auto& [name, p] : params) p.set_grad(trace.grads[t].at(name).to(DType::f32).to(o.device));
     opt->step();
     if (o.every_step)
       for (const auto& [name, p] : params) history.emplace_back("step." + std::to_string(t) + "." + name, p.detach().clone());

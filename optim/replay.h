@@ -25,6 +25,7 @@ struct ReplayOptions {
   bool use_anchors = true;              // false: no tensor has an anchor (SPD uses w0 = 0, L2-SP beta w)
   std::vector<std::string> unanchored;  // glob patterns ('head.*') of tensors that get no anchor
   bool every_step = false;              // also return step.<t>.<name> after each step
+  Device device = Device::cpu;          // where the parameters, gradients and optimizer state live
 };
 
 struct ReplayResult {

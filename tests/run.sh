@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need, builds, and runs every test through CTest. Usage: bash tests/run.sh
 # python3-torch lets one test generate vit_tiny_patch16_224 weights; all other PyTorch fixtures are committed.
+# Then the CUDA backend: its kernels built with g++ against the CPU emulation (build-emu/) run the "cuda"
+# suite, and, where nvcc is installed (/usr/local/cuda), the real nvcc build (build-cuda/) must compile and
+# link and runs the same suite, which skips with the reason when no GPU is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash examples/setup.sh python3-torch
@@ -10,3 +13,22 @@ ctest --test-dir build --output-on-failure
 # the baseline set too, so both stay correct whichever one this machine picks by default.
 echo "tests/run.sh: again with the baseline CPU kernels (SPDLAB_CPU_ISA=base)"
 SPDLAB_CPU_ISA=base ctest --test-dir build --output-on-failure
+
+echo "tests/run.sh: the CUDA kernels on the CPU emulation (build-emu, -DSPDLAB_CUDA_EMULATE=ON)"
+cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DSPDLAB_CUDA_EMULATE=ON >/dev/null
+cmake --build build-emu -j"$(nproc)" --target spdlab_tests
+ctest --test-dir build-emu --output-on-failure -R '^cuda$'
+
+nvcc=${CUDACXX:-/usr/local/cuda/bin/nvcc}
+if [ -x "$nvcc" ]; then
+  echo "tests/run.sh: the nvcc build (build-cuda, -DSPDLAB_CUDA=ON, sm_80 and sm_90)"
+  cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DSPDLAB_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" >/dev/null
+  cmake --build build-cuda -j"$(nproc)" --target spdlab_tests 2>&1 | tee build-cuda/build.log
+  if grep -E "kernels/cuda/.*warning|nvcc warning" build-cuda/build.log; then
+    echo "tests/run.sh: nvcc warned about spdlab's CUDA code (above)" >&2
+    exit 1
+  fi
+  ctest --test-dir build-cuda --output-on-failure -R '^cuda$'
+else
+  echo "tests/run.sh: no nvcc at $nvcc: the nvcc build is not checked here"
+fi

@@ -22,6 +22,7 @@
 #include "core/ops.h"
 #include "optim/optim.h"
 #include "optim/replay.h"
+#include "kernels/kernels.h"
 #include "tests/support.h"
 
 using namespace spdlab;
@@ -632,3 +633,35 @@ TEST_CASE("clip_grad_norm: global norm, scaled copies, shared gradient storage u
 }
 
 }  // TEST_SUITE
+
+TEST_SUITE("cuda") {
+TEST_CASE("replay on the GPU matches PyTorch for every fixture config (within 1e-6)") {
+  if (kernels::cuda_device_count() == 0) {
+    MESSAGE("skipped: no CUDA device (" << kernels::cuda_unavailable_reason() << ")");
+    return;
+  }
+  for (const char* file : {"optim_traces.safetensors", "optim_traces_anchor.safetensors"}) {
+    const std::string path = fixture_path(file);
+    io::SafetensorsFile f(path);
+    Trace trace = load_trace(path);
+    json::Value configs = json::parse(f.metadata().at("configs"), "configs");
+    for (const json::Value& c : configs.as_array()) {
+      const std::string name = c.find("name")->as_string(), kind = c.find("optimizer")->as_string();
+      CAPTURE(file);
+      CAPTURE(name);
+      ReplayOptions o;
+      o.unanchored = {f.metadata().at("unanchored_pattern")};
+      o.device = Device::cuda;
+      ReplayResult r = replay(trace, kind, hyper_from_config(c), o);
+      REQUIRE(r.tensors.size() == trace.names.size());
+      for (const auto& [key, t] : r.tensors) {
+        CHECK(t.device() == Device::cuda);
+        CHECK(max_abs_diff(t.cpu(), f.load("result." + name + "." + key.substr(6))) <= 1e-6);
+      }
+      if (kind == "spd")
+        for (const SpdTensorStats& s : r.spd_stats)
+          CHECK(s.fired == static_cast<int64_t>(f.load("spd_fired." + name + "." + s.name, DType::i64).item()));
+    }
+  }
+}
+}

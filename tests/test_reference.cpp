@@ -16,6 +16,7 @@
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
 #include "core/ops.h"
+#include "kernels/kernels.h"
 
 using namespace spdlab;
 
@@ -126,11 +127,11 @@ Tensor run_op(const Case& c, const std::vector<Tensor>& in) {
   throw Error("test_reference: no runner for op '" + op + "' (case " + c.name + ")");
 }
 
-// Fresh leaves, so no test sees another's gradients.
-std::vector<Tensor> leaves(const Case& c, bool requires_grad) {
+// Fresh leaves on `device`, so no test sees another's gradients.
+std::vector<Tensor> leaves(const Case& c, bool requires_grad, Device device = Device::cpu) {
   std::vector<Tensor> in;
   for (size_t i = 0; i < c.inputs.size(); ++i) {
-    Tensor t = c.inputs[i].detach().clone();
+    Tensor t = c.inputs[i].detach().to(device).clone();
     bool d = requires_grad && std::count(c.diff.begin(), c.diff.end(), int64_t(i));
     if (d) t.requires_grad_();
     in.push_back(t);
@@ -153,8 +154,9 @@ Cmp compare(const Tensor& got, const Tensor& want, double atol, double rtol) {
     return c;
   }
   double worst = -1;
+  Tensor gh = got.detach().cpu(), wh = want.detach().cpu();  // one copy each from a GPU, not one per element
   for (int64_t i = 0; i < want.numel(); ++i) {
-    double g = got.at(i), w = want.at(i), err = std::abs(g - w);
+    double g = gh.at(i), w = wh.at(i), err = std::abs(g - w);
     c.max_abs = std::max(c.max_abs, err);
     c.max_rel = std::max(c.max_rel, err / std::max(std::abs(w), 1e-300));
     double excess = err - (atol + rtol * std::abs(w));
@@ -257,6 +259,95 @@ TEST_SUITE("reference") {
                                    << g.max_rel_err << "; " << g.worst);
       } catch (const std::exception& e) {
         FAIL_CHECK(c.name << " gradcheck threw: " << std::string(e.what()));
+      }
+    }
+  }
+}
+
+// The same fixtures on the CUDA backend (the emulated GPU in CI): f64 forward and gradients against PyTorch
+// at the CPU's tolerances, f32 forward and gradients against the CPU's own results (1e-5 relative), and
+// gradcheck with the perturbed inputs on the device.
+TEST_SUITE("cuda") {
+  bool have_cuda() {
+    if (kernels::cuda_device_count() > 0) return true;
+    MESSAGE("skipped: no CUDA device (" << kernels::cuda_unavailable_reason() << ")");
+    return false;
+  }
+
+  TEST_CASE("every op on the GPU: float64 forward and gradients match PyTorch") {
+    if (!have_cuda()) return;
+    for (const auto& c : fixture().cases) {
+      if (c.dtype != "f64") continue;
+      try {
+        std::vector<Tensor> in = leaves(c, !c.diff.empty(), Device::cuda);
+        Tensor y = run_op(c, in);
+        CHECK_MESSAGE(y.device() == Device::cuda, c.name << ": output on " << y.device());
+        report(c.name + " forward (cuda)", compare(y, c.out, 1e-12, 1e-10));
+        if (c.diff.empty()) continue;
+        y.backward(c.r.to(Device::cuda));
+        for (int64_t i : c.diff) {
+          std::string what = c.name + " grad" + std::to_string(i) + " (cuda)";
+          if (!in[i].grad().defined()) {
+            FAIL_CHECK(what << ": no gradient reached the input");
+            continue;
+          }
+          CHECK_MESSAGE(in[i].grad().device() == Device::cuda, what << " on " << in[i].grad().device());
+          report(what, compare(in[i].grad(), c.grads.at(i), 1e-10, 1e-8));
+        }
+      } catch (const std::exception& e) {
+        FAIL_CHECK(c.name << " on cuda threw: " << std::string(e.what()));
+      }
+    }
+  }
+
+  TEST_CASE("every op on the GPU: float32 forward and gradients match the CPU (atol 1e-6, rtol 1e-5)") {
+    if (!have_cuda()) return;
+    // Every case, the float64 ones cast to float32 (integer inputs stay as they are).
+    auto f32_leaves = [](const Case& c, Device d) {
+      std::vector<Tensor> in;
+      for (size_t i = 0; i < c.inputs.size(); ++i) {
+        Tensor t = c.inputs[i].dtype() == DType::i64 ? c.inputs[i] : c.inputs[i].to(DType::f32);
+        t = t.detach().to(d).clone();
+        if (std::count(c.diff.begin(), c.diff.end(), int64_t(i))) t.requires_grad_();
+        in.push_back(t);
+      }
+      return in;
+    };
+    for (const auto& c : fixture().cases) {
+      try {
+        std::vector<Tensor> cpu_in = f32_leaves(c, Device::cpu), gpu_in = f32_leaves(c, Device::cuda);
+        Tensor yc = run_op(c, cpu_in), yg = run_op(c, gpu_in);
+        report(c.name + " forward (cuda vs cpu)", compare(yg, yc, 1e-6, 1e-5));
+        if (c.diff.empty()) continue;
+        Tensor r = c.r.defined() ? c.r.to(DType::f32) : Tensor::ones(yc.shape());
+        yc.backward(r);
+        yg.backward(r.to(Device::cuda));
+        for (int64_t i : c.diff)
+          report(c.name + " grad" + std::to_string(i) + " (cuda vs cpu)",
+                 compare(gpu_in[i].grad(), cpu_in[i].grad(), 1e-6, 1e-5));
+      } catch (const std::exception& e) {
+        FAIL_CHECK(c.name << " f32 on cuda threw: " << std::string(e.what()));
+      }
+    }
+  }
+
+  TEST_CASE("gradcheck passes on the GPU for every float64 case") {
+    if (!have_cuda()) return;
+    for (const auto& c : fixture().cases) {
+      if (c.diff.empty() || c.dtype != "f64") continue;
+      try {
+        std::vector<Tensor> fixed = leaves(c, false, Device::cuda), free;
+        for (int64_t i : c.diff) free.push_back(fixed[i]);
+        auto fn = [&](const std::vector<Tensor>& xs) {
+          std::vector<Tensor> in = fixed;
+          for (size_t j = 0; j < c.diff.size(); ++j) in[c.diff[j]] = xs[j];
+          return run_op(c, in);
+        };
+        GradcheckResult g = gradcheck(fn, free);
+        CHECK_MESSAGE(g.ok, c.name << " gradcheck (cuda): max abs err " << g.max_abs_err << ", max rel err "
+                                   << g.max_rel_err << "; " << g.worst);
+      } catch (const std::exception& e) {
+        FAIL_CHECK(c.name << " gradcheck on cuda threw: " << std::string(e.what()));
       }
     }
   }

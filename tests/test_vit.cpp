@@ -10,6 +10,7 @@
 #include "core/autograd.h"
 #include "core/io/safetensors.h"
 #include "models/vit.h"
+#include "kernels/kernels.h"
 #include "tests/support.h"
 
 using namespace spdlab;
@@ -262,3 +263,32 @@ TEST_CASE("bad configurations and inputs are explained") {
 }
 
 }  // TEST_SUITE
+
+TEST_SUITE("cuda") {
+TEST_CASE("the ViT on the GPU: logits and input gradient match PyTorch (28x28 fixture)") {
+  if (kernels::cuda_device_count() == 0) {
+    MESSAGE("skipped: no CUDA device (" << kernels::cuda_unavailable_reason() << ")");
+    return;
+  }
+  io::SafetensorsFile f(ref("vit_small.safetensors"));
+  const LoadOptions fixture_keys{{"input*", "labels", "logits", "loss"}, true};
+  auto model = load_vit(ref("vit_small.safetensors"), ViTConfig::from_metadata(f.metadata(), "fixture"), fixture_keys,
+                        Device::cuda);
+  for (const auto& [name, t] : model->named_parameters()) CHECK_MESSAGE(t.device() == Device::cuda, name);
+  model->eval();
+  Tensor x = f.load("input").to(Device::cuda).detach().clone();
+  x.requires_grad_();
+  Tensor logits = model->forward(x);
+  CHECK(logits.device() == Device::cuda);
+  double err = max_abs_diff(logits.cpu(), f.load("logits"));
+  MESSAGE("vit_small logits on cuda: max abs error ", err);
+  CHECK(err < 1e-4);
+  Tensor loss = cross_entropy(logits, f.load("labels").to(Device::cuda));
+  CHECK(loss.item() == doctest::Approx(f.load("loss").item()).epsilon(1e-5));
+  loss.backward();
+  Tensor gx = x.grad().cpu(), eg = f.load("input_grad");
+  double gerr = max_abs_diff(gx, eg), scale = max_abs(eg);
+  MESSAGE("vit_small input gradient on cuda: max abs error ", gerr, ", relative to max |grad| ", gerr / scale);
+  CHECK(gerr / scale < 1e-4);
+}
+}

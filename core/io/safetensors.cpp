@@ -402,7 +402,7 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     write_all(f.fd, text.data(), text.size(), where);
     for (const auto& [name, t] : tensors) {
       if (t.numel() == 0) continue;
-      const Tensor c = t.detach().contiguous();
+      const Tensor c = t.detach().cpu().contiguous();  // a GPU tensor is written from a host copy
       if (bf16 && c.dtype() == DType::f32) {
         // Converted in chunks so saving never holds a second full copy of a large tensor.
         const float* src = c.data<float>();

@@ -35,13 +35,14 @@ Tensor binary(Binary op, const char* name, const Tensor& a, const Tensor& b) {
       }
       case Binary::maximum: {
         // Ties send the gradient to the first operand, as a >= b ? a : b does in the forward.
-        Tensor diff = sub(ad, bd).contiguous();
+        Tensor diff = sub(ad, bd).contiguous().cpu();
         Tensor mask_a = Tensor::empty(diff.shape(), dy.dtype());
         for (int64_t i = 0, n = diff.numel(); i < n; ++i) {
           bool a_wins = diff.at(i) >= 0;
           if (dy.dtype() == DType::f32) mask_a.data<float>()[i] = a_wins ? 1.f : 0.f;
           else mask_a.data<double>()[i] = a_wins ? 1.0 : 0.0;
         }
+        mask_a = mask_a.to(dy.device());
         return {sum_to(mul(dy, mask_a), as), sum_to(mul(dy, rsub(mask_a, 1.0)), bs)};
       }
     }

@@ -124,16 +124,22 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& target_in, double sm
   SPDLAB_CHECK(smoothing >= 0 && smoothing <= 1, "cross_entropy: label_smoothing must be in [0, 1], got ", smoothing);
   int64_t B = logits_in.size(0), C = logits_in.size(1);
   SPDLAB_CHECK(B > 0, "cross_entropy: empty batch");
+  SPDLAB_CHECK(target_in.device() == logits_in.device(), "cross_entropy: logits are on ", logits_in.device(),
+               " but targets on ", target_in.device(), "; move both to one device");
   Tensor logits = logits_in.contiguous(), target = target_in.contiguous();
-  const int64_t* t = target.data<int64_t>();
-  for (int64_t i = 0; i < B; ++i)
-    SPDLAB_CHECK(t[i] >= 0 && t[i] < C, "cross_entropy: target[", i, "] = ", t[i], " is outside [0, ", C, ")");
+  {
+    Tensor th = target.cpu();  // checked on the host: a bad class index must be an error, not a wild read
+    const int64_t* t = th.data<int64_t>();
+    for (int64_t i = 0; i < B; ++i)
+      SPDLAB_CHECK(t[i] >= 0 && t[i] < C, "cross_entropy: target[", i, "] = ", t[i], " is outside [0, ", C, ")");
+  }
   Tensor probs = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
   Tensor loss_rows = Tensor::empty({B}, DType::f64, logits.device());
-  K(logits).cross_entropy_fwd(logits.dtype(), logits.raw_data(), t, probs.raw_data(), loss_rows.data<double>(), B, C,
-                              smoothing);
+  K(logits).cross_entropy_fwd(logits.dtype(), logits.raw_data(), target.data<int64_t>(), probs.raw_data(),
+                              loss_rows.data<double>(), B, C, smoothing);
+  Tensor rows_h = loss_rows.cpu();  // summed on the host in row order, as on the CPU
   double total = 0;
-  for (int64_t i = 0; i < B; ++i) total += loss_rows.data<double>()[i];
+  for (int64_t i = 0; i < B; ++i) total += rows_h.data<double>()[i];
   Tensor loss = Tensor::full({}, total / B, logits.dtype(), logits.device());
   return autograd::record("cross_entropy", loss, {logits}, [=](const Tensor& dy) -> Grads {
     Tensor dl = Tensor::empty_like(probs);
@@ -164,7 +170,7 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
   // The output is laid out [B, N, H, D], so the usual transpose(1, 2).reshape(B, N, H*D) that follows is free.
   Tensor out_bnhd = Tensor::empty({B, N, H, D}, q.dtype(), q.device());
   Tensor out = out_bnhd.permute({0, 2, 1, 3});
-  Tensor probs = Tensor::empty({B, H, N, M}, q.dtype(), q.device());
+  Tensor probs = Tensor::empty({K(q).attention_saved_numel(B, H, N, M)}, q.dtype(), q.device());
   K(q).attention_fwd(q.dtype(), B, H, N, M, D, q.raw_data(), q.strides().data(), k.raw_data(), k.strides().data(),
                      v.raw_data(), v.strides().data(), out.raw_data(), out.strides().data(), probs.raw_data(), scale);
   if (!autograd::needs_grad({&q, &k, &v})) return out;
@@ -200,7 +206,7 @@ Tensor qkv_attention(const Tensor& qkv_in, int64_t num_heads, std::optional<doub
   size_t es = dtype_size(qkv.dtype());
   char* base = static_cast<char*>(qkv.raw_data());
   Tensor out = Tensor::empty({B, Q, C}, qkv.dtype(), qkv.device());
-  Tensor probs = Tensor::empty({B, H, Q, N}, qkv.dtype(), qkv.device());
+  Tensor probs = Tensor::empty({K(qkv).attention_saved_numel(B, H, Q, N)}, qkv.dtype(), qkv.device());
   K(qkv).attention_fwd(qkv.dtype(), B, H, Q, N, D, base, in_str, base + C * es, in_str, base + 2 * C * es, in_str,
                        out.raw_data(), out_str, probs.raw_data(), scale);
   if (!autograd::needs_grad({&qkv})) return out;
@@ -257,9 +263,12 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
 }
 
 namespace {
-void check_index(const Tensor& index, int64_t n, const char* op) {
+void check_index(const Tensor& index, const Tensor& x, int64_t n, const char* op) {
   SPDLAB_CHECK(index.dtype() == DType::i64, op, ": expected an int64 index, got ", index.dtype());
-  const int64_t* p = index.data<int64_t>();
+  SPDLAB_CHECK(index.device() == x.device(), op, ": the input is on ", x.device(), " but the index on ",
+               index.device(), "; move both to one device");
+  Tensor ih = index.cpu();
+  const int64_t* p = ih.data<int64_t>();
   for (int64_t i = 0; i < index.numel(); ++i)
     SPDLAB_CHECK(p[i] >= 0 && p[i] < n, op, ": index ", p[i], " at position ", i, " is out of range [0, ", n, ")");
 }
@@ -280,7 +289,7 @@ Tensor index_select(const Tensor& x_in, int64_t axis, const Tensor& index_in) {
   SPDLAB_CHECK(index_in.dim() == 1, "index_select: expected a 1-D index, got ", shape_str(index_in.shape()));
   Tensor x = x_in.contiguous(), index = index_in.contiguous();
   int64_t n = x.shape()[a], m = index.numel(), outer, inner;
-  check_index(index, n, "index_select");
+  check_index(index, x, n, "index_select");
   outer_inner(x.shape(), a, &outer, &inner);
   Shape s = x.shape();
   s[a] = m;
@@ -305,7 +314,7 @@ Tensor gather(const Tensor& x_in, int64_t axis, const Tensor& index_in) {
                  " must match input ", shape_str(x_in.shape()), " outside axis ", a);
   Tensor x = x_in.contiguous(), index = index_in.contiguous();
   int64_t n = x.shape()[a], m = index.shape()[a], outer, inner;
-  check_index(index, n, "gather");
+  check_index(index, x, n, "gather");
   outer_inner(x.shape(), a, &outer, &inner);
   Tensor y = Tensor::empty(index.shape(), x.dtype(), x.device());
   K(x).gather_fwd(x.dtype(), x.raw_data(), index.data<int64_t>(), y.raw_data(), outer, n, m, inner);
@@ -322,13 +331,10 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   check_float(x, "dropout");
   SPDLAB_CHECK(p >= 0 && p < 1, "dropout: p must be in [0, 1), got ", p);
   if (!training || p == 0) return x;
+  // One draw from the generator keys a counter-based stream (kernels/philox.h): element i of the mask comes
+  // from (key, i) alone, so every device draws the same mask for the same generator state.
   Tensor mask = Tensor::empty(x.shape(), x.dtype(), x.device());
-  double keep = 1.0 / (1.0 - p);
-  for (int64_t i = 0, n = mask.numel(); i < n; ++i) {
-    double v = gen.next_double() >= p ? keep : 0.0;
-    if (x.dtype() == DType::f32) mask.data<float>()[i] = static_cast<float>(v);
-    else mask.data<double>()[i] = v;
-  }
+  K(x).dropout_mask(x.dtype(), mask.raw_data(), mask.numel(), p, gen.next_u64(), 0);
   return mul(x, mask);
 }
 

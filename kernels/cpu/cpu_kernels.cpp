@@ -19,8 +19,10 @@
 #include <immintrin.h>
 #endif
 
+#include "core/allocator.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/kernels.h"
+#include "kernels/philox.h"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -106,15 +108,12 @@ CpuChoice& cpu_choice() {
 
 const char* cpu_isa() { return cpu_choice().isa; }
 
-Kernels& get(Device device) {
-  if (device == Device::cpu) {
-    static Kernels* k = [] {
-      get_num_threads();  // applies SPDLAB_NUM_THREADS before the first kernel runs
-      return cpu_choice().kernels;
-    }();
-    return *k;
-  }
-  SPDLAB_FAIL("kernels: spdlab was built without CUDA (configure with -DSPDLAB_CUDA=ON); no kernels for ", device);
+Kernels& cpu_kernels() {
+  static Kernels* k = [] {
+    get_num_threads();  // applies SPDLAB_NUM_THREADS before the first kernel runs
+    return cpu_choice().kernels;
+  }();
+  return *k;
 }
 }  // namespace kernels
 

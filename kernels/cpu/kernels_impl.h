@@ -782,6 +782,30 @@ void attention_bwd_small(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, 
 class CpuKernels final : public kernels::Kernels {
  public:
   Device device() const override { return Device::cpu; }
+  std::string name() const override { return SPDLAB_CPU_AVX2 ? "cpu (avx2)" : "cpu (base)"; }
+
+  void* allocate(size_t nbytes) override { return host_allocate(nbytes); }
+  void deallocate(void* p, size_t nbytes) noexcept override { host_deallocate(p, nbytes); }
+  void copy_from_host(void* dst, const void* src, size_t nbytes) override {
+    if (nbytes) std::memcpy(dst, src, nbytes);
+  }
+  void copy_to_host(void* dst, const void* src, size_t nbytes) override {
+    if (nbytes) std::memcpy(dst, src, nbytes);
+  }
+  kernels::MemoryStats memory_stats() override { return host_memory_stats(); }
+  void reset_peak_memory() override { host_reset_peak_memory(); }
+  // A step's pieces spread over the cores; fixed boundaries keep the sums independent of the thread count.
+  int64_t optimizer_piece() const override { return 65536; }
+  bool optimizer_pieces_in_parallel() const override { return true; }
+  int64_t attention_saved_numel(int64_t B, int64_t H, int64_t N, int64_t M) const override { return B * H * N * M; }
+
+  void dropout_mask(DType dt, void* mask, int64_t n, double p, uint64_t seed, uint64_t offset) override {
+    double keep = 1.0 / (1.0 - p);
+    SPDLAB_FLOAT_DISPATCH(dt, "dropout_mask", parallel_for(n, kParallelGrain, [&](int64_t b, int64_t e) {
+      T* m = mp<T>(mask);
+      for (int64_t i = b; i < e; ++i) m[i] = philox::uniform(seed, offset + i) >= p ? T(keep) : T(0);
+    }));
+  }
 
   void copy_strided(DType src_dt, Strided src, DType dst_dt, void* dst, const int64_t* dst_strides,
                     const int64_t* shape, int ndim) override {
