@@ -97,11 +97,13 @@ int run_compare(int argc, char** argv) {
           {"alpha", "A", "L2-SP's pull towards the pre-trained weights", "0.1"},
           {"beta", "B", "L2-SP's decay of tensors without an anchor", "0.01"},
           {"threads", "N", "CPU threads", ""},
+          {"device", "DEV", "cpu, cuda or cuda:N (a GPU; spdlab built with -DSPDLAB_CUDA=ON)", "cpu"},
           {"out", "DIR", "output directory", ""}},
          argc, argv);
   if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
   SPDLAB_CHECK(!(a.flag("quick") && a.flag("full")), "compare: pass --quick or --full, not both");
   if (a.has("threads")) set_num_threads(static_cast<int>(a.integer("threads", 1)));
+  const Device device = apply_device(a);
   bool full = a.flag("full");
   int64_t seeds = a.has("seeds") ? a.integer("seeds", 1) : (full ? 3 : 1);
   int64_t eval_images = a.has("eval-images") ? a.integer("eval-images", 1) : (full ? 10000 : 2000);
@@ -115,7 +117,7 @@ int run_compare(int argc, char** argv) {
   ensure_writable_dir(out);
   std::string init_path = resolve_init(a.str("init"), a.has("init"));
 
-  auto init = models::load_vit(init_path);
+  auto init = models::load_vit(init_path, device);
   const auto& cfg = init->config();
   data::Dataset train_all = load_data(a.str("data"), true, cfg.in_chans, cfg.img_size, cfg.num_classes);
   auto [rb, re] = parse_range("range", a.str("range"), train_all.size());
@@ -161,7 +163,7 @@ int run_compare(int argc, char** argv) {
       r.optim = kind;
       r.seed = seed;
       std::string stem = out + "/" + kind + "-seed" + std::to_string(seed);
-      auto model = models::load_vit(init_path);
+      auto model = models::load_vit(init_path, device);
       TrainOptions opt;
       opt.optim = kind;
       opt.hp = hyperparams_for(kind, lr, wd, lambda, alpha, beta);
@@ -403,6 +405,8 @@ int run_compare(int argc, char** argv) {
   write_text_atomic(out + "/timing.json",
                     json::dump(Value::object({{"seconds", Value::number(total)},
                                               {"threads", Value::integer(get_num_threads())},
+                                              {"device", Value::string(device.str())},
+                                              {"device_name", Value::string(kernels::get(device).name())},
                                               {"cpu_isa", Value::string(kernels::cpu_isa())}})) +
                         "\n");
   std::fputs(md.str().c_str(), stdout);

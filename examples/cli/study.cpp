@@ -8,6 +8,7 @@
 #include "examples/cli/commands.h"
 #include "examples/cli/data_source.h"
 #include "examples/cli/study.h"
+
 #include "examples/cli/train.h"
 
 namespace spdlab::cli {
@@ -66,6 +67,7 @@ std::vector<Flag> common_train_flags() {
           {"seed", "S", "seed for initialization, data order and augmentation", "0"},
           {"clip", "C", "global gradient-norm clip (0 = off)", "0"},
           {"threads", "N", "CPU threads (default: SPDLAB_NUM_THREADS or all cores)", ""},
+          {"device", "DEV", "cpu, cuda or cuda:N (a GPU; spdlab built with -DSPDLAB_CUDA=ON)", "cpu"},
           {"out", "FILE", "where to write the checkpoint (.safetensors)", ""},
           {"metrics", "FILE", "per-step metrics as JSON lines", ""}};
 }
@@ -117,6 +119,7 @@ int run_pretrain(int argc, char** argv) {
   data::Dataset all = load_data(a.str("data"), true, cfg.in_chans, cfg.img_size, cfg.num_classes);
   auto [b, e] = parse_range("range", a.str("range"), all.size());
   models::VisionTransformer model(cfg, opt.seed);
+  model.to(apply_device(a));
   TrainResult r = train(model, data::subset(all, b, e), data::random_domain_transform(domains), opt);
   save_vit(model, out,
            {{"spdlab.command", command_line(argc, argv)},
@@ -153,7 +156,7 @@ int run_finetune(int argc, char** argv) {
   data::Domain domain = data::parse_domain(a.str("domain"));
   std::string out = a.str("out");
   check_out_path(out);
-  auto model = models::load_vit(a.str("init"));
+  auto model = models::load_vit(a.str("init"), apply_device(a));
   const auto& cfg = model->config();
   data::Dataset all = load_data(a.str("data"), true, cfg.in_chans, cfg.img_size, cfg.num_classes);
   auto [b, e] = parse_range("range", a.str("range"), all.size());
@@ -171,6 +174,7 @@ int run_eval(int argc, char** argv) {
           {"domain", "LIST", "domains to evaluate", "clean,noise,blur,contrast,invert,rotate,edge"},
           {"seed", "S", "seed of the noise domain", "0"},
           {"threads", "N", "CPU threads", ""},
+          {"device", "DEV", "cpu, cuda or cuda:N (a GPU; spdlab built with -DSPDLAB_CUDA=ON)", "cpu"},
           {"json", "FILE", "also write the accuracies as JSON", ""}},
          argc, argv);
   if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
@@ -178,7 +182,7 @@ int run_eval(int argc, char** argv) {
   auto domains = parse_domains(a.list("domain"));
   std::string json_path = a.has("json") ? a.str("json") : "";
   if (!json_path.empty()) check_out_path(json_path);
-  auto model = models::load_vit(a.str("model"));
+  auto model = models::load_vit(a.str("model"), apply_device(a));
   const auto& cfg = model->config();
   data::Dataset test = load_data(a.str("data"), false, cfg.in_chans, cfg.img_size, cfg.num_classes);
   int64_t batches = (test.size() + 499) / 500 * static_cast<int64_t>(domains.size()), step = 0;

@@ -44,7 +44,8 @@ int run_predict(int argc, char** argv) {
           {"ignore", "LIST", "tensor-name patterns in the file to skip ('extra.*')", ""},
           {"image", "LIST", "comma-separated image paths", ""},
           {"top", "K", "classes to show per image", "3"},
-          {"classes", "LIST", "class names, in label order (default: 0, 1, ...)", ""}},
+          {"classes", "LIST", "class names, in label order (default: 0, 1, ...)", ""},
+          {"device", "DEV", "cpu, cuda or cuda:N (a GPU; spdlab built with -DSPDLAB_CUDA=ON)", "cpu"}},
          argc, argv);
   if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
   auto images = a.list("image");
@@ -52,8 +53,9 @@ int run_predict(int argc, char** argv) {
   double t0 = now_seconds();
   models::LoadOptions load;
   if (a.has("ignore")) load.ignore = a.list("ignore");
-  auto model = a.has("arch") ? models::load_vit(a.str("model"), models::vit_preset(a.str("arch")), load)
-                             : models::load_vit(a.str("model"));
+  const Device device = apply_device(a);
+  auto model = a.has("arch") ? models::load_vit(a.str("model"), models::vit_preset(a.str("arch")), load, device)
+                             : models::load_vit(a.str("model"), device);
   model->eval();
   const auto& cfg = model->config();
   std::vector<std::string> names = a.has("classes") ? a.list("classes") : std::vector<std::string>{};
@@ -64,7 +66,7 @@ int run_predict(int argc, char** argv) {
     // Shorter side to the model's size, then the central square, as timm's eval transform (crop_pct 1).
     int64_t nh = h <= w ? s : (h * s + w / 2) / w, nw = h <= w ? (w * s + h / 2) / h : s;
     img = io::center_crop(io::resize(img, nh, nw, io::Interp::bicubic), s, s);
-    Tensor logits = model->forward(normalize_input(img.unsqueeze(0), cfg));
+    Tensor logits = model->forward(normalize_input(img.unsqueeze(0), cfg).to(device)).cpu();
     Tensor probs = softmax(logits, 1);
     std::vector<int64_t> idx(cfg.num_classes);
     std::iota(idx.begin(), idx.end(), 0);

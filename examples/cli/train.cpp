@@ -1,5 +1,7 @@
 // The loops behind the commands: see train.h.
 #include "examples/cli/train.h"
+#include "examples/cli/args.h"
+#include "kernels/kernels.h"
 
 #include <unistd.h>
 
@@ -70,6 +72,17 @@ Tensor normalize_input(const Tensor& images, const models::ViTConfig& cfg) {
   return mul(sub(images, mean), inv);
 }
 
+Device apply_device(const Args& a) {
+  Device d;
+  try {
+    d = Device::parse(a.has("device") ? a.str("device") : "cpu");
+    kernels::get(d);  // a GPU that is not there fails here, before any work
+  } catch (const Error& e) {
+    SPDLAB_FAIL("--device: ", e.what());
+  }
+  return d;
+}
+
 TrainResult train(models::VisionTransformer& model, const data::Dataset& train_set, data::SampleTransform transform,
                   const TrainOptions& opt) {
   SPDLAB_CHECK(train_set.num_classes <= model.config().num_classes, "train: the data has ", train_set.num_classes,
@@ -87,6 +100,7 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
     SPDLAB_CHECK(metrics.good(), "train: cannot write metrics to ", opt.metrics_path);
   }
   model.train();
+  const Device dev = model.named_parameters().front().second.device();  // batches go where the model is
   Progress progress(opt.label, total);
   TrainResult res;
   double t0 = now_seconds(), loss_avg = -1;
@@ -96,7 +110,7 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
     data::Batch b;
     while (loader.next(b)) {
       optimizer->set_lr(schedule.lr_at(step));
-      Tensor loss = cross_entropy(model.forward(normalize_input(b.x, model.config())), b.y);
+      Tensor loss = cross_entropy(model.forward(normalize_input(b.x, model.config()).to(dev)), b.y.to(dev));
       optimizer->zero_grad();
       loss.backward();
       if (opt.clip > 0) optim::clip_grad_norm(model.named_parameters(), opt.clip);
@@ -130,7 +144,8 @@ double evaluate(models::VisionTransformer& model, const data::Dataset& test, dat
   data::Batch b;
   int64_t correct = 0, seen = 0;
   while (loader.next(b)) {
-    Tensor pred = argmax(model.forward(normalize_input(b.x, model.config())), 1);
+    const Device dev = model.named_parameters().front().second.device();
+    Tensor pred = argmax(model.forward(normalize_input(b.x, model.config()).to(dev)), 1).cpu();
     const int64_t* p = pred.data<int64_t>();
     const int64_t* y = b.y.data<int64_t>();
     for (int64_t i = 0; i < pred.numel(); ++i) correct += p[i] == y[i];

@@ -52,6 +52,10 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
 // Images in [0, 1] -> the model's normalized input.
 Tensor normalize_input(const Tensor& images, const models::ViTConfig& cfg);
 
+class Args;
+// The device of --device (cpu, cuda, cuda:N), checked to exist before any work; errors name the flag.
+Device apply_device(const Args& a);
+
 // Accuracy on `test` seen in `domain` (the domain's noise drawn from `seed`), in eval mode without grad.
 double evaluate(models::VisionTransformer& model, const data::Dataset& test, data::Domain domain, uint64_t seed,
                 Progress* progress = nullptr, int64_t* progress_step = nullptr);
