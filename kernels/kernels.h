@@ -64,10 +64,9 @@ class Kernels {
   // Waits for the device's queued work (a no-op on the CPU); timing code calls it.
   virtual void synchronize() {}
 
-  // How optimizers split a step: the most elements one fused call takes, and whether the calls may run on
-  // several host threads at once (the CPU spreads them over its cores; a GPU takes each tensor whole).
+  // How optimizers split a step: the most elements one fused call takes. The CPU's fixed pieces spread over
+  // its cores; a GPU takes each tensor whole (INT64_MAX), and its calls are queued from one host thread.
   virtual int64_t optimizer_piece() const = 0;
-  virtual bool optimizer_pieces_in_parallel() const = 0;
 
   // Memory. copy_strided converts dtypes; dst may be strided too (for narrow().copy_()).
   virtual void copy_strided(DType src_dt, Strided src, DType dst_dt, void* dst, const int64_t* dst_strides,

@@ -117,24 +117,27 @@ void Optimizer::step() {
         p.slots.push_back(Tensor::zeros(p.value.shape(), DType::f32, p.value.device()));
     ++p.step;
     const Group& grp = groups_[p.group];
-    // The backend says how to slice: the CPU in fixed pieces for its threads, a GPU each tensor whole.
+    // The backend says how to slice: the CPU in fixed pieces for its threads, a GPU each tensor whole
+    // (a piece of INT64_MAX, hence min(n - b, piece) + b rather than b + piece, which would overflow).
     const int64_t piece = kernels::get(p.value.device()).optimizer_piece();
     for (int64_t b = 0, n = p.value.numel(); b < n; b += piece) pieces.push_back({work.size(), b, std::min(n - b, piece) + b});
     work.push_back({&p, g.contiguous(), lr_ * grp.lr_scale, grp.weight_decay});
   }
-  parallel_ = work.empty() || kernels::get(work[0].param->value.device()).optimizer_pieces_in_parallel();
   start_step(work, pieces);
-  for_each_piece(pieces, [&](size_t i) { update(work[pieces[i].work], pieces[i].begin, pieces[i].end, i); });
+  for_each_piece(work, pieces, [&](size_t i) { update(work[pieces[i].work], pieces[i].begin, pieces[i].end, i); });
   finish_step(work, pieces);
   ++steps_;
 }
 
-void Optimizer::for_each_piece(const std::vector<Piece>& pieces, const std::function<void(size_t)>& fn) {
+void Optimizer::for_each_piece(const std::vector<Work>& work, const std::vector<Piece>& pieces,
+                               const std::function<void(size_t)>& fn) {
   std::vector<int64_t> start(pieces.size() + 1, 0);
   for (size_t i = 0; i < pieces.size(); ++i) start[i + 1] = start[i] + (pieces[i].end - pieces[i].begin);
   const int64_t total = start.back();
+  int64_t piece = 0;
+  for (const Work& w : work) piece = std::max(piece, kernels::get(w.param->value.device()).optimizer_piece());
   const int threads = static_cast<int>(std::min<int64_t>(get_num_threads(), static_cast<int64_t>(pieces.size())));
-  if (threads <= 1 || total < kPiece || !parallel_) {
+  if (threads <= 1 || total < piece) {
     for (size_t i = 0; i < pieces.size(); ++i) fn(i);
     return;
   }

@@ -103,7 +103,6 @@ class Optimizer {
     size_t work;
     int64_t begin, end;
   };
-  static constexpr int64_t kPiece = 65536;
 
   Optimizer(std::vector<ParamGroup> groups, double lr, double weight_decay, bool uses_anchors);
 
@@ -115,9 +114,11 @@ class Optimizer {
   // Around the pieces of a step (SPD sizes its sums before and projects after).
   virtual void start_step(const std::vector<Work>& work, const std::vector<Piece>& pieces) {}
   virtual void finish_step(const std::vector<Work>& work, const std::vector<Piece>& pieces) {}
-  // Runs fn(i) for each piece; threads take contiguous runs of pieces of about equal element counts (on a
-  // backend that allows it; a GPU's pieces are queued from one host thread).
-  void for_each_piece(const std::vector<Piece>& pieces, const std::function<void(size_t)>& fn);
+  // Runs fn(i) for each piece; threads take contiguous runs of pieces of about equal element counts. Work
+  // smaller than one of the backend's pieces stays on the calling thread, so a backend that takes tensors
+  // whole (a GPU) is always driven from one thread.
+  static void for_each_piece(const std::vector<Work>& work, const std::vector<Piece>& pieces,
+                             const std::function<void(size_t)>& fn);
   // Extra per-tensor state (SPD's diagnostics): written and read by name next to the slots.
   virtual void save_extra(NamedTensors& out) const {}
   virtual void check_extra(const std::map<std::string, Tensor>& state, std::vector<std::string>& problems,
@@ -128,7 +129,6 @@ class Optimizer {
   std::vector<Group> groups_;
 
  private:
-  bool parallel_ = true;
   double lr_;
   int64_t steps_ = 0;
   bool uses_anchors_;

@@ -76,7 +76,7 @@ void SPD::finish_step(const std::vector<Work>& work, const std::vector<Piece>& p
   std::vector<Piece> project;
   for (const Piece& pc : pieces)
     if (scale[pc.work] != 0.0f) project.push_back(pc);
-  for_each_piece(project, [&](size_t i) {
+  for_each_piece(work, project, [&](size_t i) {
     const Piece& pc = project[i];
     Param& p = *work[pc.work].param;
     kernels::get(p.value.device())

@@ -104,8 +104,7 @@ TEST_CASE("a 50-step fine-tune on the GPU matches the CPU within 1e-4 (Adam and 
   for (std::string kind : {"adam", "spd"}) {
     CAPTURE(kind);
     std::vector<double> cpu = finetune(Device::cpu, kind, 50, nullptr, 1e-4);
-    int64_t after_first = 0;
-    std::vector<double> gpu = finetune(Device::cuda, kind, 50, &after_first, 1e-4);
+    std::vector<double> gpu = finetune(Device::cuda, kind, 50, nullptr, 1e-4);
     std::vector<double> again = finetune(Device::cuda, kind, 50, nullptr, 1e-4);
     double worst = 0;
     for (size_t i = 0; i < cpu.size(); ++i) worst = std::max(worst, std::abs(cpu[i] - gpu[i]));
@@ -121,14 +120,14 @@ TEST_CASE("the caching allocator: no cudaMalloc in training steps after the firs
   kernels::Kernels& k = kernels::get(Device::cuda);
   finetune(Device::cuda, "adamw", 2, nullptr);  // warms the size classes this model uses
   int64_t first = 0;
-  std::vector<double> losses = finetune(Device::cuda, "adamw", 5, &first);
+  finetune(Device::cuda, "adamw", 5, &first);
   kernels::MemoryStats s = k.memory_stats();
   CHECK(s.device_mallocs == first);
   CHECK(s.peak >= s.current);
   k.reset_peak_memory();
   CHECK(k.memory_stats().peak == k.memory_stats().current);
   Tensor big = Tensor::zeros({1 << 20}, DType::f32, Device::cuda);
-  CHECK(k.memory_stats().current >= s.current + (size_t(4) << 20) - (size_t(4) << 20));
+  CHECK(k.memory_stats().current >= s.current + (size_t(4) << 20));
   CHECK(k.memory_stats().peak >= size_t(4) << 20);
 }
 

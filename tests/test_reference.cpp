@@ -182,6 +182,28 @@ void report(const std::string& what, const Cmp& r) {
                            << r.detail);
 }
 
+// gradcheck of the case's differentiable inputs, the others held fixed, with every input on `device`.
+void check_gradcheck(const Case& c, Device device) {
+  const std::string where = c.name + " gradcheck" + (device.is_cpu() ? "" : " (" + device.str() + ")");
+  try {
+    std::vector<Tensor> fixed = leaves(c, false, device), free;
+    for (int64_t i : c.diff) free.push_back(fixed[i]);
+    auto fn = [&](const std::vector<Tensor>& xs) {
+      std::vector<Tensor> in = fixed;
+      for (size_t j = 0; j < c.diff.size(); ++j) in[c.diff[j]] = xs[j];
+      return run_op(c, in);
+    };
+    GradcheckResult g = gradcheck(fn, free);
+    if (verbose())
+      std::cout << (g.ok ? "  ok   " : "  FAIL ") << where << ": max abs " << g.max_abs_err << ", max rel "
+                << g.max_rel_err << (g.ok ? "" : "; " + g.worst) << "\n";
+    CHECK_MESSAGE(g.ok, where << ": max abs err " << g.max_abs_err << ", max rel err " << g.max_rel_err << "; "
+                              << g.worst);
+  } catch (const std::exception& e) {
+    FAIL_CHECK(where << " threw: " << std::string(e.what()));
+  }
+}
+
 }  // namespace
 
 TEST_SUITE("reference") {
@@ -241,26 +263,8 @@ TEST_SUITE("reference") {
   }
 
   TEST_CASE("gradcheck passes on every float64 case (eps 1e-6, atol 1e-6, rtol 1e-6)") {
-    for (const auto& c : fixture().cases) {
-      if (c.diff.empty()) continue;
-      try {
-        std::vector<Tensor> fixed = leaves(c, false), free;
-        for (int64_t i : c.diff) free.push_back(fixed[i]);
-        auto fn = [&](const std::vector<Tensor>& xs) {
-          std::vector<Tensor> in = fixed;
-          for (size_t j = 0; j < c.diff.size(); ++j) in[c.diff[j]] = xs[j];
-          return run_op(c, in);
-        };
-        GradcheckResult g = gradcheck(fn, free);
-        if (verbose())
-          std::cout << (g.ok ? "  ok   " : "  FAIL ") << c.name << " gradcheck: max abs " << g.max_abs_err
-                    << ", max rel " << g.max_rel_err << (g.ok ? "" : "; " + g.worst) << "\n";
-        CHECK_MESSAGE(g.ok, c.name << " gradcheck: max abs err " << g.max_abs_err << ", max rel err "
-                                   << g.max_rel_err << "; " << g.worst);
-      } catch (const std::exception& e) {
-        FAIL_CHECK(c.name << " gradcheck threw: " << std::string(e.what()));
-      }
-    }
+    for (const auto& c : fixture().cases)
+      if (!c.diff.empty()) check_gradcheck(c, Device::cpu);
   }
 }
 
@@ -333,22 +337,7 @@ TEST_SUITE("cuda") {
 
   TEST_CASE("gradcheck passes on the GPU for every float64 case") {
     if (!have_cuda()) return;
-    for (const auto& c : fixture().cases) {
-      if (c.diff.empty() || c.dtype != "f64") continue;
-      try {
-        std::vector<Tensor> fixed = leaves(c, false, Device::cuda), free;
-        for (int64_t i : c.diff) free.push_back(fixed[i]);
-        auto fn = [&](const std::vector<Tensor>& xs) {
-          std::vector<Tensor> in = fixed;
-          for (size_t j = 0; j < c.diff.size(); ++j) in[c.diff[j]] = xs[j];
-          return run_op(c, in);
-        };
-        GradcheckResult g = gradcheck(fn, free);
-        CHECK_MESSAGE(g.ok, c.name << " gradcheck (cuda): max abs err " << g.max_abs_err << ", max rel err "
-                                   << g.max_rel_err << "; " << g.worst);
-      } catch (const std::exception& e) {
-        FAIL_CHECK(c.name << " gradcheck on cuda threw: " << std::string(e.what()));
-      }
-    }
+    for (const auto& c : fixture().cases)
+      if (!c.diff.empty() && c.dtype == "f64") check_gradcheck(c, Device::cuda);
   }
 }

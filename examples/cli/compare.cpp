@@ -97,7 +97,7 @@ int run_compare(int argc, char** argv) {
           {"alpha", "A", "L2-SP's pull towards the pre-trained weights", "0.1"},
           {"beta", "B", "L2-SP's decay of tensors without an anchor", "0.01"},
           {"threads", "N", "CPU threads", ""},
-          {"device", "DEV", "cpu, cuda or cuda:N (a GPU; spdlab built with -DSPDLAB_CUDA=ON)", "cpu"},
+          device_flag(),
           {"out", "DIR", "output directory", ""}},
          argc, argv);
   if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;

@@ -8,7 +8,6 @@
 #include "examples/cli/commands.h"
 #include "examples/cli/data_source.h"
 #include "examples/cli/study.h"
-
 #include "examples/cli/train.h"
 
 namespace spdlab::cli {
@@ -67,7 +66,7 @@ std::vector<Flag> common_train_flags() {
           {"seed", "S", "seed for initialization, data order and augmentation", "0"},
           {"clip", "C", "global gradient-norm clip (0 = off)", "0"},
           {"threads", "N", "CPU threads (default: SPDLAB_NUM_THREADS or all cores)", ""},
-          {"device", "DEV", "cpu, cuda or cuda:N (a GPU; spdlab built with -DSPDLAB_CUDA=ON)", "cpu"},
+          device_flag(),
           {"out", "FILE", "where to write the checkpoint (.safetensors)", ""},
           {"metrics", "FILE", "per-step metrics as JSON lines", ""}};
 }
@@ -174,7 +173,7 @@ int run_eval(int argc, char** argv) {
           {"domain", "LIST", "domains to evaluate", "clean,noise,blur,contrast,invert,rotate,edge"},
           {"seed", "S", "seed of the noise domain", "0"},
           {"threads", "N", "CPU threads", ""},
-          {"device", "DEV", "cpu, cuda or cuda:N (a GPU; spdlab built with -DSPDLAB_CUDA=ON)", "cpu"},
+          device_flag(),
           {"json", "FILE", "also write the accuracies as JSON", ""}},
          argc, argv);
   if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;

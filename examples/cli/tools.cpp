@@ -45,7 +45,7 @@ int run_predict(int argc, char** argv) {
           {"image", "LIST", "comma-separated image paths", ""},
           {"top", "K", "classes to show per image", "3"},
           {"classes", "LIST", "class names, in label order (default: 0, 1, ...)", ""},
-          {"device", "DEV", "cpu, cuda or cuda:N (a GPU; spdlab built with -DSPDLAB_CUDA=ON)", "cpu"}},
+          device_flag()},
          argc, argv);
   if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
   auto images = a.list("image");

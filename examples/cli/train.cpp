@@ -72,6 +72,8 @@ Tensor normalize_input(const Tensor& images, const models::ViTConfig& cfg) {
   return mul(sub(images, mean), inv);
 }
 
+Flag device_flag() { return {"device", "DEV", "cpu, cuda or cuda:N (a GPU; spdlab built with -DSPDLAB_CUDA=ON)", "cpu"}; }
+
 Device apply_device(const Args& a) {
   Device d;
   try {
@@ -143,8 +145,8 @@ double evaluate(models::VisionTransformer& model, const data::Dataset& test, dat
   loader.start_epoch(0);
   data::Batch b;
   int64_t correct = 0, seen = 0;
+  const Device dev = model.named_parameters().front().second.device();  // batches go where the model is
   while (loader.next(b)) {
-    const Device dev = model.named_parameters().front().second.device();
     Tensor pred = argmax(model.forward(normalize_input(b.x, model.config()).to(dev)), 1).cpu();
     const int64_t* p = pred.data<int64_t>();
     const int64_t* y = b.y.data<int64_t>();

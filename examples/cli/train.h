@@ -52,8 +52,11 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
 // Images in [0, 1] -> the model's normalized input.
 Tensor normalize_input(const Tensor& images, const models::ViTConfig& cfg);
 
+struct Flag;
 class Args;
-// The device of --device (cpu, cuda, cuda:N), checked to exist before any work; errors name the flag.
+// --device, for every command that runs a model; apply_device reads it (cpu, cuda, cuda:N) and checks that
+// the device exists before any work, with an error that names the flag.
+Flag device_flag();
 Device apply_device(const Args& a);
 
 // Accuracy on `test` seen in `domain` (the domain's noise drawn from `seed`), in eval mode without grad.

@@ -796,7 +796,6 @@ class CpuKernels final : public kernels::Kernels {
   void reset_peak_memory() override { host_reset_peak_memory(); }
   // A step's pieces spread over the cores; fixed boundaries keep the sums independent of the thread count.
   int64_t optimizer_piece() const override { return 65536; }
-  bool optimizer_pieces_in_parallel() const override { return true; }
   int64_t attention_saved_numel(int64_t B, int64_t H, int64_t N, int64_t M) const override { return B * H * N * M; }
 
   void dropout_mask(DType dt, void* mask, int64_t n, double p, uint64_t seed, uint64_t offset) override {

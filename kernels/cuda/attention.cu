@@ -36,6 +36,35 @@ __device__ __forceinline__ void load_tile(T* dst, const T* src, Str3 s, int64_t 
   }
 }
 
+// Row `row` of a (b, h) slice times `scale`, into registers; zeros past D and for a thread without a row.
+template <typename T, int DMAX>
+__device__ __forceinline__ void load_row(T (&dst)[DMAX], const T* src, Str3 s, int64_t b, int64_t h, int64_t row,
+                                         bool live, int64_t D, T scale) {
+  for (int d = 0; d < DMAX; ++d) dst[d] = live && d < D ? src[b * s.b + h * s.h + row * s.r + d] * scale : T(0);
+}
+template <typename T, int DMAX>
+__device__ __forceinline__ void store_row(T* dst, Str3 s, int64_t b, int64_t h, int64_t row, const T (&src)[DMAX],
+                                          int64_t D, T scale) {
+  for (int d = 0; d < DMAX && d < D; ++d) dst[b * s.b + h * s.h + row * s.r + d] = src[d] * scale;
+}
+
+// Streams the key and value rows of a (b, h) slice through shared memory, a tile at a time; for a thread
+// with a query row (live), calls f(k_row, v_row) on each key row in order. Every thread of the block takes
+// part in the loads and barriers.
+template <typename T, typename F>
+__device__ __forceinline__ void for_each_kv_row(T* kt, T* vt, const T* k, Str3 ks, const T* v, Str3 vs, int64_t b,
+                                                int64_t h, const Dims& dm, bool live, F&& f) {
+  for (int64_t j0 = 0; j0 < dm.M; j0 += dm.tile) {
+    load_tile(kt, k, ks, b, h, j0, dm.M, dm.tile, dm.D);
+    load_tile(vt, v, vs, b, h, j0, dm.M, dm.tile, dm.D);
+    __syncthreads();
+    int64_t rows = dm.M - j0 < dm.tile ? dm.M - j0 : dm.tile;
+    if (live)
+      for (int64_t r = 0; r < rows; ++r) f(kt + r * dm.D, vt + r * dm.D);
+    __syncthreads();  // the tile is read by every thread before the next one overwrites it
+  }
+}
+
 template <typename T, int DMAX>
 __global__ void attention_fwd_kernel(const T* q, Str3 qs, const T* k, Str3 ks, const T* v, Str3 vs, T* out, Str3 os,
                                      T* lse, Dims dm, T scale) {
@@ -44,37 +73,24 @@ __global__ void attention_fwd_kernel(const T* q, Str3 qs, const T* k, Str3 ks, c
   T* vt = kt + dm.tile * dm.D;
   const int64_t b = blockIdx.z, h = blockIdx.y, n = blockIdx.x * int64_t(kRows) + threadIdx.x, D = dm.D;
   const bool live = n < dm.N;
-  T qr[DMAX], acc[DMAX];
-  for (int d = 0; d < DMAX; ++d) {
-    qr[d] = live && d < D ? q[b * qs.b + h * qs.h + n * qs.r + d] * scale : T(0);
-    acc[d] = T(0);
-  }
+  T qr[DMAX], acc[DMAX] = {};
+  load_row(qr, q, qs, b, h, n, live, D, scale);
   T mx = -INFINITY, sum = T(0);
-  for (int64_t j0 = 0; j0 < dm.M; j0 += dm.tile) {
-    load_tile(kt, k, ks, b, h, j0, dm.M, dm.tile, D);
-    load_tile(vt, v, vs, b, h, j0, dm.M, dm.tile, D);
-    __syncthreads();
-    int64_t rows = dm.M - j0 < dm.tile ? dm.M - j0 : dm.tile;
-    if (live) {
-      for (int64_t r = 0; r < rows; ++r) {
-        T s = T(0);
-        for (int d = 0; d < DMAX && d < D; ++d) s += qr[d] * kt[r * D + d];
-        if (s > mx) {  // a new maximum rescales what was summed so far
-          T c = exp(mx - s);
-          sum *= c;
-          for (int d = 0; d < DMAX; ++d) acc[d] *= c;
-          mx = s;
-        }
-        T p = exp(s - mx);
-        sum += p;
-        for (int d = 0; d < DMAX && d < D; ++d) acc[d] += p * vt[r * D + d];
-      }
+  for_each_kv_row(kt, vt, k, ks, v, vs, b, h, dm, live, [&](const T* kr, const T* vr) {
+    T s = T(0);
+    for (int d = 0; d < DMAX && d < D; ++d) s += qr[d] * kr[d];
+    if (s > mx) {  // a new maximum rescales what was summed so far
+      T c = exp(mx - s);
+      sum *= c;
+      for (int d = 0; d < DMAX; ++d) acc[d] *= c;
+      mx = s;
     }
-    __syncthreads();  // the tile is read by every thread before the next one overwrites it
-  }
+    T p = exp(s - mx);
+    sum += p;
+    for (int d = 0; d < DMAX && d < D; ++d) acc[d] += p * vr[d];
+  });
   if (live) {
-    T inv = T(1) / sum;
-    for (int d = 0; d < DMAX && d < D; ++d) out[b * os.b + h * os.h + n * os.r + d] = acc[d] * inv;
+    store_row(out, os, b, h, n, acc, D, T(1) / sum);
     lse[(b * gridDim.y + h) * dm.N + n] = mx + log(sum);
   }
 }
@@ -87,41 +103,29 @@ __global__ void attention_bwd_dq_kernel(const T* q, Str3 qs, const T* k, Str3 ks
   T* vt = kt + dm.tile * dm.D;
   const int64_t b = blockIdx.z, h = blockIdx.y, n = blockIdx.x * int64_t(kRows) + threadIdx.x, D = dm.D;
   const bool live = n < dm.N;
-  T qr[DMAX], dor[DMAX], acc[DMAX];
-  for (int d = 0; d < DMAX; ++d) {
-    qr[d] = live && d < D ? q[b * qs.b + h * qs.h + n * qs.r + d] * scale : T(0);
-    dor[d] = live && d < D ? dout[b * ds.b + h * ds.h + n * ds.r + d] : T(0);
-    acc[d] = T(0);
-  }
+  T qr[DMAX], dor[DMAX], acc[DMAX] = {};
+  load_row(qr, q, qs, b, h, n, live, D, scale);
+  load_row(dor, dout, ds, b, h, n, live, D, T(1));
   const T l = live ? lse[(b * gridDim.y + h) * dm.N + n] : T(0);
   T di = T(0);
   for (int pass = 0; pass < 2; ++pass) {  // pass 0 sums D_i, pass 1 accumulates dq with it
-    for (int64_t j0 = 0; j0 < dm.M; j0 += dm.tile) {
-      load_tile(kt, k, ks, b, h, j0, dm.M, dm.tile, D);
-      load_tile(vt, v, vs, b, h, j0, dm.M, dm.tile, D);
-      __syncthreads();
-      int64_t rows = dm.M - j0 < dm.tile ? dm.M - j0 : dm.tile;
-      if (live) {
-        for (int64_t r = 0; r < rows; ++r) {
-          T s = T(0), dp = T(0);
-          for (int d = 0; d < DMAX && d < D; ++d) {
-            s += qr[d] * kt[r * D + d];
-            dp += dor[d] * vt[r * D + d];
-          }
-          T p = exp(s - l);
-          if (pass == 0) {
-            di += p * dp;
-          } else {
-            T g = p * (dp - di) * scale;
-            for (int d = 0; d < DMAX && d < D; ++d) acc[d] += g * kt[r * D + d];
-          }
-        }
+    for_each_kv_row(kt, vt, k, ks, v, vs, b, h, dm, live, [&](const T* kr, const T* vr) {
+      T s = T(0), dp = T(0);
+      for (int d = 0; d < DMAX && d < D; ++d) {
+        s += qr[d] * kr[d];
+        dp += dor[d] * vr[d];
       }
-      __syncthreads();
-    }
+      T p = exp(s - l);
+      if (pass == 0) {
+        di += p * dp;
+      } else {
+        T g = p * (dp - di) * scale;
+        for (int d = 0; d < DMAX && d < D; ++d) acc[d] += g * kr[d];
+      }
+    });
   }
   if (live) {
-    for (int d = 0; d < DMAX && d < D; ++d) dq[b * dqs.b + h * dqs.h + n * dqs.r + d] = acc[d];
+    store_row(dq, dqs, b, h, n, acc, D, T(1));
     drow[(b * gridDim.y + h) * dm.N + n] = di;
   }
 }
@@ -137,12 +141,9 @@ __global__ void attention_bwd_dkv_kernel(const T* q, Str3 qs, const T* k, Str3 k
   T* dt = lt + dm.tile;
   const int64_t b = blockIdx.z, h = blockIdx.y, j = blockIdx.x * int64_t(kRows) + threadIdx.x, D = dm.D;
   const bool live = j < dm.M;
-  T kr[DMAX], vr[DMAX], dka[DMAX], dva[DMAX];
-  for (int d = 0; d < DMAX; ++d) {
-    kr[d] = live && d < D ? k[b * ks.b + h * ks.h + j * ks.r + d] * scale : T(0);
-    vr[d] = live && d < D ? v[b * vs.b + h * vs.h + j * vs.r + d] : T(0);
-    dka[d] = dva[d] = T(0);
-  }
+  T kr[DMAX], vr[DMAX], dka[DMAX] = {}, dva[DMAX] = {};
+  load_row(kr, k, ks, b, h, j, live, D, scale);
+  load_row(vr, v, vs, b, h, j, live, D, T(1));
   const int64_t bh = b * gridDim.y + h;
   for (int64_t i0 = 0; i0 < dm.N; i0 += dm.tile) {
     load_tile(qt, q, qs, b, h, i0, dm.N, dm.tile, D);
@@ -171,10 +172,8 @@ __global__ void attention_bwd_dkv_kernel(const T* q, Str3 qs, const T* k, Str3 k
     __syncthreads();
   }
   if (live) {
-    for (int d = 0; d < DMAX && d < D; ++d) {
-      dk[b * dks.b + h * dks.h + j * dks.r + d] = dka[d];
-      dv[b * dvs.b + h * dvs.h + j * dvs.r + d] = dva[d];
-    }
+    store_row(dk, dks, b, h, j, dka, D, T(1));
+    store_row(dv, dvs, b, h, j, dva, D, T(1));
   }
 }
 

@@ -44,85 +44,32 @@ unsigned grid_for(const CudaKernels& k, int64_t n, int threads) {
 // ---- allocator ----
 
 namespace {
-// 8 size classes per power of two (at most 12.5% waste), 512-byte granularity like CUDA's own allocations.
-size_t size_class(size_t n) {
-  if (n <= 512) return 512;
-  size_t p = 1;
-  while ((p << 1) <= n) p <<= 1;
-  size_t step = std::max<size_t>(p / 8, 512);
-  return (n + step - 1) / step * step;
+thread_local cudaError_t last_malloc_error = cudaSuccess;
+void* device_malloc(size_t n) {
+  void* p = nullptr;
+  last_malloc_error = cudaMalloc(&p, n);
+  if (last_malloc_error == cudaSuccess) return p;
+  (void)cudaGetLastError();
+  return nullptr;
 }
+void device_free(void* p) { cudaFree(p); }
 }  // namespace
 
-void* DeviceAllocator::allocate(size_t nbytes) {
-  size_t size = size_class(std::max<size_t>(nbytes, 1));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = free_.find(size);
-    if (it != free_.end() && !it->second.empty()) {
-      void* p = it->second.back();
-      it->second.pop_back();
-      stats_.cached -= size;
-      stats_.current += size;
-      stats_.peak = std::max(stats_.peak, stats_.current);
-      return p;
-    }
-  }
-  void* p = nullptr;
-  cudaError_t e = cudaMalloc(&p, size);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    release_cached();
-    e = cudaMalloc(&p, size);
-  }
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    size_t free_b = 0, total_b = 0;
-    cudaMemGetInfo(&free_b, &total_b);
-    kernels::MemoryStats s = stats();
-    SPDLAB_FAIL("CUDA: out of memory on cuda:", device_, " allocating ", nbytes, " bytes (", s.current,
-                " held by tensors, ", free_b, " of ", total_b, " free on the device): ", cudaGetErrorString(e));
-  }
-  std::lock_guard<std::mutex> lock(mu_);
-  ++stats_.device_mallocs;
-  stats_.current += size;
-  stats_.peak = std::max(stats_.peak, stats_.current);
-  return p;
-}
-
-void DeviceAllocator::deallocate(void* p, size_t nbytes) noexcept {
-  size_t size = size_class(std::max<size_t>(nbytes, 1));
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.current -= size;
-  try {
-    free_[size].push_back(p);
-    stats_.cached += size;
-  } catch (...) {
-    cudaFree(p);  // no room to remember it: give it back instead of throwing from a destructor
-  }
-}
-
-void DeviceAllocator::release_cached() {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [size, blocks] : free_)
-    for (void* p : blocks) cudaFree(p);
-  free_.clear();
-  stats_.cached = 0;
-}
-
-kernels::MemoryStats DeviceAllocator::stats() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return stats_;
-}
-
-void DeviceAllocator::reset_peak() {
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.peak = stats_.current;
+// 512-byte size classes, as CUDA's own allocations; every freed block is kept (PyTorch's default too).
+void* CudaKernels::allocate(size_t nbytes) {
+  void* p = alloc_.try_allocate(nbytes);
+  if (p) return p;
+  size_t free_b = 0, total_b = 0;
+  cudaMemGetInfo(&free_b, &total_b);
+  SPDLAB_FAIL("CUDA: out of memory on cuda:", index_, " allocating ", nbytes, " bytes (", alloc_.stats().current,
+              " held by tensors, ", free_b, " of ", total_b, " free on the device): ",
+              cudaGetErrorString(last_malloc_error));
 }
 
 // ---- the backend object ----
 
-CudaKernels::CudaKernels(int index) : index_(index), alloc_(index) {
+CudaKernels::CudaKernels(int index)
+    : index_(index), alloc_({&device_malloc, &device_free, 512, 512, SIZE_MAX}) {
   SPDLAB_CUDA_CHECK(cudaSetDevice(index), "selecting cuda:", index);
   cudaDeviceProp prop;
   SPDLAB_CUDA_CHECK(cudaGetDeviceProperties(&prop, index), "reading the properties of cuda:", index);

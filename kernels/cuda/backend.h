@@ -3,11 +3,11 @@
 // backend.cu). Kernels run in order on the backend's one stream; a method returns once its work is queued,
 // except where it hands a value back to the host (the SPD sums, copies to host memory).
 #pragma once
-#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "core/caching_allocator.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/kernels.h"
 
@@ -24,25 +24,6 @@ struct StridedArgs {
 };
 StridedArgs make_strided(const char* op, const int64_t* shape, int ndim, std::initializer_list<const int64_t*> strides);
 
-// A caching allocator over cudaMalloc: sizes round up to 8 classes per power of two and freed blocks are
-// kept for reuse, so a training step after the first calls cudaMalloc no more. When cudaMalloc fails, the
-// cache is released and the call tried once more before the error.
-class DeviceAllocator {
- public:
-  explicit DeviceAllocator(int device) : device_(device) {}
-  void* allocate(size_t nbytes);
-  void deallocate(void* p, size_t nbytes) noexcept;
-  void release_cached();
-  kernels::MemoryStats stats();
-  void reset_peak();
-
- private:
-  int device_;
-  std::mutex mu_;
-  std::map<size_t, std::vector<void*>> free_;
-  kernels::MemoryStats stats_;
-};
-
 class CudaKernels final : public kernels::Kernels {
  public:
   explicit CudaKernels(int index);
@@ -58,7 +39,7 @@ class CudaKernels final : public kernels::Kernels {
   // A device buffer of at least `bytes` for a method's partial results, reused by later calls.
   void* scratch(size_t bytes);
 
-  void* allocate(size_t nbytes) override { return alloc_.allocate(nbytes); }
+  void* allocate(size_t nbytes) override;
   void deallocate(void* p, size_t nbytes) noexcept override { alloc_.deallocate(p, nbytes); }
   void copy_from_host(void* dst, const void* host_src, size_t nbytes) override;
   void copy_to_host(void* host_dst, const void* src, size_t nbytes) override;
@@ -66,7 +47,6 @@ class CudaKernels final : public kernels::Kernels {
   void reset_peak_memory() override { alloc_.reset_peak(); }
   void synchronize() override;
   int64_t optimizer_piece() const override { return INT64_MAX; }
-  bool optimizer_pieces_in_parallel() const override { return false; }
 
   // elementwise.cu
   void copy_strided(DType src_dt, kernels::Strided src, DType dst_dt, void* dst, const int64_t* dst_strides,
@@ -145,7 +125,7 @@ class CudaKernels final : public kernels::Kernels {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   bool tf32_ = false;
-  DeviceAllocator alloc_;
+  CachingAllocator alloc_;  // over cudaMalloc: no cudaMalloc in a training step after the first
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
 };

@@ -1,5 +1,5 @@
-// Helpers shared by the CUDA backend's .cu files: block size, dtype dispatch and block-wide sums in a fixed
-// order (warp shuffles, then the warps' partials in order), so results do not depend on timing.
+// Helpers shared by the CUDA backend's .cu files: block size, dtype dispatch and block-wide reductions in a
+// fixed order (warp shuffles, then the warps' partials in order), so results do not depend on timing.
 #pragma once
 #include "kernels/cuda/backend.h"
 
@@ -15,44 +15,40 @@ void float_dispatch(DType dt, const char* op, F&& f) {
   else SPDLAB_FAIL(op, ": expected a floating dtype (f32 or f64), got ", dt);
 }
 
-// Sum over a warp; every lane gets the total. The xor butterfly adds in the same order on every run.
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-template <typename T>
-__device__ __forceinline__ T warp_max(T v) {
-  for (int o = 16; o > 0; o >>= 1) {
-    T w = __shfl_xor_sync(0xffffffffu, v, o);
-    v = w > v ? w : v;
-  }
+struct Add {
+  template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct Max {
+  template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return b > a ? b : a; }
+};
+
+// Reduces over a warp with `op`; every lane gets the result. The xor butterfly combines in the same order on
+// every run.
+template <typename T, typename Op>
+__device__ __forceinline__ T warp_reduce(T v, Op op) {
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
 
-// Sum over a 1-D block whose size is a multiple of 32 (at most 1024); every thread gets the total.
-// `scratch` is 32 values of shared memory; it may be reused once this returns.
+// Reduces over a 1-D block whose size is a multiple of 32 (at most 1024) with `op`, whose identity is `id`;
+// every thread gets the result. `scratch` is 32 values of shared memory; it may be reused once this returns.
+template <typename T, typename Op>
+__device__ __forceinline__ T block_reduce(T v, T* scratch, Op op, T id) {
+  int lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
+  v = warp_reduce(v, op);
+  if (lane == 0) scratch[threadIdx.x / 32] = v;
+  __syncthreads();
+  T r = warp_reduce(lane < nwarps ? scratch[lane] : id, op);
+  __syncthreads();
+  return r;
+}
 template <typename T>
 __device__ __forceinline__ T block_sum(T v, T* scratch) {
-  int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
-  v = warp_sum(v);
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  T total = lane < nwarps ? scratch[lane] : T(0);
-  total = warp_sum(total);
-  __syncthreads();
-  return total;
+  return block_reduce(v, scratch, Add{}, T(0));
 }
 template <typename T>
 __device__ __forceinline__ T block_max(T v, T* scratch) {
-  int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
-  v = warp_max(v);
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  T m = lane < nwarps ? scratch[lane] : scratch[0];
-  m = warp_max(m);
-  __syncthreads();
-  return m;
+  return block_reduce(v, scratch, Max{}, T(-INFINITY));
 }
 
 }  // namespace spdlab::cuda

@@ -209,53 +209,31 @@ __global__ void unfold_kernel(const T* x, T* y, int64_t B, int64_t C, int64_t H,
   }
 }
 
+// index_select and gather in one pair of kernels: x viewed as [outer, n, inner], y as [outer, m, inner]. The
+// source row of y's element (o, j, c) is index[j] for index_select (one index per position, per_element
+// false) and index[(o, j, c)] for gather.
 template <typename T>
-__global__ void index_select_fwd_kernel(const T* x, const int64_t* index, T* y, int64_t outer, int64_t n, int64_t m,
-                                        int64_t inner) {
-  // y [outer, m, inner] = x [outer, index[j], inner]
+__global__ void pick_rows_fwd_kernel(const T* x, const int64_t* index, T* y, int64_t outer, int64_t n, int64_t m,
+                                     int64_t inner, bool per_element) {
+  // y [outer, m, inner] = x [outer, source row, inner]
   int64_t total = outer * m * inner;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t c = i % inner, j = (i / inner) % m, o = i / (inner * m);
-    y[i] = x[(o * n + index[j]) * inner + c];
+    y[i] = x[(o * n + index[per_element ? i : j]) * inner + c];
   }
 }
 
 template <typename T>
-__global__ void index_select_bwd_kernel(const T* dy, const int64_t* index, T* dx, int64_t outer, int64_t n, int64_t m,
-                                        int64_t inner) {
-  // dx [outer, n, inner] += the dy rows j whose index[j] is this row, added in j order (no atomics)
-  int64_t total = outer * n * inner;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t c = i % inner, row = (i / inner) % n, o = i / (inner * n);
-    T acc = dx[i];
-    for (int64_t j = 0; j < m; ++j)
-      if (index[j] == row) acc += dy[(o * m + j) * inner + c];
-    dx[i] = acc;
-  }
-}
-
-template <typename T>
-__global__ void gather_fwd_kernel(const T* x, const int64_t* index, T* y, int64_t outer, int64_t n, int64_t m,
-                                  int64_t inner) {
-  // y [outer, m, inner] = x [outer, index[o, j, c], c]
-  int64_t total = outer * m * inner;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t c = i % inner, o = i / (inner * m);
-    y[i] = x[(o * n + index[i]) * inner + c];
-  }
-}
-
-template <typename T>
-__global__ void gather_bwd_kernel(const T* dy, const int64_t* index, T* dx, int64_t outer, int64_t n, int64_t m,
-                                  int64_t inner) {
-  // dx [outer, n, inner] += dy [o, j, c] for every j with index[o, j, c] == this row, in j order
+__global__ void pick_rows_bwd_kernel(const T* dy, const int64_t* index, T* dx, int64_t outer, int64_t n, int64_t m,
+                                     int64_t inner, bool per_element) {
+  // dx [outer, n, inner] += every dy [o, j, c] whose source row is this one, added in j order (no atomics)
   int64_t total = outer * n * inner;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t c = i % inner, row = (i / inner) % n, o = i / (inner * n);
     T acc = dx[i];
     for (int64_t j = 0; j < m; ++j) {
       int64_t k = (o * m + j) * inner + c;
-      if (index[k] == row) acc += dy[k];
+      if (index[per_element ? k : j] == row) acc += dy[k];
     }
     dx[i] = acc;
   }
@@ -265,6 +243,19 @@ template <typename T>
 __global__ void dropout_mask_kernel(T* mask, int64_t n, double p, double keep, uint64_t seed, uint64_t offset) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     mask[i] = philox::uniform(seed, offset + i) >= p ? T(keep) : T(0);
+}
+
+// index_select (per_element false) and gather, forward or backward.
+void pick_rows(CudaKernels& k, const char* op, DType dt, const void* src, const int64_t* index, void* dst,
+               int64_t outer, int64_t n, int64_t m, int64_t inner, bool per_element, bool backward) {
+  int64_t total = outer * (backward ? n : m) * inner;
+  if (total == 0) return;
+  float_dispatch(dt, op, [&](auto t) {
+    using T = decltype(t);
+    auto kernel = backward ? pick_rows_bwd_kernel<T> : pick_rows_fwd_kernel<T>;
+    ::spdlab::cuda::launch(op, kernel, grid_for(k, total, kThreads), kThreads, 0, k.stream(),
+                           static_cast<const T*>(src), index, static_cast<T*>(dst), outer, n, m, inner, per_element);
+  });
 }
 
 template <typename S>
@@ -408,46 +399,19 @@ void CudaKernels::unfold_patches_bwd(DType dt, const void* dy, void* dx, int64_t
 
 void CudaKernels::index_select_fwd(DType dt, const void* x, const int64_t* index, void* y, int64_t outer, int64_t n,
                                    int64_t m, int64_t inner) {
-  int64_t total = outer * m * inner;
-  if (total == 0) return;
-  float_dispatch(dt, "index_select", [&](auto t) {
-    using T = decltype(t);
-    SPDLAB_LAUNCH(index_select_fwd_kernel<T>, grid_for(*this, total, kThreads), kThreads, 0, stream_,
-                  static_cast<const T*>(x), index, static_cast<T*>(y), outer, n, m, inner);
-  });
+  pick_rows(*this, "index_select", dt, x, index, y, outer, n, m, inner, false, false);
 }
-
-void CudaKernels::index_select_bwd(DType dt, const void* dy, const int64_t* index, void* dx, int64_t outer,
-                                   int64_t n, int64_t m, int64_t inner) {
-  int64_t total = outer * n * inner;
-  if (total == 0) return;
-  float_dispatch(dt, "index_select_bwd", [&](auto t) {
-    using T = decltype(t);
-    SPDLAB_LAUNCH(index_select_bwd_kernel<T>, grid_for(*this, total, kThreads), kThreads, 0, stream_,
-                  static_cast<const T*>(dy), index, static_cast<T*>(dx), outer, n, m, inner);
-  });
-}
-
 void CudaKernels::gather_fwd(DType dt, const void* x, const int64_t* index, void* y, int64_t outer, int64_t n,
                              int64_t m, int64_t inner) {
-  int64_t total = outer * m * inner;
-  if (total == 0) return;
-  float_dispatch(dt, "gather", [&](auto t) {
-    using T = decltype(t);
-    SPDLAB_LAUNCH(gather_fwd_kernel<T>, grid_for(*this, total, kThreads), kThreads, 0, stream_,
-                  static_cast<const T*>(x), index, static_cast<T*>(y), outer, n, m, inner);
-  });
+  pick_rows(*this, "gather", dt, x, index, y, outer, n, m, inner, true, false);
 }
-
+void CudaKernels::index_select_bwd(DType dt, const void* dy, const int64_t* index, void* dx, int64_t outer,
+                                   int64_t n, int64_t m, int64_t inner) {
+  pick_rows(*this, "index_select_bwd", dt, dy, index, dx, outer, n, m, inner, false, true);
+}
 void CudaKernels::gather_bwd(DType dt, const void* dy, const int64_t* index, void* dx, int64_t outer, int64_t n,
                              int64_t m, int64_t inner) {
-  int64_t total = outer * n * inner;
-  if (total == 0) return;
-  float_dispatch(dt, "gather_bwd", [&](auto t) {
-    using T = decltype(t);
-    SPDLAB_LAUNCH(gather_bwd_kernel<T>, grid_for(*this, total, kThreads), kThreads, 0, stream_,
-                  static_cast<const T*>(dy), index, static_cast<T*>(dx), outer, n, m, inner);
-  });
+  pick_rows(*this, "gather_bwd", dt, dy, index, dx, outer, n, m, inner, true, true);
 }
 
 void CudaKernels::dropout_mask(DType dt, void* mask, int64_t n, double p, uint64_t seed, uint64_t offset) {
