@@ -14,10 +14,12 @@
 #include <vector>
 
 #include "core/ops.h"
+#include "bench/bench_common.h"
 #include "optim/optim.h"
 
 using namespace spdlab;
 using namespace spdlab::optim;
+using namespace spdlab::bench;
 
 namespace {
 
@@ -40,19 +42,6 @@ std::vector<std::pair<std::string, Shape>> vit_tiny_shapes() {
            {"norm.weight", {D}}, {"norm.bias", {D}}, {"head.weight", {1000, D}}, {"head.bias", {1000}}})
     s.emplace_back(name, shape);
   return s;
-}
-
-double now_ms() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-struct Timing {
-  double median, min;
-};
-
-Timing summarize(std::vector<double> t) {
-  std::sort(t.begin(), t.end());
-  return {t[t.size() / 2], t.front()};
 }
 
 // The floor: the SPD pass's memory traffic with trivial arithmetic, one parallel region over fixed chunks of

@@ -1,10 +1,8 @@
 """PyTorch's side of bench/vit_bench: images per second of a ViT forward pass or training step, in one line.
 
 The same two models as vit_bench (vit-fmnist: 28x28x1, patch 4, dim 192, depth 6, heads 3, batch 128;
-vit-tiny16: timm's vit_tiny_patch16_224, batch 16) written as timm lays them out, in plain PyTorch: Conv2d
-patch embedding, class token, position embedding, pre-norm blocks with a fused qkv Linear, exact GELU,
-LayerNorm eps 1e-6. Training is forward, F.cross_entropy, backward and torch.optim.AdamW (timm's weight-decay
-groups). A benchmark, not a test.
+vit-tiny16: timm's vit_tiny_patch16_224, batch 16) in plain PyTorch (bench/torch_vit_model.py). Training is
+forward, F.cross_entropy, backward and torch.optim.AdamW (timm's weight-decay groups). A benchmark, not a test.
 
 Threading setups (--threads-setup):
   default     whatever torch picks (its intra-op thread count is printed as threads=)
@@ -43,8 +41,8 @@ if ARGS.threads_setup == "passive":
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import torch  # noqa: E402  (after OMP_WAIT_POLICY)
-import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch_vit_model import VisionTransformer, timm_groups  # noqa: E402
 
 BASE_RSS = peak_rss_mb()  # the libraries alone, before any model or data
 
@@ -56,75 +54,6 @@ CONFIGS = {
 }
 
 
-class Attention(nn.Module):  # [B, T, D] -> [B, T, D]
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.num_heads, self.scale = heads, (dim // heads) ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        B, T, D = x.shape
-        qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(B, T, D))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class Block(nn.Module):  # x + attn(norm1(x)), then x + mlp(norm2(x))
-    def __init__(self, dim, heads, mlp_ratio):
-        super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, heads)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
-class PatchEmbed(nn.Module):  # [B, C, H, W] -> [B, N, D]
-    def __init__(self, in_chans, dim, patch):
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, dim, patch, stride=patch)
-
-    def forward(self, x):
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
-class VisionTransformer(nn.Module):  # images [B, C, H, W] -> logits [B, num_classes], timm's names
-    def __init__(self, img_size, in_chans, patch_size, embed_dim, depth, num_heads, mlp_ratio, num_classes):
-        super().__init__()
-        n = (img_size // patch_size) ** 2
-        self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.randn(1, 1 + n, embed_dim) * 0.02)
-        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)])
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.head = nn.Linear(embed_dim, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.cls_token, std=1e-6)
-
-    def forward(self, x):
-        x = self.patch_embed(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        for blk in self.blocks:
-            x = blk(x)
-        return self.head(self.norm(x)[:, 0])
-
-
 def forward_macs_per_image(c):
     """Products only, as vit_bench counts them (see its comment): patch embedding, qkv, q k^T, attn v, proj,
     fc1, fc2, head. FLOP = 2 * MACs; training counts 3x the forward."""
@@ -133,15 +62,6 @@ def forward_macs_per_image(c):
     T, M = N + 1, int(D * c["mlp_ratio"])
     block = T * D * 3 * D + 2 * T * T * D + T * D * D + 2 * T * D * M
     return N * C * P * P * D + c["depth"] * block + D * K
-
-
-def timm_groups(model, weight_decay):
-    """timm's param_groups_weight_decay: no decay for 1-D tensors, biases, cls_token and pos_embed."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        skip = p.ndim <= 1 or name.endswith(".bias") or name in ("cls_token", "pos_embed")
-        (no_decay if skip else decay).append(p)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
 def main():

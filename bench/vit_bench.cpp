@@ -15,16 +15,13 @@
 #include "core/ops.h"
 #include "kernels/kernels.h"
 #include "models/vit.h"
+#include "bench/bench_common.h"
 #include "optim/optim.h"
 
 using namespace spdlab;
+using namespace spdlab::bench;
 
 namespace {
-
-struct BenchConfig {
-  models::ViTConfig vit;
-  int64_t batch;
-};
 
 BenchConfig bench_config(const std::string& name) {
   if (name == "vit-fmnist") {
@@ -61,10 +58,6 @@ double forward_macs_per_image(const models::ViTConfig& c, bool executed = false)
   const double last = executed ? T * D * 3 * D + 2 * T * D + D * D + 2 * D * M : block;
   const double blocks = c.depth > 0 ? double(c.depth - 1) * block + last : 0.0;
   return N * double(c.in_chans) * P * P * D + blocks + D * double(c.num_classes);
-}
-
-double now_ms() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 double peak_rss_mb() {

@@ -175,10 +175,12 @@ class Kernels {
   // Adam/AdamW/L2-SP update of p in place; returns nothing.
   virtual void adam_step(float* p, const float* g, float* m, float* v, float* vmax, const float* anchor, int64_t n,
                          const AdamStep& h) = 0;
-  // SPD pass 1: overwrites p with the plain Adam update w~ (no decay), updates m and v, and returns the sums
-  // over the old and new p in the same pass (32 bytes per parameter, the fused-loop floor).
-  virtual SpdSums spd_adam_pass(float* p, const float* g, float* m, float* v, const float* anchor, int64_t n,
-                                const AdamStep& h) = 0;
+  // SPD pass 1: overwrites p with the plain Adam update w~ (no decay), updates m and v, and computes the sums
+  // over the old and new p in the same pass (32 bytes per parameter, the fused-loop floor). They land in *sums
+  // by the time synchronize() returns (at once on the CPU), so a step over many tensors waits for the GPU
+  // once, not once per tensor; *sums must stay alive until then.
+  virtual void spd_adam_pass(float* p, const float* g, float* m, float* v, const float* anchor, int64_t n,
+                             const AdamStep& h, SpdSums* sums) = 0;
   // SPD pass 2, only on steps where the condition fired: p -= scale * (p - anchor); a null anchor means 0.
   virtual void spd_project(float* p, const float* anchor, int64_t n, float scale) = 0;
 };

@@ -31,20 +31,44 @@ SPD::SPD(std::vector<ParamGroup> groups, SPDOptions options)
 
 std::vector<std::string> SPD::slot_names() const { return {"exp_avg", "exp_avg_sq"}; }
 
+SPD::~SPD() {
+  // A step that failed half-way may have left a GPU about to write sums into sums_: let it finish first.
+  try {
+    wait_for_sums();
+  } catch (...) {  // never throw from a destructor; the error was reported when the step failed
+  }
+}
+
+void SPD::wait_for_sums() {
+  std::vector<Device> seen;
+  for (const Param& p : params_)
+    if (std::find(seen.begin(), seen.end(), p.value.device()) == seen.end()) {
+      seen.push_back(p.value.device());
+      kernels::get(seen.back()).synchronize();
+    }
+}
+
 void SPD::start_step(const std::vector<Work>&, const std::vector<Piece>& pieces) {
-  sums_.assign(pieces.size(), kernels::SpdSums{});
+  // The pieces' sums are written by the devices (spd_adam_pass) and read after a synchronize(). The buffer only
+  // grows, and a device has nothing pending into it when it does (the last step finished, or failed and is
+  // waited for here), so no write lands in freed memory.
+  if (pieces.size() > sums_.size()) {
+    wait_for_sums();
+    sums_.resize(pieces.size());
+  }
+  std::fill(sums_.begin(), sums_.end(), kernels::SpdSums{});
 }
 
 void SPD::update(const Work& w, int64_t begin, int64_t end, size_t piece) {
   Param& p = *w.param;
   auto at = [&](const Tensor& t) { return t.data<float>() + begin; };
-  sums_[piece] = kernels::get(p.value.device())
-                     .spd_adam_pass(at(p.value), at(w.grad), at(p.slots[0]), at(p.slots[1]),
-                                    p.anchor.defined() ? at(p.anchor) : nullptr, end - begin,
-                                    adam_step_params(opt_.adam, w.lr, 0.0, p.step));
+  kernels::get(p.value.device())
+      .spd_adam_pass(at(p.value), at(w.grad), at(p.slots[0]), at(p.slots[1]), p.anchor.defined() ? at(p.anchor) : nullptr,
+                     end - begin, adam_step_params(opt_.adam, w.lr, 0.0, p.step), &sums_[piece]);
 }
 
 void SPD::finish_step(const std::vector<Work>& work, const std::vector<Piece>& pieces) {
+  wait_for_sums();  // one wait per device for every tensor's sums
   // Each tensor's sums, added in piece order; then the decision per tensor.
   std::vector<kernels::SpdSums> total(work.size());
   for (size_t i = 0; i < pieces.size(); ++i) {

@@ -27,6 +27,7 @@ class SPD : public Optimizer {
  public:
   SPD(NamedTensors params, SPDOptions options);
   SPD(std::vector<ParamGroup> groups, SPDOptions options);
+  ~SPD() override;
   std::string kind() const override { return "spd"; }
   const SPDOptions& options() const { return opt_; }
   const std::vector<SpdTensorStats>& stats() const { return stats_; }
@@ -44,7 +45,8 @@ class SPD : public Optimizer {
  private:
   SPDOptions opt_;
   std::vector<SpdTensorStats> stats_;  // parallel to params_
-  std::vector<kernels::SpdSums> sums_;  // one per piece of the current step
+  std::vector<kernels::SpdSums> sums_;  // one per piece of the current step (at least)
+  void wait_for_sums();  // synchronize() every device that holds a parameter
 };
 
 }  // namespace spdlab::optim

@@ -16,19 +16,27 @@ SPDLAB_CPU_ISA=base ctest --test-dir build --output-on-failure
 
 echo "tests/run.sh: the CUDA kernels on the CPU emulation (build-emu, -DSPDLAB_CUDA_EMULATE=ON)"
 cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DSPDLAB_CUDA_EMULATE=ON >/dev/null
-cmake --build build-emu -j"$(nproc)" --target spdlab_tests
+cmake --build build-emu -j"$(nproc)" --target spdlab_tests cuda_bench
 ctest --test-dir build-emu --output-on-failure -R '^cuda$'
+# The GPU benchmark's three programs, on the small config: a check that they still run and agree on their
+# line format (the emulation's times mean nothing).
+echo "tests/run.sh: bench/cuda_bench, torch_cuda.py and cuda_table.py on the small config (not a measurement)"
+./build-emu/cuda_bench --config vit-micro --iters 1 --warmup 0 >build-emu/cuda_bench_smoke.log
+/usr/bin/python3 bench/torch_cuda.py --config vit-micro --device cpu --iters 1 --warmup 0 >>build-emu/cuda_bench_smoke.log
+python3 bench/cuda_table.py build-emu/cuda_bench_smoke.log >build-emu/cuda_bench_smoke.md
+grep -q "| vit-micro | train | fp32 | 4 | " build-emu/cuda_bench_smoke.md
 
 nvcc=${CUDACXX:-/usr/local/cuda/bin/nvcc}
 if [ -x "$nvcc" ]; then
   echo "tests/run.sh: the nvcc build (build-cuda, -DSPDLAB_CUDA=ON, sm_80 and sm_90)"
   cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DSPDLAB_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" >/dev/null
-  cmake --build build-cuda -j"$(nproc)" --target spdlab_tests 2>&1 | tee build-cuda/build.log
+  cmake --build build-cuda -j"$(nproc)" --target spdlab_tests cuda_bench spdlab_cli 2>&1 | tee build-cuda/build.log
   if grep -E "kernels/cuda/.*warning|nvcc warning" build-cuda/build.log; then
     echo "tests/run.sh: nvcc warned about spdlab's CUDA code (above)" >&2
     exit 1
   fi
   ctest --test-dir build-cuda --output-on-failure -R '^cuda$'
+  bash tests/cuda/pack.sh build-gpu-pack | tail -n1  # what tests/cuda/device_check.sh carries to a GPU
 else
   echo "tests/run.sh: no nvcc at $nvcc: the nvcc build is not checked here"
 fi

@@ -1,6 +1,6 @@
 // Helpers shared by the test suites.
 #pragma once
-#include <stdlib.h>  // mkdtemp
+#include <stdlib.h>  // mkdtemp, getenv
 
 #include <filesystem>
 #include <stdexcept>
@@ -9,6 +9,13 @@
 #include <vector>
 
 namespace spdlab::test {
+
+// A committed fixture under tests/reference/. The source tree is the one the tests were built from, unless
+// SPDLAB_SOURCE_DIR names another (tests/cuda/device_check.sh runs a carried build in a copy of the tree).
+inline std::string reference_path(const std::string& name) {
+  const char* dir = std::getenv("SPDLAB_SOURCE_DIR");
+  return std::string(dir && *dir ? dir : SPDLAB_SOURCE_DIR) + "/tests/reference/" + name;
+}
 
 // A new, empty directory under the system's temporary directory, removed with everything in it when the
 // TempDir goes out of scope. `tag` appears in its name (spdlab_<tag>_XXXXXX), to tell whose it was.

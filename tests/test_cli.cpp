@@ -143,7 +143,7 @@ TEST_CASE("checkpoints of the wrong kind or architecture") {
   test::TempDir tmp("cli");
   const fs::path& d = tmp.path;
   fs::path out = d / "ft.safetensors";
-  std::string traces = std::string(SPDLAB_SOURCE_DIR) + "/tests/reference/optim_traces.safetensors";
+  std::string traces = test::reference_path("optim_traces.safetensors");
   check_fails("finetune --init " + traces + " --out " + out.string(), "was not written by spdlab", out);
   // Metadata of one architecture over the tensors of another: every mismatch is reported.
   std::string model = tiny_model(d);

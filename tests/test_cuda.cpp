@@ -200,6 +200,10 @@ TEST_CASE("emulation: barrier divergence, early exits and shared-memory overruns
   cudaMemcpy(got.data(), out, 64 * sizeof(int), cudaMemcpyDeviceToHost);
   CHECK(got[0] == 31 * 32 / 2);
   CHECK(got[40] == (32 + 63) * 32 / 2);
+  // A failed wait names the last kernel queued before it (on a GPU, the usual suspect of an async error).
+  CHECK_THROWS_WITH_AS(kernels::get(Device::cuda).copy_to_host(got.data(), host.data(), 4),
+                       doctest::Contains("the last kernel queued before it: warp_total with grid (1,1,1)"), Error);
+  (void)cudaGetLastError();
   // Copies check their direction against the live device blocks; cuBLAS checks leading dimensions.
   CHECK(cudaMemcpy(host.data(), in, 64 * sizeof(int), cudaMemcpyHostToDevice) == cudaErrorInvalidValue);
   (void)cudaGetLastError();

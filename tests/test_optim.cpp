@@ -35,8 +35,6 @@ struct TempDir : test::TempDir {
   TempDir() : test::TempDir("optim") {}
 };
 
-std::string fixture_path(const std::string& name) { return std::string(SPDLAB_SOURCE_DIR) + "/tests/reference/" + name; }
-
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   REQUIRE(a.shape() == b.shape());
   std::vector<double> x = a.to_vector_f64(), y = b.to_vector_f64();
@@ -112,7 +110,7 @@ TEST_SUITE("optim") {
 
 TEST_CASE("replay matches PyTorch for every fixture config, with and without explicit anchors") {
   for (const char* file : {"optim_traces.safetensors", "optim_traces_anchor.safetensors"}) {
-    const std::string path = fixture_path(file);
+    const std::string path = test::reference_path(file);
     io::SafetensorsFile f(path);
     Trace trace = load_trace(path);
     CHECK(trace.grads.size() == 40);
@@ -144,7 +142,7 @@ TEST_CASE("replay matches PyTorch for every fixture config, with and without exp
 }
 
 TEST_CASE("replay: anchors from param.<name>, explicit anchor.<name>, --no-anchor and unanchored patterns") {
-  const std::string path = fixture_path("optim_traces.safetensors");
+  const std::string path = test::reference_path("optim_traces.safetensors");
   Trace trace = load_trace(path);
   Hyperparams h;
   h.lr = 1e-2;
@@ -167,7 +165,7 @@ TEST_CASE("replay: anchors from param.<name>, explicit anchor.<name>, --no-ancho
 TEST_CASE("spdlab replay: end to end against the fixture, --every-step, and its errors") {
   TempDir dir;
   std::string out;
-  const std::string trace = fixture_path("optim_traces_anchor.safetensors");
+  const std::string trace = test::reference_path("optim_traces_anchor.safetensors");
   REQUIRE(run_cli("replay --trace " + trace + " --optim spd --lr 1e-2 --lambda 0.5 --every-step --out " +
                       dir.file("o.safetensors"),
                   out, dir) == 0);
@@ -641,7 +639,7 @@ TEST_CASE("replay on the GPU matches PyTorch for every fixture config (within 1e
     return;
   }
   for (const char* file : {"optim_traces.safetensors", "optim_traces_anchor.safetensors"}) {
-    const std::string path = fixture_path(file);
+    const std::string path = test::reference_path(file);
     io::SafetensorsFile f(path);
     Trace trace = load_trace(path);
     json::Value configs = json::parse(f.metadata().at("configs"), "configs");

@@ -17,6 +17,7 @@
 #include "core/io/safetensors.h"
 #include "core/ops.h"
 #include "kernels/kernels.h"
+#include "tests/support.h"
 
 using namespace spdlab;
 
@@ -43,7 +44,7 @@ Tensor load_exact(const io::SafetensorsFile& f, const std::string& name) {
 
 const Fixture& fixture() {
   static const Fixture fx = [] {
-    io::SafetensorsFile f(std::string(SPDLAB_SOURCE_DIR) + "/tests/reference/ops.safetensors");
+    io::SafetensorsFile f(test::reference_path("ops.safetensors"));
     Fixture out;
     for (const auto& [name, text] : f.metadata()) {
       if (name.rfind("__", 0) == 0) continue;

@@ -17,7 +17,6 @@ using namespace spdlab;
 using namespace spdlab::models;
 
 namespace {
-std::string ref(const std::string& f) { return std::string(SPDLAB_SOURCE_DIR) + "/tests/reference/" + f; }
 
 double max_abs(const Tensor& t) {
   double m = 0;
@@ -43,9 +42,9 @@ ViTConfig small_cfg() {
 TEST_SUITE("vit") {
 
 TEST_CASE("logits and input gradient match PyTorch (28x28 fixture)") {
-  io::SafetensorsFile f(ref("vit_small.safetensors"));
+  io::SafetensorsFile f(test::reference_path("vit_small.safetensors"));
   const LoadOptions fixture_keys{{"input*", "labels", "logits", "loss"}, true};
-  auto model = load_vit(ref("vit_small.safetensors"), ViTConfig::from_metadata(f.metadata(), "fixture"), fixture_keys);
+  auto model = load_vit(test::reference_path("vit_small.safetensors"), ViTConfig::from_metadata(f.metadata(), "fixture"), fixture_keys);
   model->eval();
   Tensor x = f.load("input").detach().clone();
   x.requires_grad_();
@@ -70,7 +69,7 @@ TEST_CASE("vit_tiny_patch16_224 matches PyTorch (weights generated at test time)
   }
   test::TempDir tmp("vit");
   std::string dir = tmp.path.string();
-  std::string cmd = "/usr/bin/python3 " + ref("gen_vit.py") + " --tiny224 " + dir + " >/dev/null 2>&1";
+  std::string cmd = "/usr/bin/python3 " + test::reference_path("gen_vit.py") + " --tiny224 " + dir + " >/dev/null 2>&1";
   REQUIRE(std::system(cmd.c_str()) == 0);
   std::string path = dir + "/vit_tiny_patch16_224.safetensors";
   io::SafetensorsFile f(path);
@@ -120,7 +119,7 @@ TEST_CASE("parameter names are timm's checkpoint keys, in order") {
                                           "blocks.0.norm1.weight", "blocks.0.norm1.bias", "blocks.0.attn.qkv.weight",
                                           "blocks.0.attn.qkv.bias"});
   CHECK(names.back().first == "head.bias");
-  io::SafetensorsFile f(ref("vit_small.safetensors"));
+  io::SafetensorsFile f(test::reference_path("vit_small.safetensors"));
   for (auto& [n, t] : names) {
     CAPTURE(n);
     REQUIRE(f.has(n));
@@ -270,9 +269,9 @@ TEST_CASE("the ViT on the GPU: logits and input gradient match PyTorch (28x28 fi
     MESSAGE("skipped: no CUDA device (" << kernels::cuda_unavailable_reason() << ")");
     return;
   }
-  io::SafetensorsFile f(ref("vit_small.safetensors"));
+  io::SafetensorsFile f(test::reference_path("vit_small.safetensors"));
   const LoadOptions fixture_keys{{"input*", "labels", "logits", "loss"}, true};
-  auto model = load_vit(ref("vit_small.safetensors"), ViTConfig::from_metadata(f.metadata(), "fixture"), fixture_keys,
+  auto model = load_vit(test::reference_path("vit_small.safetensors"), ViTConfig::from_metadata(f.metadata(), "fixture"), fixture_keys,
                         Device::cuda);
   for (const auto& [name, t] : model->named_parameters()) CHECK_MESSAGE(t.device() == Device::cuda, name);
   model->eval();

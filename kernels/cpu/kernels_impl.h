@@ -1090,8 +1090,8 @@ class CpuKernels final : public kernels::Kernels {
     });
   }
 
-  kernels::SpdSums spd_adam_pass(float* p, const float* g, float* m, float* v, const float* anchor, int64_t n,
-                                 const kernels::AdamStep& h) override {
+  void spd_adam_pass(float* p, const float* g, float* m, float* v, const float* anchor, int64_t n,
+                     const kernels::AdamStep& h, kernels::SpdSums* sums) override {
     const AdamCoef k(h);
     // The products are summed in float over blocks of 8 per vector lane, then in double: widening every
     // element made the pass compute-bound without AVX. Chunks, blocks and lanes are summed in a fixed order,
@@ -1145,7 +1145,7 @@ class CpuKernels final : public kernels::Kernels {
       s.dev_sq += q.dev_sq;
       s.new_dev_sq += q.new_dev_sq;
     }
-    return s;
+    *sums = s;
   }
 
   void spd_project(float* p, const float* anchor, int64_t n, float scale) override {

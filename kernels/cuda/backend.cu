@@ -11,8 +11,19 @@
 
 namespace spdlab::cuda {
 
+LaunchRecord& last_launch() {
+  thread_local LaunchRecord r;
+  return r;
+}
+
 void fail_cuda(cudaError_t e, const char* call, const std::string& context) {
-  SPDLAB_FAIL("CUDA: ", context, ": ", call, " failed: ", cudaGetErrorString(e));
+  const LaunchRecord& k = last_launch();
+  std::string earlier;
+  if (k.name && std::string(call) != "cudaGetLastError()" && e != cudaErrorMemoryAllocation)
+    earlier = detail::cat(" (the last kernel queued before it: ", k.name, " with grid (", k.grid.x, ",", k.grid.y, ",",
+                          k.grid.z, ") and block (", k.block.x, ",", k.block.y, ",", k.block.z,
+                          "); rerun with CUDA_LAUNCH_BLOCKING=1 to stop at the kernel that failed)");
+  SPDLAB_FAIL("CUDA: ", context, ": ", call, " failed: ", cudaGetErrorString(e), earlier);
 }
 void fail_cublas(cublasStatus_t s, const char* call, const std::string& context) {
   SPDLAB_FAIL("cuBLAS: ", context, ": ", call, " failed: ", cublasGetStatusString(s));
@@ -122,7 +133,16 @@ void CudaKernels::copy_to_host(void* host_dst, const void* src, size_t nbytes) {
 }
 
 void CudaKernels::synchronize() {
-  SPDLAB_CUDA_CHECK(cudaStreamSynchronize(stream_), "waiting for the work queued on cuda:", index_);
+  if (spd_pending_.empty()) {
+    SPDLAB_CUDA_CHECK(cudaStreamSynchronize(stream_), "waiting for the work queued on cuda:", index_);
+    return;
+  }
+  // SPD's sums of the passes queued since the last call, in one copy (which waits for the stream).
+  std::vector<double> host(spd_pending_.size() * 3);
+  std::vector<kernels::SpdSums*> pending;
+  pending.swap(spd_pending_);  // cleared even if the copy fails: the pointers must not outlive this call
+  copy_to_host(host.data(), spd_totals_, host.size() * sizeof(double));
+  for (size_t i = 0; i < pending.size(); ++i) *pending[i] = {host[3 * i], host[3 * i + 1], host[3 * i + 2]};
 }
 
 // ---- products ----

@@ -114,8 +114,8 @@ class CudaKernels final : public kernels::Kernels {
                 float weight_decay, bool nesterov, bool first_step) override;
   void adam_step(float* p, const float* g, float* m, float* v, float* vmax, const float* anchor, int64_t n,
                  const kernels::AdamStep& h) override;
-  kernels::SpdSums spd_adam_pass(float* p, const float* g, float* m, float* v, const float* anchor, int64_t n,
-                                 const kernels::AdamStep& h) override;
+  void spd_adam_pass(float* p, const float* g, float* m, float* v, const float* anchor, int64_t n,
+                     const kernels::AdamStep& h, kernels::SpdSums* sums) override;
   void spd_project(float* p, const float* anchor, int64_t n, float scale) override;
 
  private:
@@ -128,6 +128,11 @@ class CudaKernels final : public kernels::Kernels {
   CachingAllocator alloc_;  // over cudaMalloc: no cudaMalloc in a training step after the first
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
+  // SPD's per-tensor sums since the last synchronize(): slot i of spd_totals_ (3 doubles on the device) is
+  // copied into *spd_pending_[i] there, all in one copy.
+  static constexpr size_t kSpdSlots = 1024;
+  double* spd_totals_ = nullptr;
+  std::vector<kernels::SpdSums*> spd_pending_;
 };
 
 // Grid size for grid-stride loops: enough blocks to fill the GPU, never more than the work needs.

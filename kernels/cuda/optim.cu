@@ -134,22 +134,20 @@ void CudaKernels::adam_step(float* p, const float* g, float* m, float* v, float*
                 adam_coef(h), f);
 }
 
-kernels::SpdSums CudaKernels::spd_adam_pass(float* p, const float* g, float* m, float* v, const float* anchor, int64_t n,
-                                            const kernels::AdamStep& h) {
-  kernels::SpdSums s;
-  if (n == 0) return s;
+void CudaKernels::spd_adam_pass(float* p, const float* g, float* m, float* v, const float* anchor, int64_t n,
+                                const kernels::AdamStep& h, kernels::SpdSums* sums) {
+  if (n == 0) {
+    *sums = {};
+    return;
+  }
+  if (!spd_totals_) spd_totals_ = static_cast<double*>(allocate(kSpdSlots * 3 * sizeof(double)));
+  if (spd_pending_.size() == kSpdSlots) synchronize();  // every slot is taken: collect them, then reuse
   unsigned blocks = spd_blocks(n);
-  double* part = static_cast<double*>(scratch((size_t(blocks) * 3 + 3) * sizeof(double)));
-  double* total = part + size_t(blocks) * 3;
+  double* part = static_cast<double*>(scratch(size_t(blocks) * 3 * sizeof(double)));
   SPDLAB_LAUNCH(spd_adam_kernel, blocks, kThreads, kRedBytes, stream_, p, g, m, v, anchor, n, adam_coef(h), part);
   SPDLAB_LAUNCH(sum_parts_kernel, 1, kThreads, kRedBytes, stream_, static_cast<const double*>(part), int64_t(blocks),
-                total);
-  double host[3];
-  copy_to_host(host, total, sizeof host);
-  s.g_dot_dev = host[0];
-  s.dev_sq = host[1];
-  s.new_dev_sq = host[2];
-  return s;
+                spd_totals_ + 3 * spd_pending_.size());
+  spd_pending_.push_back(sums);
 }
 
 void CudaKernels::spd_project(float* p, const float* anchor, int64_t n, float scale) {

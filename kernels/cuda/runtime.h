@@ -20,6 +20,14 @@ namespace spdlab::cuda {
 [[noreturn]] void fail_cuda(cudaError_t e, const char* call, const std::string& context);
 [[noreturn]] void fail_cublas(cublasStatus_t s, const char* call, const std::string& context);
 
+// The last kernel this thread queued. A kernel that fails on a GPU is reported by the next call that waits for
+// it, so that error names this one too (and CUDA_LAUNCH_BLOCKING=1 makes the failing launch itself report).
+struct LaunchRecord {
+  const char* name = nullptr;
+  dim3 grid, block;
+};
+LaunchRecord& last_launch();
+
 }  // namespace spdlab::cuda
 
 // SPDLAB_CUDA_CHECK(cudaMalloc(&p, n), "allocating ", n, " bytes")
@@ -46,6 +54,7 @@ template <typename... KArgs, typename... Args>
 void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t shared_bytes,
             cudaStream_t stream, Args... args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
+  last_launch() = {name, grid, block};
 #if SPDLAB_CUDA_EMULATE
   (void)stream;
   emu::run_grid(name, grid, block, shared_bytes, [&] { kernel(static_cast<KArgs>(args)...); });
