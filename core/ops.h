@@ -38,6 +38,9 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim
 Tensor max(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
 Tensor var(const Tensor& x, const std::vector<int64_t>& axes = {}, bool unbiased = true, bool keepdim = false);
 Tensor argmax(const Tensor& x, int64_t axis);  // int64, not differentiable
+// Whether no element is NaN or inf (integer tensors: always), on any device. A check, not differentiable:
+// sum(x * 0) is 0 exactly when every element is finite, so it costs one product and one reduction.
+bool all_finite(const Tensor& x);
 
 // a [..., M, K] @ b [..., K, N] -> [..., M, N]; batch dims broadcast; 1-D operands as in PyTorch.
 Tensor matmul(const Tensor& a, const Tensor& b);

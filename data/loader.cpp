@@ -80,7 +80,9 @@ BatchLoader::~BatchLoader() {
   worker_.join();
 }
 
-void BatchLoader::start_epoch(int64_t epoch) {
+void BatchLoader::start_epoch(int64_t epoch, int64_t first_batch) {
+  SPDLAB_CHECK(first_batch >= 0 && first_batch <= num_batches_, "BatchLoader::start_epoch: first batch ", first_batch,
+               " is outside the epoch's ", num_batches_, " batches");
   std::unique_lock<std::mutex> lk(mu_);
   cv_.wait(lk, [&] { return !building_; });
   const int64_t n = data_.size();
@@ -95,7 +97,7 @@ void BatchLoader::start_epoch(int64_t epoch) {
   }
   ready_.reset();
   error_ = nullptr;
-  next_build_ = next_take_ = 0;
+  next_build_ = next_take_ = first_batch;
   end_ = num_batches_;
   cv_.notify_all();
 }

@@ -49,9 +49,10 @@ class BatchLoader {
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
 
-  // Begins epoch `epoch` (any epoch, in any order; what was left of the previous one is dropped).
+  // Begins epoch `epoch` (any epoch, in any order; what was left of the previous one is dropped), at batch
+  // `first_batch` of it (a resumed run skips the batches it already trained on without building them).
   // Order: 0..N-1, or with shuffle a Fisher-Yates shuffle drawn from Generator(hash(seed, epoch)).
-  void start_epoch(int64_t epoch);
+  void start_epoch(int64_t epoch, int64_t first_batch = 0);
   // The next batch of the epoch, or false when the epoch is done. An exception thrown while building
   // the batch (by the transform, say) is rethrown here, and ends the epoch.
   bool next(Batch& batch);

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -10,6 +11,7 @@
 
 #include "core/check.h"
 #include "examples/cli/commands.h"
+#include "examples/cli/run_state.h"
 
 namespace spdlab::cli {
 std::vector<Command>& commands() {
@@ -37,11 +39,17 @@ int main(int argc, char** argv) {
     print_usage();
     return argc < 2 ? 2 : 0;
   }
+  // A write past the file-size limit (ulimit -f) then fails with EFBIG and is reported, instead of killing the
+  // tool without a word; every output goes through a temporary file, so nothing partial is left.
+  std::signal(SIGXFSZ, SIG_IGN);
   std::string name = argv[1];
   for (const auto& c : spdlab::cli::commands()) {
     if (c.name != name) continue;
     try {
       return c.run(argc, argv);
+    } catch (const spdlab::cli::Interrupted& e) {
+      std::fprintf(stderr, "spdlab %s: %s\n", name.c_str(), e.what());
+      return 128 + e.signal();
     } catch (const spdlab::Error& e) {
       std::fprintf(stderr, "spdlab %s: error: %s\n", name.c_str(), e.what());
       return 1;

@@ -33,6 +33,9 @@ void ViTConfig::validate() const {
   SPDLAB_CHECK(static_cast<int64_t>(mean.size()) == in_chans && static_cast<int64_t>(std.size()) == in_chans,
                "ViTConfig: mean and std need one value per channel (", in_chans, "), got ", mean.size(), " and ",
                std.size());
+  for (size_t c = 0; c < std.size(); ++c)
+    SPDLAB_CHECK(std::isfinite(mean[c]) && std::isfinite(std[c]) && std[c] > 0, "ViTConfig: channel ", c,
+                 " has mean ", mean[c], " and std ", std[c], "; expected finite values and std > 0");
 }
 
 std::map<std::string, std::string> ViTConfig::to_metadata() const {
@@ -285,8 +288,8 @@ Tensor resample_pos_embed(const Tensor& pe, int64_t g1) {
 void load_checkpoint(VisionTransformer& model, const std::map<std::string, Tensor>& state_in, const LoadOptions& opt) {
   std::map<std::string, Tensor> state = hf_to_timm(state_in);
   auto pe = state.find("pos_embed");
-  if (pe != state.end() && pe->second.shape() != model.pos_embed.shape() && pe->second.dim() == 3 &&
-      pe->second.size(2) == model.pos_embed.size(2)) {
+  if (opt.resample_pos_embed && pe != state.end() && pe->second.shape() != model.pos_embed.shape() &&
+      pe->second.dim() == 3 && pe->second.size(2) == model.pos_embed.size(2)) {
     int64_t grid = model.config().img_size / model.config().patch_size;
     pe->second = resample_pos_embed(pe->second, grid);
   }
@@ -299,7 +302,11 @@ std::shared_ptr<VisionTransformer> load_vit(const std::string& path, Device devi
   auto model = std::make_shared<VisionTransformer>(cfg);
   model->to(device);
   try {
-    load_checkpoint(*model, f.load_all());
+    // The metadata describes these very tensors: a pos_embed of another grid means they disagree, and
+    // load_state_dict reports it with every other disagreement.
+    LoadOptions opt;
+    opt.resample_pos_embed = false;
+    load_checkpoint(*model, f.load_all(), opt);
   } catch (const Error& e) {
     SPDLAB_FAIL(path, ": ", e.what());
   }

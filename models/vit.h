@@ -35,6 +35,8 @@ class VisionTransformer : public nn::Module {
   const ViTConfig& config() const { return cfg_; }
   // Replaces the head with a fresh trunc-normal one for a new number of classes.
   void reset_head(int64_t num_classes, uint64_t seed);
+  // The generator every dropout layer of the model draws from (a resumed run restores its state).
+  Generator& dropout_generator() { return drop_gen_; }
 
   std::shared_ptr<nn::PatchEmbed> patch_embed;
   Tensor& cls_token;  // [1, 1, D]
@@ -60,6 +62,8 @@ Tensor resample_pos_embed(const Tensor& pos_embed, int64_t new_grid);
 struct LoadOptions {
   std::vector<std::string> ignore;  // key patterns left at their fresh values (e.g. "head.*")
   bool strict = true;
+  // A pos_embed for another grid is resampled (bilinear, as timm does) to the model's; off, it is an error.
+  bool resample_pos_embed = true;
 };
 
 // Loads a checkpoint into `model`: HF names are mapped, pos_embed is resampled when the grid differs.

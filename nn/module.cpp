@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/autograd.h"
+#include "core/ops.h"
 
 namespace spdlab::nn {
 
@@ -74,7 +75,7 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
   };
   std::vector<std::pair<std::string, Tensor*>> slots;
   collect_refs("", slots);
-  std::vector<std::string> missing, mismatched, unexpected;
+  std::vector<std::string> missing, mismatched, unexpected, nonfinite;
   std::set<std::string> known;
   for (auto& [name, slot] : slots) {
     known.insert(name);
@@ -89,6 +90,11 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
       os << "'" << name << "' is " << shape_str(it->second.shape()) << " in the file but " << shape_str(slot->shape())
          << " in the model";
       mismatched.push_back(os.str());
+    } else if ((it->second.dtype() == DType::i64) != (slot->dtype() == DType::i64)) {
+      mismatched.push_back("'" + name + "' holds " + (it->second.dtype() == DType::i64 ? "integers" : "floats") +
+                           " in the file but " + dtype_name(slot->dtype()) + " in the model");
+    } else if (!all_finite(it->second)) {
+      nonfinite.push_back(name);
     }
   }
   for (auto& [name, t] : state)
@@ -100,7 +106,7 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
   };
   std::string err;
   if (!mismatched.empty()) {
-    err += "shape mismatch: " + join(mismatched);
+    err += "shape or type mismatch: " + join(mismatched);
     for (const auto& m : mismatched)
       if (m.rfind("'head.", 0) == 0) {
         err += "; pass --ignore 'head.*' (or ignore {\"head.*\"}) to fine-tune with a new head";
@@ -110,6 +116,8 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
   if (strict && !missing.empty()) err += std::string(err.empty() ? "" : "; ") + "missing keys: " + join(missing);
   if (strict && !unexpected.empty())
     err += std::string(err.empty() ? "" : "; ") + "unexpected keys: " + join(unexpected);
+  if (!nonfinite.empty())
+    err += std::string(err.empty() ? "" : "; ") + "non-finite values (NaN or inf; a diverged run?) in: " + join(nonfinite);
   SPDLAB_CHECK(err.empty(), "load_state_dict: ", err);
   autograd::NoGradGuard ng;
   for (auto& [name, slot] : slots) {

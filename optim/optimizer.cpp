@@ -333,11 +333,7 @@ void Optimizer::load_state(const std::string& path) {
   SPDLAB_CHECK(meta == file.metadata().end() || meta->second == kind(), kind(), ": load_state: '", path,
                "' holds the state of optimizer '", meta->second, "', not '", kind(), "'");
   NamedTensors state;
-  for (const std::string& name : file.names()) {
-    const std::string& dt = file.info(name).dtype;
-    DType want = dt == "F64" ? DType::f64 : (dt == "F32" || dt == "F16" || dt == "BF16") ? DType::f32 : DType::i64;
-    state.emplace_back(name, file.load(name, want));
-  }
+  for (const std::string& name : file.names()) state.emplace_back(name, file.load_exact(name));
   try {
     load_state_dict(state);
   } catch (const Error& e) {
@@ -364,6 +360,23 @@ double clip_grad_norm(const NamedTensors& params, double max_norm) {
   if (std::isfinite(total) && coef < 1.0)
     for (Tensor& t : with_grad) t.set_grad(mul(t.grad(), coef));
   return total;
+}
+
+std::string first_nonfinite(const NamedTensors& tensors, bool grads) {
+  autograd::NoGradGuard no_grad;
+  auto pick = [&](const Tensor& t) { return grads ? t.grad() : t; };
+  Tensor total;  // sum over tensors of sum(t * 0): 0 exactly when every element is finite
+  for (const auto& [name, t] : tensors) {
+    const Tensor x = pick(t);
+    if (!x.defined() || x.dtype() == DType::i64) continue;
+    Tensor s = sum(mul(x.detach(), 0.0)).to(DType::f64);
+    if (total.defined() && s.device() != total.device()) s = s.to(total.device());
+    total = total.defined() ? add(total, s) : s;
+  }
+  if (!total.defined() || std::isfinite(total.item())) return "";
+  for (const auto& [name, t] : tensors)
+    if (pick(t).defined() && !all_finite(pick(t))) return name;
+  return "";
 }
 
 }  // namespace spdlab::optim

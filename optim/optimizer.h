@@ -139,4 +139,8 @@ class Optimizer {
 // tensors may share storage). A non-finite norm is returned as is and nothing is scaled.
 double clip_grad_norm(const NamedTensors& params, double max_norm);
 
+// The name of the first tensor (or, with `grads`, the first tensor's gradient) that holds NaN or inf, or ""
+// when all are finite. One reduction per tensor and a single wait for the device in the common case.
+std::string first_nonfinite(const NamedTensors& tensors, bool grads = false);
+
 }  // namespace spdlab::optim

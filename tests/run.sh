@@ -13,6 +13,10 @@ ctest --test-dir build --output-on-failure
 # the baseline set too, so both stay correct whichever one this machine picks by default.
 echo "tests/run.sh: again with the baseline CPU kernels (SPDLAB_CPU_ISA=base)"
 SPDLAB_CPU_ISA=base ctest --test-dir build --output-on-failure
+# SIGKILLs at random moments of finetune and compare, each followed by --resume: the outputs must be
+# byte-identical to uninterrupted runs, with nothing stray (the full-size version: SIZE=quick, 10 kills each).
+echo "tests/run.sh: kill and resume (tests/reliability/kill_resume.sh)"
+bash tests/reliability/kill_resume.sh 4
 
 echo "tests/run.sh: the CUDA kernels on the CPU emulation (build-emu, -DSPDLAB_CUDA_EMULATE=ON)"
 cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DSPDLAB_CUDA_EMULATE=ON >/dev/null

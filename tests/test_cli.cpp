@@ -1,10 +1,15 @@
 // The spdlab executable on bad input: each case runs the real binary and checks for a clear message, a
 // non-zero exit, no crash, and no partial output file. Also a tiny end-to-end finetune/eval/compare.
 #include <doctest/doctest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <array>
+#include <cmath>
+#include <map>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -18,6 +23,8 @@
 #include "models/vit.h"
 #include "tests/support.h"
 
+#include <stb/stb_image_write.h>  // the implementation is compiled in test_data.cpp
+
 namespace fs = std::filesystem;
 using namespace spdlab;
 
@@ -28,9 +35,9 @@ struct Result {
   std::string output;  // stdout and stderr together
 };
 
-Result run(const std::string& args) {
-  std::string cmd = std::string(SPDLAB_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
+// Runs a shell command line (stdout and stderr together).
+Result run_sh(const std::string& cmd) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
   REQUIRE(p != nullptr);
   std::string out;
   std::array<char, 4096> buf;
@@ -38,6 +45,13 @@ Result run(const std::string& args) {
   while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
   int st = pclose(p);
   return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
+}
+
+Result run(const std::string& args) { return run_sh(std::string(SPDLAB_CLI_PATH) + " " + args); }
+
+// The spdlab executable under a shell limit (ulimit ...), e.g. limited("ulimit -f 64", "finetune ...").
+Result limited(const std::string& limit, const std::string& args) {
+  return run_sh("sh -c '" + limit + "; exec " + SPDLAB_CLI_PATH + " " + args + "'");
 }
 
 void write_bytes(const fs::path& p, const std::vector<unsigned char>& b) {
@@ -74,6 +88,28 @@ void check_fails(const std::string& args, const std::string& expect, const fs::p
   CHECK(r.output.find(expect) != std::string::npos);
   CHECK(r.output.find("terminate called") == std::string::npos);
   if (!must_not_exist.empty()) CHECK_FALSE(fs::exists(must_not_exist));
+}
+
+// An IDX pair of n random 28x28 images with labels 0..9, for runs that need training data but not Fashion-MNIST.
+std::string random_idx_data(const fs::path& dir, int n) {
+  std::vector<unsigned char> px(static_cast<size_t>(n) * 28 * 28), lab(static_cast<size_t>(n));
+  uint32_t x = 12345;
+  for (auto& p : px) p = static_cast<unsigned char>((x = x * 1664525u + 1013904223u) >> 24);
+  for (int i = 0; i < n; ++i) lab[static_cast<size_t>(i)] = static_cast<unsigned char>(i % 10);
+  write_bytes(dir / "rimg.idx", idx({static_cast<uint32_t>(n), 28, 28}, px));
+  write_bytes(dir / "rlab.idx", idx({static_cast<uint32_t>(n)}, lab));
+  return "idx:" + (dir / "rimg.idx").string() + "," + (dir / "rlab.idx").string();
+}
+
+// Files under `dir` whose name holds ".tmp." or ends in ".run": what an interrupted or failed write leaves.
+std::vector<std::string> leftovers(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (n.find(".tmp.") != std::string::npos || (n.size() > 4 && n.substr(n.size() - 4) == ".run"))
+      out.push_back(e.path().string());
+  }
+  return out;
 }
 
 }  // namespace
@@ -169,6 +205,16 @@ TEST_CASE("an output directory that cannot be written") {
   write_bytes(d / "afile", {1});
   fs::path bad = d / "afile" / "sub";
   check_fails("compare --quick --init " + model + " --out " + bad.string(), "cannot create the output directory");
+  // Bad inputs are found before the output directory is made.
+  check_fails("compare --optims adam,nadam --init " + model + " --out " + (d / "s1").string(), "nadam", d / "s1");
+  check_fails("compare --init " + (d / "none.safetensors").string() + " --out " + (d / "s2").string(),
+              "none.safetensors", d / "s2");
+  check_fails("compare --data fmnist:" + (d / "nowhere").string() + " --init " + model + " --out " +
+                  (d / "s3").string(), "nowhere", d / "s3");
+  fs::create_directories(d / "s4");
+  write_bytes(d / "s4" / "notes.txt", {1});
+  check_fails("compare --data fmnist:" + (d / "nowhere").string() + " --init " + model + " --out " +
+                  (d / "s4").string(), "nowhere");
   check_fails("finetune --init " + model + " --out " + (bad / "m.safetensors").string(),
               "cannot create the output directory");
   CHECK_FALSE(fs::exists(bad));
@@ -208,6 +254,17 @@ TEST_CASE("finetune, eval and a tiny compare run end to end and are deterministi
   };
   std::string ra = slurp(d / "a" / "results.json"), rb = slurp(d / "b" / "results.json");
   CHECK(ra == rb);
+  // The same flags into a finished study: continued, every run kept, the same results; other flags: refused.
+  Result again = run("compare" + common + " --out " + (d / "a").string());
+  CHECK(again.status == 0);
+  CHECK(again.output.find("continuing the study") != std::string::npos);
+  CHECK(again.output.find("finished earlier") != std::string::npos);
+  CHECK(slurp(d / "a" / "results.json") == ra);
+  check_fails("compare" + common + " --lr 0.01 --out " + (d / "a").string(), "holds a study made with other flags");
+  fs::create_directories(d / "other");
+  write_bytes(d / "other" / "notes.txt", {1});
+  check_fails("compare" + common + " --out " + (d / "other").string(), "is not empty and holds no study");
+  CHECK(slurp(d / "a" / "results.json") == ra);
   json::Value v = json::parse(ra, "results.json");
   CHECK(v.find("runs")->as_array().size() == 2);
   for (const char* f : {"results.csv", "report.md", "id_vs_ood.svg", "per_domain.svg", "per_layer_deviation.svg",
@@ -223,6 +280,211 @@ TEST_CASE("finetune, eval and a tiny compare run end to end and are deterministi
   CHECK(e.output.find("edge") != std::string::npos);
   CHECK(fs::exists(d / "e.json"));
   fs::remove_all(d);
+}
+
+TEST_CASE("integer and float flags: out of range is one error naming the flag, never a wrap or a clamp") {
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
+  std::string model = tiny_model(d);
+  fs::path out = d / "ft.safetensors";
+  std::string base = "finetune --init " + model + " --out " + out.string() + " ";
+  check_fails(base + "--epochs 4611686018427387905", "--epochs must be an integer from 1 to 1000000, got 4611686018427387905",
+              out);
+  check_fails(base + "--epochs 99999999999999999999999", "--epochs must be an integer from 1 to 1000000", out);
+  check_fails(base + "--seed 99999999999999999999", "--seed must be an integer from 0 to 18446744073709551615", out);
+  check_fails(base + "--seed -1", "--seed must be an integer from 0 to 18446744073709551615", out);
+  check_fails(base + "--threads 4294967296", "--threads must be an integer from 1 to 1024, got 4294967296", out);
+  check_fails(base + "--batch-size 0", "--batch-size must be an integer from 1 to 1048576, got 0", out);
+  check_fails(base + "--checkpoint-every -3", "--checkpoint-every must be an integer from 0", out);
+  check_fails(base + "--lr 1e300", "--lr = 1e300 is outside float32's range", out);
+  check_fails(base + "--lambda 1e39", "--lambda = 1e39 is outside float32's range", out);
+  check_fails("compare --seeds 4611686018427387904 --init " + model + " --out " + (d / "study").string(),
+              "--seeds must be an integer from 1 to 1000", d / "study");
+  CHECK(leftovers(d).empty());
+}
+
+TEST_CASE("a run that diverges stops at the step, names the tensor, and leaves nothing behind") {
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
+  std::string model = tiny_model(d);
+  std::string data = random_idx_data(d, 64);
+  fs::path out = d / "ft.safetensors";
+  for (const char* lr : {"1e30", "1e6"}) {
+    CAPTURE(lr);
+    Result r = run("finetune --init " + model + " --data " + data + " --range 0:64 --batch-size 16 --epochs 3 --lr " +
+                   lr + " --optim adamw --out " + out.string() + " --metrics " + (d / "m.jsonl").string());
+    CAPTURE(r.output);
+    CHECK(r.status == 1);
+    // The weights reach about 1e30 (finite) in a step; the next loss overflows: stopped there, nothing saved.
+    CHECK(r.output.find(" at step ") != std::string::npos);
+    CHECK(r.output.find("lower the learning rate") != std::string::npos);
+    CHECK_FALSE(fs::exists(out));
+    CHECK_FALSE(fs::exists(d / "m.jsonl"));
+    CHECK(leftovers(d).empty());
+  }
+}
+
+TEST_CASE("checkpoints with non-finite values, a bad std or metadata that disagrees with the tensors are refused") {
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
+  models::ViTConfig c = models::vit_preset("vit_fmnist_tiny");
+  c.depth = 1;
+  c.embed_dim = 32;
+  c.num_heads = 2;
+  models::VisionTransformer m(c, 1);
+  auto sd = m.state_dict();
+  auto save_with = [&](const std::string& name, const std::string& tensor, Tensor value,
+                       std::map<std::string, std::string> meta) {
+    auto state = sd;
+    for (auto& [k, t] : state)
+      if (k == tensor) t = value;
+    std::string path = (d / name).string();
+    io::save_safetensors(path, state, meta);
+    return path;
+  };
+  Tensor nan_weight = m.head->weight.detach().cpu().clone();
+  nan_weight.data<float>()[5] = std::nanf("");
+  const std::string nan_file = save_with("nan.safetensors", "head.weight", nan_weight, c.to_metadata());
+  fs::path out = d / "ft.safetensors";
+  check_fails("eval --model " + nan_file, "non-finite values (NaN or inf; a diverged run?) in: head.weight");
+  check_fails("predict --model " + nan_file + " --image " + nan_file, "head.weight");
+  check_fails("finetune --init " + nan_file + " --out " + out.string(), "head.weight", out);
+  auto meta = c.to_metadata();
+  meta["std"] = "0";
+  check_fails("eval --model " + save_with("std0.safetensors", "", Tensor(), meta), "expected finite values and std > 0");
+  meta = c.to_metadata();
+  meta["img_size"] = "56";  // the tensors are for 28x28: a 7x7 grid, not 14x14
+  check_fails("eval --model " + save_with("grid.safetensors", "", Tensor(), meta),
+              "'pos_embed' is [1, 50, 32] in the file but [1, 197, 32] in the model");
+  Tensor int_norm = Tensor::zeros({32}, DType::i64);
+  check_fails("eval --model " + save_with("int.safetensors", "norm.weight", int_norm, c.to_metadata()),
+              "'norm.weight' holds integers in the file but f32 in the model");
+}
+
+TEST_CASE("eval refuses a folder with classes the model cannot predict") {
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
+  std::string model = tiny_model(d);  // 10 classes
+  std::vector<unsigned char> px(28 * 28, 90);
+  for (int k = 0; k < 11; ++k) {
+    fs::create_directories(d / "eleven" / ("class" + std::to_string(k)));
+    REQUIRE(stbi_write_png((d / "eleven" / ("class" + std::to_string(k)) / "a.png").string().c_str(), 28, 28, 1,
+                           px.data(), 28) != 0);
+  }
+  check_fails("eval --model " + model + " --data folder:" + (d / "eleven").string(), "has 11 classes but the model has 10");
+}
+
+TEST_CASE("a batch that cannot fit under the memory limit is refused before the first step, with what fits") {
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
+  std::string model = tiny_model(d);
+  std::string data = random_idx_data(d, 20000);
+  fs::path out = d / "ft.safetensors";
+  const Result r = limited("ulimit -v 1200000", "finetune --init " + model + " --data " + data +
+                                                   " --range 0:20000 --batch-size 20000 --out " + out.string());
+  const std::string& text = r.output;
+  CAPTURE(text);
+  CHECK(r.status == 1);
+  CHECK(text.find("a batch of 20000 images needs about") != std::string::npos);
+  CHECK(text.find("the address-space limit (ulimit -v) leaves") != std::string::npos);
+  CHECK(text.find("images per batch fit: lower --batch-size") != std::string::npos);
+  CHECK_FALSE(fs::exists(out));
+  CHECK(leftovers(d).empty());
+}
+
+TEST_CASE("outputs: two runs with one --out, file-size limits, stale temporaries, a directory as --out") {
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
+  std::string model = tiny_model(d);
+  std::string data = random_idx_data(d, 64);
+  fs::path out = d / "ft.safetensors";
+  const std::string ft = "finetune --init " + model + " --data " + data + " --range 0:64 --batch-size 16 --lr 1e-4 ";
+  // A second writer of the same outputs is refused while the first holds the run directory's lock.
+  {
+    fs::create_directories(d / "ft.safetensors.run");
+    int fd = ::open((d / "ft.safetensors.run" / "lock").c_str(), O_RDWR | O_CREAT, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+    check_fails(ft + "--out " + out.string(), "is in use by another spdlab process", out);
+    ::close(fd);
+    fs::remove_all(d / "ft.safetensors.run");
+  }
+  check_fails(ft + "--out " + d.string(), "is a directory; expected a file name");
+  // A file-size limit below the checkpoint's size: an error (EFBIG), not a silent kill, and no partial file.
+  const Result r = limited("ulimit -f 64", ft + "--out " + (d / "small.safetensors").string());
+  CAPTURE(r.output);
+  CHECK(r.status == 1);
+  CHECK(r.output.find("File too large") != std::string::npos);
+  CHECK_FALSE(fs::exists(d / "small.safetensors"));
+  // A temporary file of a process that no longer exists is removed by the next write of that output.
+  pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  const fs::path stale = d / ("ft.safetensors.tmp." + std::to_string(child));
+  write_bytes(stale, {1, 2, 3});
+  Result again = run(ft + "--out " + out.string() + " --epochs 1");
+  CHECK(again.status == 0);
+  CHECK(again.output.find("removed " + stale.string()) != std::string::npos);
+  CHECK_FALSE(fs::exists(stale));
+  CHECK(leftovers(d).empty());
+}
+
+TEST_CASE("SIGTERM checkpoints and says how to resume; the resumed run ends with the same bits") {
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
+  std::string model = tiny_model(d);
+  std::string data = random_idx_data(d, 512);
+  const std::string args = " --init " + model + " --data " + data +
+                           " --range 0:512 --batch-size 16 --epochs 4 --lr 1e-4 --optim spd --checkpoint-every 5";
+  Result ref = run("finetune" + args + " --out " + (d / "ref.safetensors").string() + " --metrics " +
+                   (d / "ref.jsonl").string());
+  REQUIRE(ref.status == 0);
+  fs::create_directories(d / "b");
+  const std::string out = (d / "b" / "ref.safetensors").string(), metrics = (d / "b" / "ref.jsonl").string();
+  // Started in the background, stopped with SIGTERM after its first checkpoint.
+  const std::string cmd = std::string(SPDLAB_CLI_PATH) + " finetune" + args + " --out " + out + " --metrics " + metrics;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    const int fd = ::open((d / "b" / "log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const fs::path state = d / "b" / "ref.safetensors.run" / "state.safetensors";
+  for (int i = 0; i < 3000 && !fs::exists(state); ++i) ::usleep(10000);
+  REQUIRE(fs::exists(state));
+  ::kill(pid, SIGTERM);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  std::ifstream logf(d / "b" / "log");
+  const std::string log((std::istreambuf_iterator<char>(logf)), {});
+  CAPTURE(log);
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+    MESSAGE("the run finished before SIGTERM arrived; the resume half is not exercised");
+    return;
+  }
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 128 + SIGTERM);
+  CHECK(log.find("stopped by SIGTERM after step") != std::string::npos);
+  CHECK(log.find("resume with: spdlab finetune --resume " + (d / "b" / "ref.safetensors.run").string()) !=
+        std::string::npos);
+  CHECK_FALSE(fs::exists(out));
+  // A new run over it is refused; --resume with other flags is refused; --resume finishes the run.
+  check_fails("finetune" + args + " --out " + out, "holds the state of an interrupted run");
+  check_fails("finetune --resume " + (d / "b" / "ref.safetensors.run").string() + " --lr 1", "only --threads and --device");
+  Result res = run("finetune --resume " + (d / "b" / "ref.safetensors.run").string() + " --threads 1");
+  CAPTURE(res.output);
+  REQUIRE(res.status == 0);
+  CHECK(res.output.find("resuming at step") != std::string::npos);
+  auto slurp = [](const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  io::SafetensorsFile a((d / "ref.safetensors").string()), b(out);
+  for (auto& [k, t] : a.load_all()) CHECK(t.to_vector_f32() == b.load(k).to_vector_f32());
+  CHECK(slurp(d / "ref.jsonl") == slurp(metrics));
+  CHECK(leftovers(d).empty());
 }
 
 }  // TEST_SUITE

@@ -72,6 +72,10 @@ Tensor load_image(const std::string& path, int channels) {
   std::error_code ec;
   SPDLAB_CHECK(std::filesystem::is_regular_file(path, ec), "load_image: cannot open '", path, "': no such file");
   int w = 0, h = 0, in_channels = 0;
+  // The header first: a few bytes can claim any size, and decoding would allocate it before finding out.
+  if (stbi_info(path.c_str(), &w, &h, &in_channels))
+    SPDLAB_CHECK(int64_t{w} * h <= kMaxImagePixels, "load_image: '", path, "' claims ", w, "x", h,
+                 " pixels; images up to ", kMaxImagePixels, " pixels (8192x8192) are read");
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(stbi_load(path.c_str(), &w, &h, &in_channels, channels),
                                                    stbi_image_free);
   SPDLAB_CHECK(pixels != nullptr, "load_image: '", path, "' is not a readable image (PNG, JPEG, BMP, ...): ",

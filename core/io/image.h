@@ -12,6 +12,7 @@ namespace spdlab::io {
 // f32 [channels, H, W] in [0, 1] (8-bit / 255). channels is 1 or 3; stb_image converts RGB to gray
 // with its integer weights (77 R + 150 G + 29 B) / 256, and gray to RGB by repeating the plane.
 Tensor load_image(const std::string& path, int channels = 3);
+constexpr int64_t kMaxImagePixels = int64_t{1} << 26;  // larger headers are refused before decoding
 
 enum class Interp { bilinear, bicubic };
 

@@ -340,7 +340,8 @@ class Parser {
     if (integral) {
       int64_t i = 0;
       const auto r = std::from_chars(first, last, i);
-      if (r.ec == std::errc() && r.ptr == last) return Value::integer(i);
+      // "-0" stays the double -0.0 (dump writes -0.0 so): as the integer 0 it would lose its sign.
+      if (r.ec == std::errc() && r.ptr == last && !(i == 0 && *first == '-')) return Value::integer(i);
     }
     // Both overflow and underflow to zero are refused (RFC 8259 section 9 lets a parser set limits):
     // a header value that silently became 0 or inf would be worse than an error.

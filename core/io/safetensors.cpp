@@ -18,6 +18,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "core/io/atomic_file.h"
 #include "core/io/json.h"
 
 namespace spdlab::io {
@@ -319,6 +320,11 @@ Tensor SafetensorsFile::load(const std::string& name, DType want) const {
   return out;
 }
 
+Tensor SafetensorsFile::load_exact(const std::string& name) const {
+  const std::string& dt = info(name).dtype;
+  return load(name, dt == "F64" ? DType::f64 : (dt == "F32" || dt == "F16" || dt == "BF16") ? DType::f32 : DType::i64);
+}
+
 std::map<std::string, Tensor> SafetensorsFile::load_all() const {
   std::map<std::string, Tensor> out;
   for (const auto& kv : entries_) out.emplace(kv.first, load(kv.first));
@@ -330,30 +336,6 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path, std::map
   if (metadata != nullptr) *metadata = file.metadata();
   return file.load_all();
 }
-
-namespace {
-
-void write_all(int fd, const void* data, size_t n, const std::string& where) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    SPDLAB_CHECK(w > 0, where, ": write failed: ", w < 0 ? std::strerror(errno) : "no progress");
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
-// Makes the rename itself durable; a failure here cannot undo the write, so it is not an error.
-void sync_parent_dir(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-  Fd d;
-  d.fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (d.fd >= 0) ::fsync(d.fd);
-}
-
-}  // namespace
 
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata, bool bf16) {
@@ -393,45 +375,27 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   text.append((8 - text.size() % 8) % 8, ' ');
   const uint64_t header_len = text.size();
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  Fd f;
-  f.fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  SPDLAB_CHECK(f.fd >= 0, where, ": cannot create '", tmp, "': ", std::strerror(errno));
-  try {
-    write_all(f.fd, &header_len, sizeof header_len, where);
-    write_all(f.fd, text.data(), text.size(), where);
-    for (const auto& [name, t] : tensors) {
-      if (t.numel() == 0) continue;
-      const Tensor c = t.detach().cpu().contiguous();  // a GPU tensor is written from a host copy
-      if (bf16 && c.dtype() == DType::f32) {
-        // Converted in chunks so saving never holds a second full copy of a large tensor.
-        const float* src = c.data<float>();
-        const int64_t n = c.numel();
-        std::vector<uint16_t> buf(static_cast<size_t>(std::min<int64_t>(n, 1 << 16)));
-        for (int64_t i = 0; i < n; i += static_cast<int64_t>(buf.size())) {
-          const int64_t m = std::min<int64_t>(n - i, static_cast<int64_t>(buf.size()));
-          for (int64_t j = 0; j < m; ++j) buf[j] = f32_to_bf16(src[i + j]);
-          write_all(f.fd, buf.data(), static_cast<size_t>(m) * 2, where);
-        }
-      } else {
-        write_all(f.fd, c.raw_data(), static_cast<size_t>(c.numel()) * dtype_size(c.dtype()), where);
+  AtomicFile f(path);
+  f.write(&header_len, sizeof header_len);
+  f.write(text);
+  for (const auto& [name, t] : tensors) {
+    if (t.numel() == 0) continue;
+    const Tensor c = t.detach().cpu().contiguous();  // a GPU tensor is written from a host copy
+    if (bf16 && c.dtype() == DType::f32) {
+      // Converted in chunks so saving never holds a second full copy of a large tensor.
+      const float* src = c.data<float>();
+      const int64_t n = c.numel();
+      std::vector<uint16_t> buf(static_cast<size_t>(std::min<int64_t>(n, 1 << 16)));
+      for (int64_t i = 0; i < n; i += static_cast<int64_t>(buf.size())) {
+        const int64_t m = std::min<int64_t>(n - i, static_cast<int64_t>(buf.size()));
+        for (int64_t j = 0; j < m; ++j) buf[j] = f32_to_bf16(src[i + j]);
+        f.write(buf.data(), static_cast<size_t>(m) * 2);
       }
+    } else {
+      f.write(c.raw_data(), static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
     }
-    SPDLAB_CHECK(::fsync(f.fd) == 0, where, ": fsync failed: ", std::strerror(errno));
-    const int fd = f.fd;
-    f.fd = -1;
-    SPDLAB_CHECK(::close(fd) == 0, where, ": close failed: ", std::strerror(errno));
-    SPDLAB_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, where, ": cannot rename '", tmp, "' over it: ",
-                 std::strerror(errno));
-  } catch (...) {
-    if (f.fd >= 0) {
-      ::close(f.fd);
-      f.fd = -1;
-    }
-    ::unlink(tmp.c_str());
-    throw;
   }
-  sync_parent_dir(path);
+  f.commit();
 }
 
 }  // namespace spdlab::io

@@ -36,6 +36,8 @@ class SafetensorsFile {
   Tensor load(const std::string& name) const;
   // `want` f64 keeps F64 exact; floats never load as i64 (that would truncate), integers load as any dtype.
   Tensor load(const std::string& name, DType want) const;
+  // F64 as f64, the other floats as f32, integers as i64: no value changes (for states saved to be resumed).
+  Tensor load_exact(const std::string& name) const;
   std::map<std::string, Tensor> load_all() const;
 
  private:

@@ -1,6 +1,7 @@
 // Reductions over any set of axes (sum, mean, max, var, argmax), with keepdim like PyTorch.
 // The kernel sees x as [outer, r, inner]; axes that are not one contiguous block are permuted to the end first.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "core/ops/common.h"
@@ -115,6 +116,12 @@ Tensor argmax(const Tensor& x, int64_t axis) {
   K(x).reduce(kernels::Reduce::max, x.dtype(), p.src.raw_data(), y.raw_data(), p.outer, p.r, p.inner,
               arg.data<int64_t>());
   return arg;
+}
+
+bool all_finite(const Tensor& x) {
+  if (x.dtype() != DType::f32 && x.dtype() != DType::f64) return true;
+  autograd::NoGradGuard ng;
+  return std::isfinite(sum(mul(x.detach(), 0.0)).item());
 }
 
 }  // namespace spdlab

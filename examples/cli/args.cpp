@@ -1,6 +1,8 @@
 // Flag parsing for the command-line tool; see args.h.
 #include "examples/cli/args.h"
 
+#include <cerrno>
+#include <cfloat>
 #include <cmath>
 #include <cstdlib>
 #include <sstream>
@@ -77,6 +79,9 @@ double Args::num(const std::string& name) const {
   double v = std::strtod(s.c_str(), &end);
   SPDLAB_CHECK(!s.empty() && end && *end == '\0' && std::isfinite(v), command_, ": --", name,
                " expects a number, got '", s, "'");
+  // Hyperparameters are used in float32 (the weights' type): a larger magnitude would be inf there.
+  SPDLAB_CHECK(std::fabs(v) <= FLT_MAX, command_, ": --", name, " = ", s, " is outside float32's range (at most ",
+               FLT_MAX, ")");
   return v;
 }
 
@@ -92,12 +97,24 @@ double Args::nonneg(const std::string& name) const {
   return v;
 }
 
-int64_t Args::integer(const std::string& name, int64_t min_value) const {
+int64_t Args::integer(const std::string& name, int64_t min_value, int64_t max_value) const {
   std::string s = str(name);
   char* end = nullptr;
+  errno = 0;
   long long v = std::strtoll(s.c_str(), &end, 10);
   SPDLAB_CHECK(!s.empty() && end && *end == '\0', command_, ": --", name, " expects an integer, got '", s, "'");
-  SPDLAB_CHECK(v >= min_value, command_, ": --", name, " must be at least ", min_value, ", got ", v);
+  SPDLAB_CHECK(errno != ERANGE && v >= min_value && v <= max_value, command_, ": --", name, " must be an integer from ",
+               min_value, " to ", max_value, ", got ", s);
+  return v;
+}
+
+uint64_t Args::seed(const std::string& name) const {
+  std::string s = str(name);
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  SPDLAB_CHECK(!s.empty() && s[0] >= '0' && s[0] <= '9' && end && *end == '\0' && errno != ERANGE, command_, ": --",
+               name, " must be an integer from 0 to 18446744073709551615, got '", s, "'");
   return v;
 }
 

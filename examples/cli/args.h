@@ -7,6 +7,9 @@
 
 namespace spdlab::cli {
 
+// The stated maxima of the integer flags.
+constexpr int64_t kMaxThreads = 1024, kMaxEpochs = 1000000, kMaxBatch = 1 << 20, kMaxImages = int64_t(1) << 32;
+
 struct Flag {
   std::string name;     // without dashes
   std::string value;    // placeholder shown in help ("F", "N", ...); empty for a boolean switch
@@ -28,7 +31,10 @@ class Args {
   double num(const std::string& name) const;       // finite number
   double positive(const std::string& name) const;  // > 0
   double nonneg(const std::string& name) const;    // >= 0
-  int64_t integer(const std::string& name, int64_t min_value = 0) const;
+  // A whole number in [min_value, max_value]: every integer flag states its maximum, so no later product
+  // (epochs x steps, seeds x optimizers) can overflow. Out-of-range text (ERANGE) is an error, never clamped.
+  int64_t integer(const std::string& name, int64_t min_value, int64_t max_value) const;
+  uint64_t seed(const std::string& name) const;  // any value in [0, 2^64 - 1]
   std::vector<std::string> list(const std::string& name) const;  // comma-separated
   std::vector<double> num_list(const std::string& name) const;
 

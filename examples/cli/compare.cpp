@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <memory>
 #include <map>
 #include <sstream>
 
@@ -12,6 +14,7 @@
 #include "examples/cli/args.h"
 #include "examples/cli/commands.h"
 #include "examples/cli/data_source.h"
+#include "examples/cli/run_state.h"
 #include "examples/cli/study.h"
 #include "examples/cli/svg.h"
 #include "examples/cli/train.h"
@@ -68,6 +71,81 @@ std::string resolve_init(const std::string& given, bool explicit_flag) {
   return std::filesystem::exists(in_source) ? in_source : given;
 }
 
+// What a finished run leaves in DIR/<optim>-seed<N>.json: everything results.json needs from it, exactly (JSON
+// numbers round-trip), so a resumed study writes the same bytes as an uninterrupted one.
+Value run_record(const Run& r) {
+  Value::Object acc, dev;
+  for (auto& [d, v] : r.acc) acc.emplace_back(d, Value::number(v));
+  for (auto& [n, d] : r.dev_tensor) dev.emplace_back(n, Value::number(d));
+  Value::Array spd;
+  for (const auto& s : r.spd)
+    spd.push_back(Value::object({{"name", Value::string(s.name)},
+                                 {"steps", Value::integer(s.steps)},
+                                 {"fired", Value::integer(s.fired)},
+                                 {"fired_last", Value::boolean(s.fired_last)},
+                                 {"last_r", Value::number(s.last_r)},
+                                 {"r_sum", Value::number(s.r_sum)},
+                                 {"dev_norm", Value::number(s.dev_norm)}}));
+  return Value::object({{"optim", Value::string(r.optim)},
+                        {"seed", Value::integer(r.seed)},
+                        {"final_loss", Value::number(r.final_loss)},
+                        {"seconds", Value::number(r.seconds)},
+                        {"accuracy", Value::object(acc)},
+                        {"deviation_per_tensor", Value::object(dev)},
+                        {"spd", Value::array(spd)}});
+}
+
+Run read_run_record(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const Value v = json::parse(ss.str(), path);
+  auto get = [&](const Value& o, const char* key) -> const Value& {
+    const Value* x = o.find(key);
+    SPDLAB_CHECK(x != nullptr, path, ": missing \"", key, "\"; expected a run record written by spdlab compare");
+    return *x;
+  };
+  Run r;
+  r.optim = get(v, "optim").as_string();
+  r.seed = get(v, "seed").as_int();
+  r.final_loss = get(v, "final_loss").as_double();
+  r.seconds = get(v, "seconds").as_double();
+  for (auto& [d, x] : get(v, "accuracy").as_object()) r.acc[d] = x.as_double();
+  for (auto& [n, x] : get(v, "deviation_per_tensor").as_object()) r.dev_tensor.emplace_back(n, x.as_double());
+  for (const auto& s : get(v, "spd").as_array())
+    r.spd.push_back({get(s, "name").as_string(), get(s, "steps").as_int(), get(s, "fired").as_int(),
+                     get(s, "fired_last").as_bool(), get(s, "last_r").as_double(), get(s, "r_sum").as_double(),
+                     get(s, "dev_norm").as_double()});
+  return r;
+}
+
+double mean_over(const std::map<std::string, double>& acc, const std::vector<data::Domain>& domains) {
+  double s = 0;
+  for (auto d : domains) s += acc.at(data::domain_name(d));
+  return s / domains.size();
+}
+
+// The measures computed from a run's accuracies, per-tensor deviations and SPD statistics.
+void derive(Run& r, data::Domain id_domain, const std::vector<data::Domain>& ood) {
+  r.id = r.acc.at(data::domain_name(id_domain));
+  r.ood_mean = mean_over(r.acc, ood);
+  double total = 0;
+  r.dev_layer.clear();
+  for (auto& [n, d] : r.dev_tensor) {
+    total += d * d;
+    r.dev_layer[layer_of(n)] += d * d;
+  }
+  r.deviation = std::sqrt(total);
+  for (auto& [l, v] : r.dev_layer) v = std::sqrt(v);
+  std::map<std::string, std::pair<int64_t, int64_t>> fired;
+  for (const auto& st : r.spd) {
+    fired[layer_of(st.name)].first += st.fired;
+    fired[layer_of(st.name)].second += st.steps;
+  }
+  r.spd_rate_layer.clear();
+  for (auto& [l, f] : fired) r.spd_rate_layer[l] = f.second ? static_cast<double>(f.first) / f.second : 0.0;
+}
+
 Value acc_object(const std::map<std::string, double>& acc, const std::vector<data::Domain>& order) {
   Value::Object o;
   for (auto d : order) o.emplace_back(data::domain_name(d), Value::number(acc.at(data::domain_name(d))));
@@ -75,6 +153,7 @@ Value acc_object(const std::map<std::string, double>& acc, const std::vector<dat
 }
 
 int run_compare(int argc, char** argv) {
+  CommandLine cl = resume_command_line("compare", argc, argv);
   Args a("compare",
          "The robust fine-tuning study (PROTOCOL.md): fine-tune the foundation ViT on the edge domain with each\n"
          "optimizer and seed, evaluate every domain, and write results.json, results.csv, report.md and plots.\n"
@@ -98,23 +177,27 @@ int run_compare(int argc, char** argv) {
           {"beta", "B", "L2-SP's decay of tensors without an anchor", "0.01"},
           {"threads", "N", "CPU threads", ""},
           device_flag(),
-          {"out", "DIR", "output directory", ""}},
-         argc, argv);
+          {"out", "DIR", "output directory", ""},
+          {"checkpoint-every", "N", "save a resumable state of the current run every N steps (SIGINT/SIGTERM always do)",
+           "0"},
+          {"resume", "DIR", "continue the study in DIR: finished runs are kept, the rest is done", ""}},
+         cl.argc(), cl.argv());
   if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
   SPDLAB_CHECK(!(a.flag("quick") && a.flag("full")), "compare: pass --quick or --full, not both");
-  if (a.has("threads")) set_num_threads(static_cast<int>(a.integer("threads", 1)));
+  if (a.has("threads")) set_num_threads(static_cast<int>(a.integer("threads", 1, kMaxThreads)));
   const Device device = apply_device(a);
   bool full = a.flag("full");
-  int64_t seeds = a.has("seeds") ? a.integer("seeds", 1) : (full ? 3 : 1);
-  int64_t eval_images = a.has("eval-images") ? a.integer("eval-images", 1) : (full ? 10000 : 2000);
+  int64_t seeds = a.has("seeds") ? a.integer("seeds", 1, 1000) : (full ? 3 : 1);
+  int64_t eval_images = a.has("eval-images") ? a.integer("eval-images", 1, kMaxImages) : (full ? 10000 : 2000);
   std::vector<std::string> optims = a.list("optims");
   for (const auto& o : optims) check_optimizer_name(o);
   data::Domain id_domain = data::parse_domain(a.str("domain"));
   double lr = a.positive("lr"), wd = a.nonneg("wd"), lambda = a.nonneg("lambda"), alpha = a.nonneg("alpha"),
          beta = a.nonneg("beta"), warmup = a.nonneg("warmup");
-  int64_t epochs = a.integer("epochs", 1), batch = a.integer("batch-size", 1);
+  int64_t epochs = a.integer("epochs", 1, kMaxEpochs), batch = a.integer("batch-size", 1, kMaxBatch);
   std::string out = a.str("out");
-  ensure_writable_dir(out);
+  const int64_t checkpoint_every = a.integer("checkpoint-every", 0, kMaxEpochs * kMaxImages);
+  check_out_dir(out);  // created only once every input has loaded
   std::string init_path = resolve_init(a.str("init"), a.has("init"));
 
   auto init = models::load_vit(init_path, device);
@@ -133,6 +216,38 @@ int run_compare(int argc, char** argv) {
     if (d != id_domain) ood.push_back(d);
   const uint64_t eval_seed = 0;  // every model sees the same noisy test images
 
+  // The study directory: locked, with a manifest of the flags. A directory holding a study with the same flags
+  // is continued (finished runs are kept); one with other flags, or other files, is refused.
+  RunDir study(out, /*transient=*/false);
+  const json::Value manifest = study.manifest();
+  std::vector<std::string> recorded;
+  if (!manifest.is_null()) {
+    const json::Value* args = manifest.find("args");
+    SPDLAB_CHECK(args && args->is_array(), out, "/run.json: expected \"args\"");
+    for (const auto& v : args->as_array()) recorded.push_back(v.as_string());
+    SPDLAB_CHECK(result_args(recorded) == result_args(cl.args()), out,
+                 " holds a study made with other flags; continue it with `", resume_hint("compare", out),
+                 "`, or pick another --out");
+    std::fprintf(stderr, "compare: continuing the study in %s (finished runs are kept)\n", out.c_str());
+  } else {
+    for (const auto& e : std::filesystem::directory_iterator(out))
+      SPDLAB_CHECK(e.path().filename() == "lock", out, " is not empty and holds no study (no run.json); pick an "
+                   "empty or new --out");
+  }
+  Value::Array args_json;
+  for (const auto& s : cl.args()) args_json.push_back(Value::string(s));
+  auto write_manifest = [&](const char* status) {
+    study.write_manifest(Value::object({{"command", Value::string("compare")},
+                                        {"args", Value::array(manifest.is_null() ? args_json : Value::Array(
+                                                                  manifest.find("args")->as_array()))},
+                                        {"status", Value::string(status)}}));
+  };
+  write_manifest("running");
+  // Outputs of the whole study are written at the end; until then none from an earlier attempt may remain.
+  for (const char* f : {"results.json", "results.csv", "report.md", "id_vs_ood.svg", "per_domain.svg",
+                        "per_layer_deviation.svg", "timing.json"})
+    std::filesystem::remove(out + "/" + f);
+
   int64_t total_runs = seeds * static_cast<int64_t>(optims.size());
   std::fprintf(stderr, "compare: %lld fine-tuning runs (%zu optimizers x %lld seeds), %lld epochs each on %lld %s images; "
                "evaluating %lld test images x %zu domains\n",
@@ -149,11 +264,7 @@ int run_compare(int argc, char** argv) {
     p.finish();
     return acc;
   };
-  auto ood_mean = [&](const std::map<std::string, double>& acc) {
-    double s = 0;
-    for (auto d : ood) s += acc.at(data::domain_name(d));
-    return s / ood.size();
-  };
+  auto ood_mean = [&](const std::map<std::string, double>& acc) { return mean_over(acc, ood); };
 
   std::map<std::string, double> pre_acc = eval_all(*init, "pretrained");
   std::vector<Run> runs;
@@ -163,6 +274,24 @@ int run_compare(int argc, char** argv) {
       r.optim = kind;
       r.seed = seed;
       std::string stem = out + "/" + kind + "-seed" + std::to_string(seed);
+      const std::string record = stem + ".json";
+      char label[64];
+      std::snprintf(label, sizeof label, "[%zu/%lld] %s seed %lld", runs.size() + 1,
+                    static_cast<long long>(total_runs), kind.c_str(), static_cast<long long>(seed));
+      if (std::filesystem::exists(record)) {  // finished by an earlier attempt
+        Run done = read_run_record(record);
+        SPDLAB_CHECK(done.optim == kind && done.seed == seed, record, " is the record of ", done.optim, " seed ",
+                     done.seed, ", not ", kind, " seed ", seed);
+        derive(done, id_domain, ood);
+        std::fprintf(stderr, "%s: finished earlier (ID %.1f%%, OOD mean %.1f%%)\n", label, 100 * done.id,
+                     100 * done.ood_mean);
+        runs.push_back(std::move(done));
+        continue;
+      }
+      if (const int sig = stop_requested())
+        throw Interrupted(sig, detail::cat("compare: stopped by ", signal_name(sig), " before ", label,
+                                           "; resume with: ", resume_hint("compare", out)));
+      auto run_dir = std::make_unique<RunDir>(stem + ".run");
       auto model = models::load_vit(init_path, device);
       TrainOptions opt;
       opt.optim = kind;
@@ -172,34 +301,27 @@ int run_compare(int argc, char** argv) {
       opt.warmup_frac = warmup;
       opt.seed = static_cast<uint64_t>(seed);
       opt.metrics_path = stem + ".jsonl";
-      char label[64];
-      std::snprintf(label, sizeof label, "[%zu/%lld] %s seed %lld", runs.size() + 1,
-                    static_cast<long long>(total_runs), kind.c_str(), static_cast<long long>(seed));
       opt.label = label;
-      TrainResult tr = train(*model, train_set, data::domain_transform(id_domain), opt);
+      opt.run = run_dir.get();
+      opt.resume = true;  // where an earlier attempt left a state, go on from it
+      opt.checkpoint_every = checkpoint_every;
+      TrainResult tr;
+      try {
+        tr = train(*model, train_set, data::domain_transform(id_domain), opt);
+      } catch (const Interrupted& e) {
+        throw Interrupted(e.signal(), std::string(e.what()) + "; resume with: " + resume_hint("compare", out));
+      }
       r.final_loss = tr.final_loss;
       r.seconds = tr.seconds;
       r.spd = tr.spd_stats;
       save_vit(*model, stem + ".safetensors",
-               {{"spdlab.command", command_line(argc, argv)}, {"spdlab.optim", kind},
+               {{"spdlab.command", command_line(cl.argc(), cl.argv())}, {"spdlab.optim", kind},
                 {"spdlab.seed", std::to_string(seed)}, {"spdlab.commit", SPDLAB_GIT_COMMIT}});
       r.acc = eval_all(*model, kind);
-      r.id = r.acc.at(data::domain_name(id_domain));
-      r.ood_mean = ood_mean(r.acc);
       r.dev_tensor = deviation_per_tensor(*model, *init);
-      double total = 0;
-      for (auto& [n, d] : r.dev_tensor) {
-        total += d * d;
-        r.dev_layer[layer_of(n)] += d * d;
-      }
-      r.deviation = std::sqrt(total);
-      for (auto& [l, v] : r.dev_layer) v = std::sqrt(v);
-      std::map<std::string, std::pair<int64_t, int64_t>> fired;
-      for (const auto& s : r.spd) {
-        fired[layer_of(s.name)].first += s.fired;
-        fired[layer_of(s.name)].second += s.steps;
-      }
-      for (auto& [l, f] : fired) r.spd_rate_layer[l] = f.second ? static_cast<double>(f.first) / f.second : 0.0;
+      derive(r, id_domain, ood);
+      write_text_atomic(record, json::dump(run_record(r)) + "\n");  // the run is complete once this exists
+      run_dir->remove_all();
       double done = now_seconds() - t_start;
       double per_run = done / (runs.size() + 1);
       std::fprintf(stderr, "%s: ID %.1f%%, OOD mean %.1f%%, |theta - theta0| %.2f; %.0f s elapsed, about %.0f s left\n",
@@ -409,6 +531,7 @@ int run_compare(int argc, char** argv) {
                                               {"device_name", Value::string(kernels::get(device).name())},
                                               {"cpu_isa", Value::string(kernels::cpu_isa())}})) +
                         "\n");
+  write_manifest("complete");
   std::fputs(md.str().c_str(), stdout);
   std::fprintf(stderr, "compare: done in %.0f s; results in %s\n", total, out.c_str());
   return 0;

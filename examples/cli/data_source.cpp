@@ -39,7 +39,7 @@ data::Dataset load_data(const std::string& spec, bool train, int64_t channels, i
     d = data::load_idx_pair(rest.substr(0, comma), rest.substr(comma + 1), num_classes);
   } else if (kind == "folder") {
     SPDLAB_CHECK(!rest.empty(), "--data folder: expected folder:DIR, got '", spec, "'");
-    return data::load_image_folder(rest, static_cast<int>(channels), size);
+    d = data::load_image_folder(rest, static_cast<int>(channels), size);
   } else {
     SPDLAB_FAIL("--data: unknown source '", spec, "'; expected fmnist, fmnist:ROOT, idx:IMAGES,LABELS or folder:DIR");
   }

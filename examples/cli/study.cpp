@@ -2,11 +2,13 @@
 // `compare` (the whole study) lives in compare.cpp.
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 
 #include "core/io/json.h"
 #include "examples/cli/args.h"
 #include "examples/cli/commands.h"
 #include "examples/cli/data_source.h"
+#include "examples/cli/run_state.h"
 #include "examples/cli/study.h"
 #include "examples/cli/train.h"
 
@@ -68,11 +70,53 @@ std::vector<Flag> common_train_flags() {
           {"threads", "N", "CPU threads (default: SPDLAB_NUM_THREADS or all cores)", ""},
           device_flag(),
           {"out", "FILE", "where to write the checkpoint (.safetensors)", ""},
-          {"metrics", "FILE", "per-step metrics as JSON lines", ""}};
+          {"metrics", "FILE", "per-step metrics as JSON lines", ""},
+          {"checkpoint-every", "N", "save a resumable state every N steps (SIGINT/SIGTERM always save one)", "0"},
+          {"run-dir", "DIR", "where the resumable state and the lock live (default: OUT.run, removed on success)", ""},
+          {"resume", "DIR", "continue the interrupted run in DIR with the flags recorded there", ""}};
+}
+
+// The run directory of a training command, opened (and locked) once the inputs are known to be good, so a
+// bad flag or file leaves nothing behind. A new run refuses a directory holding an interrupted run's state.
+std::unique_ptr<RunDir> open_run_dir(const CommandLine& cl, const Args& a, const std::string& out) {
+  const bool resume = !cl.resume_dir().empty();
+  const std::string dir = resume ? cl.resume_dir() : a.has("run-dir") ? a.str("run-dir") : out + ".run";
+  auto run = std::make_unique<RunDir>(dir);
+  if (!resume) {
+    SPDLAB_CHECK(!run->exists("state.safetensors"), dir, " holds the state of an interrupted run; continue it with `",
+                 resume_hint(cl.command(), dir), "`, or remove ", dir, " to start over");
+    json::Value::Array args;
+    for (const auto& s : cl.args()) args.push_back(json::Value::string(s));
+    run->write_manifest(json::Value::object({{"command", json::Value::string(cl.command())},
+                                             {"args", json::Value::array(args)},
+                                             {"out", json::Value::string(out)}}));
+  }
+  return run;
+}
+
+// Trains with the run directory; an interrupted run says how to resume. A failed one keeps its last state (or,
+// having none, leaves no directory behind: see RunDir).
+TrainResult train_in_run_dir(models::VisionTransformer& model, const data::Dataset& data,
+                             data::SampleTransform transform, TrainOptions opt, RunDir& run, const CommandLine& cl) {
+  opt.run = &run;
+  opt.resume = !cl.resume_dir().empty();
+  try {
+    return train(model, data, std::move(transform), opt);
+  } catch (const Interrupted& e) {
+    throw Interrupted(e.signal(), std::string(e.what()) + "; resume with: " + resume_hint(cl.command(), run.dir()));
+  }
+}
+
+// Fails early, before any training, when the checkpoint could not be written.
+void check_out_path(const std::string& path) {
+  std::error_code ec;
+  SPDLAB_CHECK(!std::filesystem::is_directory(path, ec), "'", path, "' is a directory; expected a file name");
+  auto parent = std::filesystem::path(path).parent_path();
+  ensure_writable_dir(parent.empty() ? "." : parent.string());
 }
 
 void apply_threads(const Args& a) {
-  if (a.has("threads")) set_num_threads(static_cast<int>(a.integer("threads", 1)));
+  if (a.has("threads")) set_num_threads(static_cast<int>(a.integer("threads", 1, kMaxThreads)));
 }
 
 // The options every training command reads from common_train_flags().
@@ -81,20 +125,16 @@ TrainOptions train_options(const Args& a, const std::string& kind, const optim::
   TrainOptions opt;
   opt.optim = kind;
   opt.hp = hp;
-  opt.epochs = a.integer("epochs", 1);
-  opt.batch_size = a.integer("batch-size", 1);
+  opt.epochs = a.integer("epochs", 1, kMaxEpochs);
+  opt.batch_size = a.integer("batch-size", 1, kMaxBatch);
   opt.warmup_frac = a.nonneg("warmup");
   opt.clip = a.nonneg("clip");
-  opt.seed = static_cast<uint64_t>(a.integer("seed"));
+  opt.seed = a.seed("seed");
   opt.metrics_path = a.has("metrics") ? a.str("metrics") : "";
+  if (!opt.metrics_path.empty()) check_out_path(opt.metrics_path);
+  opt.checkpoint_every = a.integer("checkpoint-every", 0, kMaxEpochs * kMaxImages);
   opt.label = label;
   return opt;
-}
-
-// Fails early, before any training, when the checkpoint could not be written.
-void check_out_path(const std::string& path) {
-  auto parent = std::filesystem::path(path).parent_path();
-  ensure_writable_dir(parent.empty() ? "." : parent.string());
 }
 
 int run_pretrain(int argc, char** argv) {
@@ -104,8 +144,9 @@ int run_pretrain(int argc, char** argv) {
                              {"range", "B:E", "training images used", "0:50000"},
                              {"wd", "W", "AdamW weight decay", "0.05"}};
   for (auto& f : common_train_flags()) flags.push_back(f);
-  Args a("pretrain", "Pre-trains a foundation ViT with AdamW on several domains (PROTOCOL.md step 1).", flags, argc,
-         argv);
+  CommandLine cl = resume_command_line("pretrain", argc, argv);
+  Args a("pretrain", "Pre-trains a foundation ViT with AdamW on several domains (PROTOCOL.md step 1).", flags,
+         cl.argc(), cl.argv());
   if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
   apply_threads(a);
   models::ViTConfig cfg = models::vit_preset(a.str("arch"));
@@ -119,12 +160,14 @@ int run_pretrain(int argc, char** argv) {
   auto [b, e] = parse_range("range", a.str("range"), all.size());
   models::VisionTransformer model(cfg, opt.seed);
   model.to(apply_device(a));
-  TrainResult r = train(model, data::subset(all, b, e), data::random_domain_transform(domains), opt);
+  auto run = open_run_dir(cl, a, out);
+  TrainResult r = train_in_run_dir(model, data::subset(all, b, e), data::random_domain_transform(domains), opt, *run, cl);
   save_vit(model, out,
-           {{"spdlab.command", command_line(argc, argv)},
+           {{"spdlab.command", command_line(cl.argc(), cl.argv())},
             {"spdlab.seed", std::to_string(opt.seed)},
             {"spdlab.commit", SPDLAB_GIT_COMMIT},
             {"spdlab.train_seconds", std::to_string(r.seconds)}});
+  run->remove_all();
   std::fprintf(stderr, "pretrain: %lld steps in %.0f s, final loss %.4f; wrote %s\n", static_cast<long long>(r.steps),
                r.seconds, r.final_loss, out.c_str());
   return 0;
@@ -142,8 +185,9 @@ int run_finetune(int argc, char** argv) {
   for (auto& f : common_train_flags()) flags.push_back(f);
   for (auto& f : flags)
     if (f.name == "epochs") f.default_value = "2";
+  CommandLine cl = resume_command_line("finetune", argc, argv);
   Args a("finetune", "Fine-tunes a pre-trained ViT on one domain with the chosen optimizer (PROTOCOL.md step 2).",
-         flags, argc, argv);
+         flags, cl.argc(), cl.argv());
   if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
   apply_threads(a);
   std::string kind = a.str("optim");
@@ -159,8 +203,10 @@ int run_finetune(int argc, char** argv) {
   const auto& cfg = model->config();
   data::Dataset all = load_data(a.str("data"), true, cfg.in_chans, cfg.img_size, cfg.num_classes);
   auto [b, e] = parse_range("range", a.str("range"), all.size());
-  TrainResult r = train(*model, data::subset(all, b, e), data::domain_transform(domain), opt);
-  save_vit(*model, out, {{"spdlab.command", command_line(argc, argv)}, {"spdlab.commit", SPDLAB_GIT_COMMIT}});
+  auto run = open_run_dir(cl, a, out);
+  TrainResult r = train_in_run_dir(*model, data::subset(all, b, e), data::domain_transform(domain), opt, *run, cl);
+  save_vit(*model, out, {{"spdlab.command", command_line(cl.argc(), cl.argv())}, {"spdlab.commit", SPDLAB_GIT_COMMIT}});
+  run->remove_all();
   std::fprintf(stderr, "finetune: %lld steps in %.0f s, final loss %.4f; wrote %s\n",
                static_cast<long long>(r.steps), r.seconds, r.final_loss, out.c_str());
   return 0;
@@ -189,7 +235,7 @@ int run_eval(int argc, char** argv) {
   json::Value::Object accs;
   std::vector<std::pair<std::string, double>> rows;
   for (auto d : domains) {
-    double acc = evaluate(*model, test, d, static_cast<uint64_t>(a.integer("seed")), &progress, &step);
+    double acc = evaluate(*model, test, d, a.seed("seed"), &progress, &step);
     rows.emplace_back(data::domain_name(d), acc);
     accs.emplace_back(data::domain_name(d), json::Value::number(acc));
   }

@@ -49,7 +49,7 @@ int run_predict(int argc, char** argv) {
          argc, argv);
   if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
   auto images = a.list("image");
-  int64_t top = a.integer("top", 1);
+  int64_t top = a.integer("top", 1, kMaxImages);
   double t0 = now_seconds();
   models::LoadOptions load;
   if (a.has("ignore")) load.ignore = a.list("ignore");

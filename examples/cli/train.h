@@ -11,6 +11,8 @@
 
 namespace spdlab::cli {
 
+class RunDir;
+
 // A progress bar on a terminal, plain periodic lines otherwise (logs, CI). Shows step, loss, images/s, ETA.
 class Progress {
  public:
@@ -35,13 +37,21 @@ struct TrainOptions {
   double clip = 0;            // global grad-norm clip; 0 = off
   uint64_t seed = 0;
   bool anchor_to_init = true;  // L2-SP and SPD anchor every tensor at the initial (pre-trained) values
-  std::string metrics_path;    // JSON lines, one per step; empty = none
+  std::string metrics_path;    // JSON lines, one per step, written (atomically) when the run ends; empty = none
   std::string label = "train";
+  // Interruption and resume (run_state.h). With a run directory, every `checkpoint_every` steps (0: only when
+  // SIGINT/SIGTERM stops the run) the model, the optimizer's state, the step, the data position, the dropout
+  // generator and the metrics so far go to run->file("state.safetensors"); with `resume`, training continues
+  // from there and ends with the same bits as an uninterrupted run (on the CPU).
+  RunDir* run = nullptr;
+  int64_t checkpoint_every = 0;
+  bool resume = false;
 };
 
 struct TrainResult {
   double seconds = 0, final_loss = 0;
   int64_t steps = 0;
+  int64_t resumed_at = 0;  // the step a resumed run continued from (0: from the start)
   std::vector<optim::SpdTensorStats> spd_stats;  // empty unless optim == spd
 };
 
@@ -70,6 +80,9 @@ std::string layer_of(const std::string& tensor_name);
 
 // Ensures the directory exists and is writable, with an error naming it otherwise.
 void ensure_writable_dir(const std::string& dir);
+// Checks, creating nothing, that `dir` is a writable directory or could be made as one (its nearest existing
+// ancestor is a writable directory).
+void check_out_dir(const std::string& dir);
 // Writes text atomically (temp file and rename) with an error naming the path.
 void write_text_atomic(const std::string& path, const std::string& text);
 
