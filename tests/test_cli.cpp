@@ -141,6 +141,8 @@ TEST_CASE("bad flags and values are explained") {
   check_fails(base + "--lr fast", "--lr expects a number, got 'fast'", out);
   check_fails(base + "--epochs 1.5", "--epochs expects an integer, got '1.5'", out);
   check_fails(base + "--bogus 1", "unknown flag --bogus", out);
+  check_fails("finetune --init " + model + " --out ''", "--out expects a value (FILE), got an empty string");
+  check_fails("eval --model " + model + " --json=", "--json expects a value (FILE), got an empty string");
   check_fails("pretrain --arch vit_gigantic --out " + out.string(), "unknown architecture 'vit_gigantic'", out);
   check_fails("eval --model " + model + " --domain clean,fog", "fog");
 }

@@ -36,6 +36,8 @@ Args::Args(std::string command, std::string summary, std::vector<Flag> flags, in
       SPDLAB_CHECK(i + 1 < argc, command_, ": --", name, " expects a value (", f.value, ")");
       value = argv[++i];
     }
+    SPDLAB_CHECK(f.value.empty() || !value.empty(), command_, ": --", name, " expects a value (", f.value,
+                 "), got an empty string");
     values_[name] = value;
   }
 }
