@@ -236,13 +236,17 @@ int run_compare(int argc, char** argv) {
   }
   Value::Array args_json;
   for (const auto& s : cl.args()) args_json.push_back(Value::string(s));
-  auto write_manifest = [&](const char* status) {
+  // run.json: the flags, the study's status, and the runs complete so far (each also has its <run>.json).
+  auto write_manifest = [&](const char* status, const std::vector<Run>& done) {
+    Value::Array complete;
+    for (const Run& r : done) complete.push_back(Value::string(r.optim + "-seed" + std::to_string(r.seed)));
     study.write_manifest(Value::object({{"command", Value::string("compare")},
                                         {"args", Value::array(manifest.is_null() ? args_json : Value::Array(
                                                                   manifest.find("args")->as_array()))},
-                                        {"status", Value::string(status)}}));
+                                        {"status", Value::string(status)},
+                                        {"complete", Value::array(complete)}}));
   };
-  write_manifest("running");
+  write_manifest("running", {});
   // Outputs of the whole study are written at the end; until then none from an earlier attempt may remain.
   for (const char* f : {"results.json", "results.csv", "report.md", "id_vs_ood.svg", "per_domain.svg",
                         "per_layer_deviation.svg", "timing.json"})
@@ -328,6 +332,7 @@ int run_compare(int argc, char** argv) {
                    label, 100 * r.id, 100 * r.ood_mean, r.deviation, done,
                    per_run * (total_runs - static_cast<int64_t>(runs.size()) - 1));
       runs.push_back(std::move(r));
+      write_manifest("running", runs);
     }
   }
 
@@ -531,7 +536,7 @@ int run_compare(int argc, char** argv) {
                                               {"device_name", Value::string(kernels::get(device).name())},
                                               {"cpu_isa", Value::string(kernels::cpu_isa())}})) +
                         "\n");
-  write_manifest("complete");
+  write_manifest("complete", runs);
   std::fputs(md.str().c_str(), stdout);
   std::fprintf(stderr, "compare: done in %.0f s; results in %s\n", total, out.c_str());
   return 0;
