@@ -517,8 +517,22 @@ TEST_CASE("image: load a PNG as RGB and as gray; errors for missing and non-imag
 
   CHECK_THROWS_WITH_AS(io::load_image(tmp.file("missing.png")), doctest::Contains("no such file"), Error);
   write_raw(tmp.file("text.png"), Bytes{'h', 'e', 'l', 'l', 'o'});
-  CHECK_THROWS_WITH_AS(io::load_image(tmp.file("text.png")), doctest::Contains("is not a readable image"), Error);
+  CHECK_THROWS_WITH_AS(io::load_image(tmp.file("text.png")),
+                       doctest::Contains("is not a readable PNG, JPEG or BMP image"), Error);
   CHECK_THROWS_WITH_AS(io::load_image(png, 2), doctest::Contains("channels must be 1 or 3"), Error);
+}
+
+TEST_CASE("image: files the fuzzer found are refused before stb_image misreads them") {
+  // A JPEG whose Huffman table declares more than 256 codes: Debian's stb_image writes past its code-length
+  // array on it (UBSan, tests/fuzz/run.sh image); spdlab checks the tables first.
+  CHECK_THROWS_WITH_AS(io::load_image(test::reference_path("fuzz/jpeg_huffman_overflow.jpg")),
+                       doctest::Contains("is a corrupt JPEG: a Huffman table at byte"), Error);
+  // A PNM header with a width past int's range: the PNM decoder (signed overflow in it) is not built.
+  TempDir tmp;
+  write_raw(tmp.file("big.pgm"), Bytes{'P', '5', '\n', '9', '9', '9', '9', '9', '9', '9', '9', '9', '9', ' ', '1',
+                                       '\n', '2', '5', '5', '\n', 0});
+  CHECK_THROWS_WITH_AS(io::load_image(tmp.file("big.pgm")), doctest::Contains("is not a readable PNG, JPEG or BMP"),
+                       Error);
 }
 
 TEST_CASE("image: bilinear resize matches torch (align_corners=False) and PIL") {

@@ -4,9 +4,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 
+// Only the decoders image datasets use are compiled: fewer parsers of untrusted bytes. (tests/fuzz found signed
+// overflow in stb_image's PNM header reader, which is now not built at all.)
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
 #define STB_IMAGE_IMPLEMENTATION
 #include "stb_image.h"
 
@@ -65,20 +73,60 @@ std::vector<Taps> make_taps(int64_t in, int64_t out, Interp interp, bool antiali
   return taps;
 }
 
+// Debian's stb_image writes past a Huffman table's 257-entry code-length array when a JPEG's DHT segment
+// declares more than 256 codes (found by tests/fuzz under UBSan). Such a file is corrupt, so the markers are
+// walked here first and it is refused before stb_image reads it.
+void check_jpeg_huffman_tables(const std::vector<unsigned char>& b, const std::string& path) {
+  size_t i = 2;  // after SOI
+  while (i + 1 < b.size()) {
+    if (b[i] != 0xFF) {  // entropy-coded data between the markers
+      ++i;
+      continue;
+    }
+    const unsigned char m = b[i + 1];
+    if (m == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {  // stuffed zero, TEM, RSTn: no length
+      i += 2;
+      continue;
+    }
+    if (m == 0xD9 || i + 4 > b.size()) return;  // EOI, or a truncation stb_image reports itself
+    const size_t len = (size_t{b[i + 2]} << 8) | b[i + 3], end = std::min(b.size(), i + 2 + len);
+    if (m == 0xC4) {  // DHT: per table, a class/id byte, 16 code counts, then the values
+      for (size_t p = i + 4; p + 17 <= end;) {
+        size_t codes = 0;
+        for (size_t k = 1; k <= 16; ++k) codes += b[p + k];
+        SPDLAB_CHECK(codes <= 256, "load_image: '", path, "' is a corrupt JPEG: a Huffman table at byte ", p,
+                     " declares ", codes, " codes (at most 256)");
+        p += 17 + codes;
+      }
+    }
+    i += 2 + std::max<size_t>(len, 2);
+  }
+}
+
 }  // namespace
 
 Tensor load_image(const std::string& path, int channels) {
   SPDLAB_CHECK(channels == 1 || channels == 3, "load_image: channels must be 1 or 3; got ", channels);
   std::error_code ec;
   SPDLAB_CHECK(std::filesystem::is_regular_file(path, ec), "load_image: cannot open '", path, "': no such file");
+  std::ifstream f(path, std::ios::binary);
+  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  SPDLAB_CHECK(!f.bad(), "load_image: cannot read '", path, "'");
+  SPDLAB_CHECK(bytes.size() <= size_t{INT32_MAX}, "load_image: '", path, "' is ", bytes.size(), " bytes; at most 2 GiB");
+  if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) check_jpeg_huffman_tables(bytes, path);
+  const int n = static_cast<int>(bytes.size());
   int w = 0, h = 0, in_channels = 0;
   // The header first: a few bytes can claim any size, and decoding would allocate it before finding out.
-  if (stbi_info(path.c_str(), &w, &h, &in_channels))
+  if (stbi_info_from_memory(bytes.data(), n, &w, &h, &in_channels))
     SPDLAB_CHECK(int64_t{w} * h <= kMaxImagePixels, "load_image: '", path, "' claims ", w, "x", h,
                  " pixels; images up to ", kMaxImagePixels, " pixels (8192x8192) are read");
-  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(stbi_load(path.c_str(), &w, &h, &in_channels, channels),
-                                                   stbi_image_free);
-  SPDLAB_CHECK(pixels != nullptr, "load_image: '", path, "' is not a readable image (PNG, JPEG, BMP, ...): ",
+  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
+      stbi_load_from_memory(bytes.data(), n, &w, &h, &in_channels, channels), stbi_image_free);
+  SPDLAB_CHECK(pixels != nullptr, "load_image: '", path, "' is not a readable PNG, JPEG or BMP image: ",
                stbi_failure_reason());
   Tensor img = Tensor::empty({channels, h, w});
   float* dst = img.data<float>();

@@ -1,4 +1,4 @@
-// Image files to tensors (stb_image: PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PNM) and the resampling,
+// Image files to tensors (stb_image, built with its PNG, JPEG and BMP decoders only) and the resampling,
 // cropping and normalization that image models expect. Images are f32 [C, H, W] on the CPU.
 // No writing and no color management; batches of images are the data/ layer's job.
 #pragma once
