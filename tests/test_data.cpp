@@ -527,6 +527,10 @@ TEST_CASE("image: files the fuzzer found are refused before stb_image misreads t
   // array on it (UBSan, tests/fuzz/run.sh image); spdlab checks the tables first.
   CHECK_THROWS_WITH_AS(io::load_image(test::reference_path("fuzz/jpeg_huffman_overflow.jpg")),
                        doctest::Contains("is a corrupt JPEG: a Huffman table at byte"), Error);
+  // ... and one whose last table's counts run past the end of the file, which stb_image reads as zeros after
+  // the bytes that are there (822 codes here).
+  CHECK_THROWS_WITH_AS(io::load_image(test::reference_path("fuzz/jpeg_huffman_past_end.jpg")),
+                       doctest::Contains("a Huffman table at byte 458 declares 822 codes"), Error);
   // A PNM header with a width past int's range: the PNM decoder (signed overflow in it) is not built.
   TempDir tmp;
   write_raw(tmp.file("big.pgm"), Bytes{'P', '5', '\n', '9', '9', '9', '9', '9', '9', '9', '9', '9', '9', ' ', '1',

@@ -93,14 +93,20 @@ void check_jpeg_huffman_tables(const std::vector<unsigned char>& b, const std::s
       continue;
     }
     if (m == 0xD9 || i + 4 > b.size()) return;  // EOI, or a truncation stb_image reports itself
-    const size_t len = (size_t{b[i + 2]} << 8) | b[i + 3], end = std::min(b.size(), i + 2 + len);
-    if (m == 0xC4) {  // DHT: per table, a class/id byte, 16 code counts, then the values
-      for (size_t p = i + 4; p + 17 <= end;) {
+    const size_t len = (size_t{b[i + 2]} << 8) | b[i + 3];
+    if (m == 0xC4) {
+      // DHT: per table, a class/id byte, 16 code counts, then the values. Read as stb_image reads it: tables
+      // while the declared length lasts, even one that crosses the segment's or the file's end (bytes past the
+      // end read as 0).
+      auto at = [&](size_t k) -> size_t { return k < b.size() ? b[k] : 0; };
+      int64_t left = int64_t(len) - 2;
+      for (size_t p = i + 4; left > 0 && p < b.size();) {
         size_t codes = 0;
-        for (size_t k = 1; k <= 16; ++k) codes += b[p + k];
+        for (size_t k = 1; k <= 16; ++k) codes += at(p + k);
         SPDLAB_CHECK(codes <= 256, "load_image: '", path, "' is a corrupt JPEG: a Huffman table at byte ", p,
                      " declares ", codes, " codes (at most 256)");
         p += 17 + codes;
+        left -= int64_t(17 + codes);
       }
     }
     i += 2 + std::max<size_t>(len, 2);
