@@ -113,6 +113,34 @@ void check_jpeg_huffman_tables(const std::vector<unsigned char>& b, const std::s
   }
 }
 
+// stb_image reads missing bytes as 0, so a BMP header claiming 8192x8192 on a 60-byte file decoded to a black
+// 8192x8192 image (tests/fuzz, as a timeout). An uncompressed BMP must hold every row it declares.
+void check_bmp_size(const std::vector<unsigned char>& b, const std::string& path) {
+  auto u16 = [&](size_t k) { return uint32_t(b[k]) | uint32_t(b[k + 1]) << 8; };
+  auto u32 = [&](size_t k) { return u16(k) | u16(k + 2) << 16; };
+  if (b.size() < 26) return;  // too short for a header: stb_image reports it
+  const uint64_t offset = u32(10), dib = u32(14);
+  int64_t w = 0, h = 0;
+  uint32_t bpp = 0, compression = 0;
+  if (dib == 12) {
+    w = int16_t(u16(18));
+    h = int16_t(u16(20));
+    bpp = u16(24);
+  } else if (dib >= 40 && b.size() >= 34) {
+    w = int32_t(u32(18));
+    h = int32_t(u32(22));
+    bpp = u16(28);
+    compression = u32(30);
+  } else {
+    return;
+  }
+  if ((compression != 0 && compression != 3) || w <= 0 || h == 0 || bpp == 0 || bpp > 32) return;
+  const uint64_t stride = (uint64_t(w) * bpp + 31) / 32 * 4, rows = uint64_t(h < 0 ? -h : h);
+  SPDLAB_CHECK(stride * rows <= uint64_t(INT64_MAX) - offset && offset + stride * rows <= b.size(), "load_image: '",
+               path, "' is a truncated BMP: ", w, "x", rows, " pixels at ", bpp, " bits need ", offset + stride * rows,
+               " bytes, the file has ", b.size());
+}
+
 }  // namespace
 
 Tensor load_image(const std::string& path, int channels) {
@@ -124,6 +152,7 @@ Tensor load_image(const std::string& path, int channels) {
   SPDLAB_CHECK(!f.bad(), "load_image: cannot read '", path, "'");
   SPDLAB_CHECK(bytes.size() <= size_t{INT32_MAX}, "load_image: '", path, "' is ", bytes.size(), " bytes; at most 2 GiB");
   if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) check_jpeg_huffman_tables(bytes, path);
+  if (bytes.size() >= 2 && bytes[0] == 'B' && bytes[1] == 'M') check_bmp_size(bytes, path);
   const int n = static_cast<int>(bytes.size());
   int w = 0, h = 0, in_channels = 0;
   // The header first: a few bytes can claim any size, and decoding would allocate it before finding out.

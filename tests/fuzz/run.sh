@@ -26,10 +26,11 @@ for t in "${targets[@]}"; do
   mkdir -p "$scratch" "$findings"
   cp tests/fuzz/corpus/"$t"/* "$scratch"/
   log=build-fuzz/fuzz_$t.log
-  # One process, no forking: -max_total_time bounds it; 2 GiB RSS and 10 s per input are findings, not hangs.
+  # One process, no forking: -max_total_time bounds it; 2 GiB RSS and 30 s per input are findings. (A legal
+  # 8192x8192 image takes seconds to decode under ASan on a busy 2-core machine; 30 s is a hang.)
   if ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
      OMP_NUM_THREADS=1 SPDLAB_NUM_THREADS=1 \
-     ./build-fuzz/fuzz_"$t" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -max_len=65536 \
+     ./build-fuzz/fuzz_"$t" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=30 -max_len=65536 \
        -artifact_prefix="$findings"/ -print_final_stats=1 "$scratch" >"$log" 2>&1; then
     status=ok
   else
