@@ -531,6 +531,9 @@ TEST_CASE("image: files the fuzzer found are refused before stb_image misreads t
   // the bytes that are there (822 codes here).
   CHECK_THROWS_WITH_AS(io::load_image(test::reference_path("fuzz/jpeg_huffman_past_end.jpg")),
                        doctest::Contains("a Huffman table at byte 458 declares 822 codes"), Error);
+  // ... and one that starts with 0xFF fill bytes before SOI, which stb_image also takes for a JPEG.
+  CHECK_THROWS_WITH_AS(io::load_image(test::reference_path("fuzz/jpeg_fill_before_soi.jpg")),
+                       doctest::Contains("a Huffman table at byte 10 declares 1372 codes"), Error);
   // A BMP declaring 61 x 1048578 pixels in 78 bytes: stb_image would decode the missing rows as black (slowly).
   CHECK_THROWS_WITH_AS(io::load_image(test::reference_path("fuzz/bmp_truncated_rows.bmp")),
                        doctest::Contains("is a truncated BMP: 61x1048578 pixels at 24 bits need 192938406 bytes, the "

@@ -77,7 +77,11 @@ std::vector<Taps> make_taps(int64_t in, int64_t out, Interp interp, bool antiali
 // declares more than 256 codes (found by tests/fuzz under UBSan). Such a file is corrupt, so the markers are
 // walked here first and it is refused before stb_image reads it.
 void check_jpeg_huffman_tables(const std::vector<unsigned char>& b, const std::string& path) {
-  size_t i = 2;  // after SOI
+  // stb_image takes a file for a JPEG when, after any number of 0xFF fill bytes, the next byte is SOI (0xD8).
+  size_t i = 0;
+  while (i < b.size() && b[i] == 0xFF) ++i;
+  if (i == 0 || i >= b.size() || b[i] != 0xD8) return;
+  ++i;
   while (i + 1 < b.size()) {
     if (b[i] != 0xFF) {  // entropy-coded data between the markers
       ++i;
@@ -151,7 +155,7 @@ Tensor load_image(const std::string& path, int channels) {
   const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   SPDLAB_CHECK(!f.bad(), "load_image: cannot read '", path, "'");
   SPDLAB_CHECK(bytes.size() <= size_t{INT32_MAX}, "load_image: '", path, "' is ", bytes.size(), " bytes; at most 2 GiB");
-  if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) check_jpeg_huffman_tables(bytes, path);
+  check_jpeg_huffman_tables(bytes, path);
   if (bytes.size() >= 2 && bytes[0] == 'B' && bytes[1] == 'M') check_bmp_size(bytes, path);
   const int n = static_cast<int>(bytes.size());
   int w = 0, h = 0, in_channels = 0;
