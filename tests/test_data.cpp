@@ -539,6 +539,10 @@ TEST_CASE("image: files the fuzzer found are refused before stb_image misreads t
                        doctest::Contains("is a truncated BMP: 61x1048578 pixels at 24 bits need 192938406 bytes, the "
                                          "file has 78"),
                        Error);
+  // A 117-byte PNG whose IDAT chunk declares 1145110588 bytes: stb_image would allocate that much first.
+  CHECK_THROWS_WITH_AS(io::load_image(test::reference_path("fuzz/png_huge_chunk.png")),
+                       doctest::Contains("is a truncated PNG: its IDAT chunk at byte 105 declares 1145110588 bytes"),
+                       Error);
   // A PNM header with a width past int's range: the PNM decoder (signed overflow in it) is not built.
   TempDir tmp;
   write_raw(tmp.file("big.pgm"), Bytes{'P', '5', '\n', '9', '9', '9', '9', '9', '9', '9', '9', '9', '9', ' ', '1',

@@ -145,6 +145,22 @@ void check_bmp_size(const std::vector<unsigned char>& b, const std::string& path
                " bytes, the file has ", b.size());
 }
 
+// stb_image grows its buffer to a PNG chunk's declared length before reading the chunk, so 60 bytes claiming a
+// 2 GiB IDAT made it allocate 2 GiB (tests/fuzz, as an out-of-memory). Every chunk must fit in the file.
+void check_png_chunks(const std::vector<unsigned char>& b, const std::string& path) {
+  static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (b.size() < 8 || !std::equal(sig, sig + 8, b.begin())) return;
+  for (size_t i = 8; i + 8 <= b.size();) {
+    const uint64_t len = uint64_t(b[i]) << 24 | uint64_t(b[i + 1]) << 16 | uint64_t(b[i + 2]) << 8 | b[i + 3];
+    const std::string type(reinterpret_cast<const char*>(&b[i + 4]), 4);
+    SPDLAB_CHECK(i + 12 + len <= b.size(), "load_image: '", path, "' is a truncated PNG: its ", type,
+                 " chunk at byte ", i, " declares ", len, " bytes, ", b.size() - std::min(b.size(), i + 12),
+                 " remain");
+    if (type == "IEND") return;
+    i += 12 + len;
+  }
+}
+
 }  // namespace
 
 Tensor load_image(const std::string& path, int channels) {
@@ -156,6 +172,7 @@ Tensor load_image(const std::string& path, int channels) {
   SPDLAB_CHECK(!f.bad(), "load_image: cannot read '", path, "'");
   SPDLAB_CHECK(bytes.size() <= size_t{INT32_MAX}, "load_image: '", path, "' is ", bytes.size(), " bytes; at most 2 GiB");
   check_jpeg_huffman_tables(bytes, path);
+  check_png_chunks(bytes, path);
   if (bytes.size() >= 2 && bytes[0] == 'B' && bytes[1] == 'M') check_bmp_size(bytes, path);
   const int n = static_cast<int>(bytes.size());
   int w = 0, h = 0, in_channels = 0;
