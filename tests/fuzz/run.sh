@@ -5,6 +5,8 @@
 # crash, leak, sanitizer report or timeout, and leaves the reproducer in build-fuzz/findings/<target>/.
 #
 #   bash tests/fuzz/run.sh [SECONDS] [TARGET...]        targets: safetensors json idx image flags
+# FUZZ_SEED (default 1) fixes libFuzzer's mutation sequence, so a CI run does not pass or fail by chance;
+# FUZZ_SEED=0 draws a new one each run (for long runs that should explore new ground).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-60}
@@ -31,7 +33,7 @@ for t in "${targets[@]}"; do
   if ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
      OMP_NUM_THREADS=1 SPDLAB_NUM_THREADS=1 \
      ./build-fuzz/fuzz_"$t" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=30 -max_len=65536 \
-       -artifact_prefix="$findings"/ -print_final_stats=1 "$scratch" >"$log" 2>&1; then
+       -artifact_prefix="$findings"/ -print_final_stats=1 -seed="${FUZZ_SEED:-1}" "$scratch" >"$log" 2>&1; then
     status=ok
   else
     status=FAILED
