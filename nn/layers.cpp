@@ -52,9 +52,19 @@ Tensor Dropout::forward(const Tensor& x) const {
   return dropout(x, p, true, *gen);
 }
 
-Mlp::Mlp(int64_t dim, int64_t hidden, double drop_p, Generator& gen, Generator* drop_gen) {
+Activation parse_activation(const std::string& name) {
+  if (name == "gelu") return Activation::gelu;
+  if (name == "quick_gelu") return Activation::quick_gelu;
+  SPDLAB_FAIL("unknown activation '", name, "'; expected gelu or quick_gelu");
+}
+
+std::string activation_name(Activation a) { return a == Activation::quick_gelu ? "quick_gelu" : "gelu"; }
+
+Tensor quick_gelu(const Tensor& x) { return mul(x, add(mul(tanh(mul(x, 0.851)), 0.5), 0.5)); }
+
+Mlp::Mlp(int64_t dim, int64_t hidden, double drop_p, Generator& gen, Generator* drop_gen, Activation activation) {
   fc1 = register_module("fc1", std::make_shared<Linear>(dim, hidden, true, gen));
-  act = register_module("act", std::make_shared<GELU>());
+  act = register_module("act", std::make_shared<GELU>(GeluApprox::none, activation));
   fc2 = register_module("fc2", std::make_shared<Linear>(hidden, dim, true, gen));
   drop = register_module("drop", std::make_shared<Dropout>(drop_p, drop_gen));
 }
@@ -62,7 +72,7 @@ Mlp::Mlp(int64_t dim, int64_t hidden, double drop_p, Generator& gen, Generator* 
 Tensor Mlp::forward_hidden(const Tensor& h) const {
   // Without dropout between them, GELU and fc2 run as one op that keeps only h for backward (half the
   // MLP's saved activations); the result is the same.
-  if (act->approx == GeluApprox::none && (!drop->is_training() || drop->p == 0))
+  if (act->kind == Activation::gelu && act->approx == GeluApprox::none && (!drop->is_training() || drop->p == 0))
     return gelu_linear(h, fc2->weight, fc2->bias_or_none());
   return drop->forward(fc2->forward(drop->forward(act->forward(h))));
 }
@@ -78,12 +88,12 @@ Tensor Attention::forward_qkv(const Tensor& qkv_out, int64_t queries) const {
 }
 
 Block::Block(int64_t dim, int64_t heads, double mlp_ratio, double eps, double drop_p, Generator& gen,
-             Generator* drop_gen) {
+             Generator* drop_gen, Activation activation) {
   norm1 = register_module("norm1", std::make_shared<LayerNorm>(dim, eps));
   attn = register_module("attn", std::make_shared<Attention>(dim, heads, true, gen));
   norm2 = register_module("norm2", std::make_shared<LayerNorm>(dim, eps));
   int64_t hidden = static_cast<int64_t>(std::llround(dim * mlp_ratio));
-  mlp = register_module("mlp", std::make_shared<Mlp>(dim, hidden, drop_p, gen, drop_gen));
+  mlp = register_module("mlp", std::make_shared<Mlp>(dim, hidden, drop_p, gen, drop_gen, activation));
 }
 
 Tensor Block::forward(const Tensor& x) const { return forward_queries(x, -1); }
@@ -104,14 +114,15 @@ Tensor Block::forward_queries(const Tensor& x_in, int64_t queries) const {
                     layer_norm_linear(x, norm2->weight, norm2->bias, norm2->eps, fc1.weight, fc1.bias_or_none())));
 }
 
-PatchEmbed::Proj::Proj(int64_t in_chans, int64_t dim, int64_t patch, Generator& gen)
-    : weight(register_parameter("weight", trunc({dim, in_chans, patch, patch}, 0.02, gen))),
-      bias(register_parameter("bias", Tensor::zeros({dim}))) {}
+PatchEmbed::Proj::Proj(int64_t in_chans, int64_t dim, int64_t patch, bool with_bias, Generator& gen)
+    : weight(register_parameter("weight", trunc({dim, in_chans, patch, patch}, 0.02, gen))) {
+  if (with_bias) bias = &register_parameter("bias", Tensor::zeros({dim}));
+}
 
-PatchEmbed::PatchEmbed(int64_t img, int64_t patch, int64_t chans, int64_t dim, Generator& gen)
+PatchEmbed::PatchEmbed(int64_t img, int64_t patch, int64_t chans, int64_t dim, Generator& gen, bool with_bias)
     : img_size(img), patch_size(patch), in_chans(chans), embed_dim(dim) {
   SPDLAB_CHECK(patch > 0 && img % patch == 0, "PatchEmbed: img_size ", img, " is not divisible by patch_size ", patch);
-  proj = register_module("proj", std::make_shared<Proj>(chans, dim, patch, gen));
+  proj = register_module("proj", std::make_shared<Proj>(chans, dim, patch, with_bias, gen));
 }
 
 Tensor PatchEmbed::forward(const Tensor& x) const {
@@ -120,7 +131,7 @@ Tensor PatchEmbed::forward(const Tensor& x) const {
                shape_str(x.shape()));
   // A stride-P convolution is a product of the unfolded patches with the flattened kernel.
   Tensor patches = unfold_patches(x, patch_size);  // [B, N, C*P*P]
-  return linear(patches, proj->weight.reshape({embed_dim, -1}), proj->bias);
+  return linear(patches, proj->weight.reshape({embed_dim, -1}), proj->bias ? *proj->bias : Tensor());
 }
 
 Embedding::Embedding(int64_t num, int64_t dim, Generator& gen)

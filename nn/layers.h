@@ -35,17 +35,28 @@ struct Dropout : Module {
   Tensor forward(const Tensor& x) const;
 };
 
+// The MLP's activation: exact GELU (timm's ViTs, open_clip models trained with nn.GELU) or QuickGELU,
+// x * sigmoid(1.702 x), which OpenAI's CLIP weights were trained with.
+enum class Activation { gelu, quick_gelu };
+Activation parse_activation(const std::string& name);  // "gelu" or "quick_gelu"
+std::string activation_name(Activation a);
+
+// x * sigmoid(1.702 x), written as x * (0.5 + 0.5 tanh(0.851 x)) from ops that each have a backward.
+Tensor quick_gelu(const Tensor& x);
+
 struct GELU : Module {
   GeluApprox approx;
-  explicit GELU(GeluApprox a = GeluApprox::none) : approx(a) {}
-  Tensor forward(const Tensor& x) const { return gelu(x, approx); }
+  Activation kind;
+  explicit GELU(GeluApprox a = GeluApprox::none, Activation k = Activation::gelu) : approx(a), kind(k) {}
+  Tensor forward(const Tensor& x) const { return kind == Activation::quick_gelu ? quick_gelu(x) : gelu(x, approx); }
 };
 
-struct Mlp : Module {  // fc1 -> GELU -> dropout -> fc2 -> dropout
+struct Mlp : Module {  // fc1 -> activation -> dropout -> fc2 -> dropout
   std::shared_ptr<Linear> fc1, fc2;
   std::shared_ptr<GELU> act;
   std::shared_ptr<Dropout> drop;
-  Mlp(int64_t dim, int64_t hidden, double drop_p, Generator& gen, Generator* drop_gen);
+  Mlp(int64_t dim, int64_t hidden, double drop_p, Generator& gen, Generator* drop_gen,
+      Activation activation = Activation::gelu);
   Tensor forward(const Tensor& x) const { return forward_hidden(fc1->forward(x)); }
   Tensor forward_hidden(const Tensor& h) const;  // the rest of the MLP, from fc1's output
 };
@@ -63,7 +74,8 @@ struct Block : Module {  // pre-norm transformer block: x + attn(norm1(x)), then
   std::shared_ptr<LayerNorm> norm1, norm2;
   std::shared_ptr<Attention> attn;
   std::shared_ptr<Mlp> mlp;
-  Block(int64_t dim, int64_t heads, double mlp_ratio, double eps, double drop_p, Generator& gen, Generator* drop_gen);
+  Block(int64_t dim, int64_t heads, double mlp_ratio, double eps, double drop_p, Generator& gen, Generator* drop_gen,
+        Activation activation = Activation::gelu);
   Tensor forward(const Tensor& x) const;
   // Row 0 of forward(x), as [B, 1, C], computing only what reaches it: the class token's query attends to
   // every token's key and value, and proj, norm2 and the MLP run on one row per image. A class-token
@@ -76,13 +88,13 @@ struct Block : Module {  // pre-norm transformer block: x + attn(norm1(x)), then
 
 struct PatchEmbed : Module {  // [B, C, H, W] -> [B, (H/P)(W/P), D]
   struct Proj : Module {
-    Tensor& weight;  // [D, C, P, P], as timm's Conv2d
-    Tensor& bias;    // [D]
-    Proj(int64_t in_chans, int64_t dim, int64_t patch, Generator& gen);
+    Tensor& weight;          // [D, C, P, P], as timm's Conv2d
+    Tensor* bias = nullptr;  // [D]; CLIP's patch embedding has none
+    Proj(int64_t in_chans, int64_t dim, int64_t patch, bool with_bias, Generator& gen);
   };
   std::shared_ptr<Proj> proj;
   int64_t img_size, patch_size, in_chans, embed_dim;
-  PatchEmbed(int64_t img, int64_t patch, int64_t in_chans, int64_t dim, Generator& gen);
+  PatchEmbed(int64_t img, int64_t patch, int64_t in_chans, int64_t dim, Generator& gen, bool with_bias = true);
   int64_t num_patches() const { return (img_size / patch_size) * (img_size / patch_size); }
   Tensor forward(const Tensor& x) const;
 };

@@ -6,6 +6,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "nn/layers.h"
 
 using namespace spdlab;
 using autograd::NoGradGuard;
@@ -150,6 +151,7 @@ TEST_CASE("gradcheck over every op") {
       {"relu", [](auto& v) { return relu(sub(v[0], 1.2)); }, {pos({8}, 20)}},
       {"gelu", [](auto& v) { return gelu(v[0]); }, {rnd({8}, 21)}},
       {"gelu tanh", [](auto& v) { return gelu(v[0], GeluApprox::tanh); }, {rnd({8}, 22)}},
+      {"quick_gelu (CLIP)", [](auto& v) { return nn::quick_gelu(v[0]); }, {rnd({8}, 23)}},
       {"sum axes keepdim", [](auto& v) { return sum(v[0], {0, 2}, true); }, {rnd({2, 3, 4}, 23)}},
       {"sum all", [](auto& v) { return sum(v[0]); }, {rnd({2, 3}, 24)}},
       {"mean", [](auto& v) { return mean(v[0], {1}); }, {rnd({2, 3, 4}, 25)}},

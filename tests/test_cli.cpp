@@ -182,7 +182,7 @@ TEST_CASE("checkpoints of the wrong kind or architecture") {
   const fs::path& d = tmp.path;
   fs::path out = d / "ft.safetensors";
   std::string traces = test::reference_path("optim_traces.safetensors");
-  check_fails("finetune --init " + traces + " --out " + out.string(), "was not written by spdlab", out);
+  check_fails("finetune --init " + traces + " --out " + out.string(), "not a Vision Transformer checkpoint spdlab knows", out);
   // Metadata of one architecture over the tensors of another: every mismatch is reported.
   std::string model = tiny_model(d);
   std::string meta_lies = (d / "lies.safetensors").string();

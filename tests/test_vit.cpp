@@ -2,6 +2,7 @@
 // load errors, Hugging Face name mapping, head replacement, pos-embed resampling and freezing.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -291,3 +292,161 @@ TEST_CASE("the ViT on the GPU: logits and input gradient match PyTorch (28x28 fi
   CHECK(gerr / scale < 1e-4);
 }
 }
+
+// ---- checkpoints without spdlab metadata: CLIP image towers and timm files, config read from shapes ----
+
+TEST_SUITE("vit") {
+
+namespace {
+void check_clip_file(const std::string& file) {
+  io::SafetensorsFile ref(test::reference_path("clip_ref.safetensors"));
+  for (const char* act : {"quick_gelu", "gelu"}) {
+    ModelSpec spec;
+    spec.num_classes = 5;
+    spec.num_heads = 2;
+    if (std::string(act) == "gelu") spec.act = "gelu";
+    ModelInfo info;
+    auto model = load_model(test::reference_path(file), spec, Device::cpu, &info);
+    const ViTConfig& c = info.cfg;
+    CHECK(c.embed_dim == 64);
+    CHECK(c.depth == 2);
+    CHECK(c.num_heads == 2);
+    CHECK(c.mlp_ratio == 2.0);
+    CHECK(c.patch_size == 8);
+    CHECK(c.img_size == 32);
+    CHECK(c.in_chans == 3);
+    CHECK(c.proj_dim == 32);
+    CHECK(c.pre_norm);
+    CHECK(!c.patch_bias);
+    CHECK(c.eps == 1e-5);
+    CHECK(nn::activation_name(c.act) == act);
+    CHECK(info.fresh_head);
+    CHECK(info.file_classes == 0);
+    CHECK(model->head->weight.shape() == Shape{5, 32});
+    autograd::NoGradGuard ng;
+    model->head->weight.copy_(ref.load("head_weight"));
+    model->head->bias->copy_(ref.load("head_bias"));
+    model->eval();
+    const Tensor x = ref.load("input");
+    const double ferr = max_abs_diff(model->forward_features(x), ref.load(std::string("features_") + act));
+    const double err = max_abs_diff(model->forward(x), ref.load(std::string("logits_") + act));
+    MESSAGE(file, " with ", std::string(act), ": features max abs error ", ferr, ", logits ", err);
+    CHECK(ferr < 1e-4);
+    CHECK(err < 1e-4);
+  }
+}
+}  // namespace
+
+TEST_CASE("CLIP image towers under OpenAI / open_clip names match PyTorch, QuickGELU and GELU") {
+  check_clip_file("clip_openai.safetensors");
+}
+
+TEST_CASE("CLIP image towers under Hugging Face names match PyTorch, QuickGELU and GELU") {
+  check_clip_file("clip_hf.safetensors");
+}
+
+TEST_CASE("a CLIP file's defaults are stated, and a tower without a head needs --num-classes") {
+  ModelSpec spec;
+  spec.num_classes = 5;
+  ModelInfo info = inspect_model(test::reference_path("clip_openai.safetensors"), spec);
+  CHECK(info.layout == Layout::openai_clip);
+  CHECK(info.cfg.num_heads == 1);  // width 64 / 64
+  std::string notes;
+  for (const auto& n : info.notes) notes += n + "\n";
+  CHECK(notes.find("heads 1 = width / 64") != std::string::npos);
+  CHECK(notes.find("QuickGELU") != std::string::npos);
+  CHECK(notes.find("a fresh 5-class head (the file has none)") != std::string::npos);
+  CHECK(info.cfg.mean[0] == doctest::Approx(0.48145466));
+  CHECK_THROWS_WITH_AS(inspect_model(test::reference_path("clip_hf.safetensors")),
+                       doctest::Contains("has no classification head (head.weight), as a CLIP image tower; pass "
+                                         "--num-classes"),
+                       Error);
+  // The text tower's tensors are skipped, and counted.
+  ModelInfo loaded;
+  spec.num_heads = 2;
+  load_model(test::reference_path("clip_openai.safetensors"), spec, Device::cpu, &loaded);
+  CHECK(loaded.notes.back() == "skipped 3 tensors outside the image tower");
+}
+
+TEST_CASE("a timm-layout file without metadata loads with its config read from the shapes") {
+  io::SafetensorsFile ref(test::reference_path("vit_nometa_ref.safetensors"));
+  auto want = [&](const char* k) { return std::atoll(ref.metadata().at(k).c_str()); };
+  ModelInfo info;
+  auto model = load_model(test::reference_path("vit_nometa.safetensors"), {}, Device::cpu, &info);
+  const ViTConfig& c = info.cfg;
+  CHECK(info.layout == Layout::timm);
+  CHECK(!info.spdlab_metadata);
+  CHECK(c.img_size == want("img_size"));
+  CHECK(c.in_chans == want("in_chans"));
+  CHECK(c.patch_size == want("patch_size"));
+  CHECK(c.embed_dim == want("embed_dim"));
+  CHECK(c.depth == want("depth"));
+  CHECK(c.num_heads == want("num_heads"));
+  CHECK(std::llround(c.mlp_ratio * c.embed_dim) == want("mlp_hidden"));
+  CHECK(c.num_classes == want("num_classes"));
+  CHECK(c.eps == 1e-6);
+  CHECK(c.act == nn::Activation::gelu);
+  CHECK(c.patch_bias);
+  CHECK(!c.pre_norm);
+  CHECK(c.proj_dim == 0);
+  model->eval();
+  autograd::NoGradGuard ng;
+  const double err = max_abs_diff(model->forward(ref.load("input")), ref.load("logits"));
+  MESSAGE("timm file without metadata: logits max abs error ", err);
+  CHECK(err < 1e-4);
+
+  // Another class count replaces the head, and says so; the rest of the weights are the file's.
+  ModelSpec spec;
+  spec.num_classes = 3;
+  ModelInfo replaced;
+  auto m3 = load_model(test::reference_path("vit_nometa.safetensors"), spec, Device::cpu, &replaced);
+  CHECK(replaced.fresh_head);
+  CHECK(std::find(replaced.notes.begin(), replaced.notes.end(),
+                  "head replaced: the file's 7-class head by a fresh 3-class one") != replaced.notes.end());
+  CHECK(m3->head->weight.shape() == Shape{3, 64});
+  CHECK(max_abs_diff(m3->blocks[0]->mlp->fc1->weight, model->blocks[0]->mlp->fc1->weight) == 0);
+  CHECK(m3->forward(ref.load("input")).shape() == Shape{2, 3});
+
+  // A width that is not a multiple of 64 needs --num-heads.
+  std::map<std::string, Shape> shapes{{"patch_embed.proj.weight", {96, 1, 4, 4}}, {"cls_token", {1, 1, 96}},
+                                      {"pos_embed", {1, 50, 96}}};
+  CHECK_THROWS_WITH_AS(infer_config(shapes, Layout::timm, 0, "f.safetensors"),
+                       doctest::Contains("f.safetensors: width 96 is not a multiple of 64"), Error);
+  CHECK(infer_config(shapes, Layout::timm, 4, "f.safetensors").img_size == 28);
+  shapes["pos_embed"] = {1, 48, 96};
+  CHECK_THROWS_WITH_AS(infer_config(shapes, Layout::timm, 4, "f.safetensors"),
+                       doctest::Contains("the position embedding is [1, 48, 96]; expected [1, 1 + grid * grid, 96]"),
+                       Error);
+}
+
+TEST_CASE("a file of no known layout is refused with its first keys") {
+  CHECK_THROWS_WITH_AS(detect_layout({"encoder.weight", "decoder.bias"}, "x.safetensors"),
+                       doctest::Contains("x.safetensors: not a Vision Transformer checkpoint spdlab knows (its tensors "
+                                         "start with: encoder.weight, decoder.bias)"),
+                       Error);
+}
+
+TEST_CASE("preprocess is (x - mean) / std per channel, and CLIP towers save and load with their config") {
+  ModelSpec spec;
+  spec.num_classes = 5;
+  spec.num_heads = 2;
+  auto model = load_model(test::reference_path("clip_openai.safetensors"), spec);
+  Tensor x = Tensor::full({1, 3, 2, 2}, 0.5);
+  Tensor y = model->preprocess(x);
+  CHECK(y.at(0) == doctest::Approx((0.5 - 0.48145466) / 0.26862954).epsilon(1e-6));
+  CHECK(y.at(11) == doctest::Approx((0.5 - 0.40821073) / 0.27577711).epsilon(1e-6));
+  test::TempDir dir("clip_save");
+  save_vit(*model, dir.file("c.safetensors"));
+  ModelInfo info;
+  auto back = load_model(dir.file("c.safetensors"), {}, Device::cpu, &info);
+  CHECK(info.spdlab_metadata);
+  CHECK(info.cfg.describe() == model->config().describe());
+  autograd::NoGradGuard ng;
+  model->eval();
+  back->eval();
+  Generator gen(3);
+  Tensor in = Tensor::randn({2, 3, 32, 32}, gen);
+  CHECK(max_abs_diff(model->forward(in), back->forward(in)) == 0);
+}
+
+}  // TEST_SUITE
