@@ -7,6 +7,8 @@
 #include <cmath>
 #include <numbers>
 
+#include "core/io/image.h"
+
 namespace spdlab::data {
 namespace {
 
@@ -183,6 +185,52 @@ void augment(const float* in, float* out, int64_t C, int64_t H, int64_t W, const
         const int64_t sy = y + oy, sx = (flip ? W - 1 - x : x) + ox;
         out[(c * H + y) * W + x] = (sy < 0 || sy >= H || sx < 0 || sx >= W) ? 0.0f : in[(c * H + sy) * W + sx];
       }
+}
+
+CropWindow random_resized_crop_window(int64_t H, int64_t W, const ResizedCropOptions& opt, uint64_t seed) {
+  SPDLAB_CHECK(H > 0 && W > 0, "random_resized_crop: image size must be positive; got ", H, "x", W);
+  SPDLAB_CHECK(0 < opt.scale_min && opt.scale_min <= opt.scale_max && opt.scale_max <= 1 && 0 < opt.ratio_min &&
+                   opt.ratio_min <= opt.ratio_max,
+               "random_resized_crop: expected 0 < scale_min <= scale_max <= 1 and 0 < ratio_min <= ratio_max; got scale ",
+               opt.scale_min, "..", opt.scale_max, ", ratio ", opt.ratio_min, "..", opt.ratio_max);
+  Generator gen(seed_hash(seed));
+  const double area = static_cast<double>(H) * W;
+  const double log_lo = std::log(opt.ratio_min), log_hi = std::log(opt.ratio_max);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target = area * (opt.scale_min + (opt.scale_max - opt.scale_min) * gen.next_double());
+    const double aspect = std::exp(log_lo + (log_hi - log_lo) * gen.next_double());
+    const int64_t w = std::llround(std::sqrt(target * aspect)), h = std::llround(std::sqrt(target / aspect));
+    if (0 < w && w <= W && 0 < h && h <= H) {
+      const int64_t top = static_cast<int64_t>(gen.next_u64() % static_cast<uint64_t>(H - h + 1));
+      const int64_t left = static_cast<int64_t>(gen.next_u64() % static_cast<uint64_t>(W - w + 1));
+      return {top, left, h, w};
+    }
+  }
+  // The fallback: the whole image, cut to the nearest allowed aspect ratio, centered.
+  const double in_ratio = static_cast<double>(W) / H;
+  int64_t w = W, h = H;
+  if (in_ratio < opt.ratio_min) h = std::max<int64_t>(1, std::llround(W / opt.ratio_min));
+  else if (in_ratio > opt.ratio_max) w = std::max<int64_t>(1, std::llround(H * opt.ratio_max));
+  return {(H - h) / 2, (W - w) / 2, h, w};
+}
+
+void random_resized_crop(const float* in, float* out, int64_t C, int64_t H, int64_t W, const ResizedCropOptions& opt,
+                         uint64_t seed) {
+  SPDLAB_CHECK(C > 0, "random_resized_crop: channels must be positive; got ", C);
+  SPDLAB_CHECK(in != out, "random_resized_crop: out must be a different buffer from in");
+  const CropWindow win = random_resized_crop_window(H, W, opt, seed);
+  // The flip's coin is drawn from its own stream, so the window of a seed does not depend on hflip.
+  const bool flip = opt.hflip && Generator(seed_hash(seed ^ 0x9E3779B97F4A7C15ull)).next_double() < 0.5;
+  Tensor crop = Tensor::empty({C, win.height, win.width});
+  float* cp = crop.data<float>();
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t y = 0; y < win.height; ++y)
+      std::copy_n(in + (c * H + win.top + y) * W + win.left, win.width, cp + (c * win.height + y) * win.width);
+  const Tensor resized = io::resize(crop, H, W, io::Interp::bilinear, true);
+  const float* r = resized.data<float>();
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x) out[(c * H + y) * W + x] = r[(c * H + y) * W + (flip ? W - 1 - x : x)];
 }
 
 }  // namespace spdlab::data

@@ -52,4 +52,20 @@ struct AugmentOptions {
 void augment(const float* in, float* out, int64_t C, int64_t H, int64_t W, const AugmentOptions& opt,
              uint64_t seed);
 
+// timm's default fine-tuning augmentation (RandomResizedCropAndInterpolation, then a horizontal flip): a window
+// of a random share `scale` of the area and aspect ratio `ratio` (log-uniform), 10 tries and then the central
+// crop of the nearest allowed ratio, as torchvision's get_params; resized back to H x W bilinearly with
+// antialiasing (io::resize). in, out: [C, H, W], distinct; every choice comes from `seed`.
+struct ResizedCropOptions {
+  double scale_min = 0.08, scale_max = 1.0;
+  double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
+  bool hflip = true;
+};
+struct CropWindow {
+  int64_t top = 0, left = 0, height = 0, width = 0;
+};
+CropWindow random_resized_crop_window(int64_t H, int64_t W, const ResizedCropOptions& opt, uint64_t seed);
+void random_resized_crop(const float* in, float* out, int64_t C, int64_t H, int64_t W, const ResizedCropOptions& opt,
+                         uint64_t seed);
+
 }  // namespace spdlab::data

@@ -2,6 +2,8 @@
 // then a strict parse (the dims must account for every byte). Not a streaming reader.
 #include "data/idx.h"
 
+#include <cstring>
+
 #include <zlib.h>
 
 #include <algorithm>
@@ -193,11 +195,34 @@ Dataset load_fashion_mnist(const std::string& root, bool train) {
   return ds;
 }
 
+Shape Dataset::image_shape() const {
+  if (images.defined()) return {images.size(1), images.size(2), images.size(3)};
+  return {pixels.c, pixels.h, pixels.w};
+}
+
+void Dataset::read_image(int64_t i, float* out) const {
+  SPDLAB_CHECK(0 <= i && i < size(), "Dataset::read_image: index ", i, " is outside ", size(), " images");
+  if (images.defined()) {
+    const Shape s = image_shape();
+    const int64_t per = s[0] * s[1] * s[2];
+    const Tensor row = images.select(0, i).contiguous();
+    std::memcpy(out, row.data<float>(), per * sizeof(float));
+    return;
+  }
+  const uint8_t* src = pixels.data + i * pixels.per_image();
+  for (int64_t k = 0; k < pixels.per_image(); ++k) out[k] = static_cast<float>(src[k]) / 255.0f;  // as io::load_image
+}
+
 Dataset subset(const Dataset& d, int64_t begin, int64_t end) {
   SPDLAB_CHECK(0 <= begin && begin <= end && end <= d.size(), "subset: range [", begin, ", ", end,
                ") is not inside a dataset of ", d.size(), " samples");
-  return Dataset{d.images.narrow(0, begin, end - begin), d.labels.narrow(0, begin, end - begin), d.num_classes,
-                 d.class_names};
+  Dataset out{d.images.defined() ? d.images.narrow(0, begin, end - begin) : Tensor(),
+              d.labels.narrow(0, begin, end - begin), d.num_classes, d.class_names, d.pixels};
+  if (!d.images.defined()) {
+    out.pixels.data += begin * d.pixels.per_image();
+    out.pixels.n = end - begin;
+  }
+  return out;
 }
 
 }  // namespace spdlab::data

@@ -3,6 +3,7 @@
 // Datasets are whole tensors in memory (Fashion-MNIST is 55 MB as f32); batching is data/loader.h.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,14 +25,27 @@ IdxArray read_idx(const std::string& path);
 // The same checks on bytes already in memory (decompressed); `name` is used in messages.
 IdxArray parse_idx(const std::vector<uint8_t>& bytes, const std::string& name);
 
-// A labelled image set.
+// 8-bit images [N, C, H, W], value / 255 in [0, 1]: decoded image folders (in memory) and decode caches
+// (memory-mapped). A quarter of f32's memory, which is what lets a folder of 224x224 images stay resident.
+struct Pixels {
+  const uint8_t* data = nullptr;
+  int64_t n = 0, c = 0, h = 0, w = 0;
+  std::shared_ptr<const void> owner;  // keeps the bytes alive: a vector, or a file mapping
+  int64_t per_image() const { return c * h * w; }
+};
+
+// A labelled image set. The images are either `images` (f32) or, when that is undefined, `pixels` (u8).
 struct Dataset {
   Tensor images;  // f32 [N, C, H, W] in [0, 1]
   Tensor labels;  // i64 [N], each in [0, num_classes)
   int64_t num_classes = 0;
   std::vector<std::string> class_names;  // num_classes names, or empty when the source has none
+  Pixels pixels;
 
-  int64_t size() const { return images.defined() ? images.size(0) : 0; }
+  int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
+  Shape image_shape() const;  // [C, H, W]
+  // Image i as C*H*W floats in [0, 1] into `out`.
+  void read_image(int64_t i, float* out) const;
 };
 
 // Images IDX [N, H, W] (pixels / 255 -> [N, 1, H, W]) with labels IDX [N]. Checks that the counts match

@@ -33,6 +33,12 @@ SampleTransform augment_transform(AugmentOptions opt) {
   };
 }
 
+SampleTransform random_resized_crop_transform(ResizedCropOptions opt) {
+  return [opt](const float* in, float* out, int64_t C, int64_t H, int64_t W, uint64_t seed) {
+    random_resized_crop(in, out, C, H, W, opt, seed);
+  };
+}
+
 SampleTransform compose(std::vector<SampleTransform> steps) {
   SPDLAB_CHECK(!steps.empty(), "compose: needs at least one step");
   return [steps = std::move(steps)](const float* in, float* out, int64_t C, int64_t H, int64_t W,
@@ -50,14 +56,16 @@ SampleTransform compose(std::vector<SampleTransform> steps) {
 }
 
 BatchLoader::BatchLoader(Dataset data, LoaderOptions opt) : data_(std::move(data)), opt_(std::move(opt)) {
-  SPDLAB_CHECK(data_.images.defined() && data_.labels.defined(), "BatchLoader: the dataset has no images/labels");
-  SPDLAB_CHECK(data_.images.dtype() == DType::f32 && data_.images.device() == Device::cpu &&
-                   data_.images.dim() == 4,
-               "BatchLoader: images must be f32 [N, C, H, W] on cpu; got ", data_.images.dtype(), " ",
-               shape_str(data_.images.shape()), " on ", data_.images.device());
-  SPDLAB_CHECK(data_.labels.dtype() == DType::i64 && data_.labels.dim() == 1 &&
-                   data_.labels.size(0) == data_.images.size(0),
-               "BatchLoader: labels must be i64 [", data_.images.size(0), "]; got ", data_.labels.dtype(), " ",
+  SPDLAB_CHECK(data_.labels.defined() && (data_.images.defined() || data_.pixels.data != nullptr),
+               "BatchLoader: the dataset has no images/labels");
+  const int64_t count = data_.images.defined() ? data_.images.size(0) : data_.pixels.n;
+  if (data_.images.defined())
+    SPDLAB_CHECK(data_.images.dtype() == DType::f32 && data_.images.device() == Device::cpu &&
+                     data_.images.dim() == 4,
+                 "BatchLoader: images must be f32 [N, C, H, W] on cpu; got ", data_.images.dtype(), " ",
+                 shape_str(data_.images.shape()), " on ", data_.images.device());
+  SPDLAB_CHECK(data_.labels.dtype() == DType::i64 && data_.labels.dim() == 1 && data_.labels.size(0) == count,
+               "BatchLoader: labels must be i64 [", count, "]; got ", data_.labels.dtype(), " ",
                shape_str(data_.labels.shape()));
   const int64_t n = data_.size();
   SPDLAB_CHECK(opt_.batch_size > 0, "BatchLoader: batch_size must be positive; got ", opt_.batch_size);
@@ -65,7 +73,7 @@ BatchLoader::BatchLoader(Dataset data, LoaderOptions opt) : data_(std::move(data
   SPDLAB_CHECK(!opt_.drop_last || n >= opt_.batch_size, "BatchLoader: drop_last with batch_size ",
                opt_.batch_size, " leaves no batch of a dataset of ", n, " samples");
   // The worker reads raw rows; a contiguous copy (usually a no-op) makes row i start at i * C * H * W.
-  data_.images = data_.images.contiguous();
+  if (data_.images.defined()) data_.images = data_.images.contiguous();
   data_.labels = data_.labels.contiguous();
   num_batches_ = opt_.drop_last ? n / opt_.batch_size : (n + opt_.batch_size - 1) / opt_.batch_size;
   worker_ = std::thread([this] { worker_loop(); });
@@ -147,20 +155,26 @@ void BatchLoader::worker_loop() {
 Batch BatchLoader::build(int64_t k) const {
   const int64_t n = data_.size(), bs = opt_.batch_size;
   const int64_t begin = k * bs, count = std::min(bs, n - begin);
-  const Shape& s = data_.images.shape();
-  const int64_t C = s[1], H = s[2], W = s[3], per = C * H * W;
+  const Shape s = data_.image_shape();
+  const int64_t C = s[0], H = s[1], W = s[2], per = C * H * W;
   Batch b{Tensor::empty({count, C, H, W}), Tensor::empty({count}, DType::i64)};
-  const float* src = data_.images.data<float>();
+  const bool f32 = data_.images.defined();  // else 8-bit pixels, converted here
+  const float* src = f32 ? data_.images.data<float>() : nullptr;
+  std::vector<float> scratch(opt_.transform && !f32 ? per : 0);
   const int64_t* labels = data_.labels.data<int64_t>();
   float* x = b.x.data<float>();
   int64_t* y = b.y.data<int64_t>();
   for (int64_t j = 0; j < count; ++j) {
     const int64_t idx = order_[begin + j];
-    if (opt_.transform)
-      opt_.transform(src + idx * per, x + j * per, C, H, W,
-                     seed_hash(epoch_key_ ^ seed_hash(static_cast<uint64_t>(idx))));
-    else
+    if (opt_.transform) {
+      const float* in = src ? src + idx * per : scratch.data();
+      if (!src) data_.read_image(idx, scratch.data());
+      opt_.transform(in, x + j * per, C, H, W, seed_hash(epoch_key_ ^ seed_hash(static_cast<uint64_t>(idx))));
+    } else if (src) {
       std::memcpy(x + j * per, src + idx * per, per * sizeof(float));
+    } else {
+      data_.read_image(idx, x + j * per);
+    }
     y[j] = labels[idx];
   }
   return b;

@@ -26,6 +26,7 @@ SampleTransform domain_transform(Domain d);
 // One domain per sample, drawn uniformly from `domains` with the sample's seed (pre-training).
 SampleTransform random_domain_transform(std::vector<Domain> domains);
 SampleTransform augment_transform(AugmentOptions opt);
+SampleTransform random_resized_crop_transform(ResizedCropOptions opt);
 // The steps in order; step i gets its own seed derived from (seed, i).
 SampleTransform compose(std::vector<SampleTransform> steps);
 

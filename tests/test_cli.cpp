@@ -23,7 +23,7 @@
 #include "models/vit.h"
 #include "tests/support.h"
 
-#include <stb/stb_image_write.h>  // the implementation is compiled in test_data.cpp
+#include <stb/stb_image_write.h>  // the implementation is compiled in core/io/image.cpp
 
 namespace fs = std::filesystem;
 using namespace spdlab;

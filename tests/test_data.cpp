@@ -5,6 +5,7 @@
 #include <zlib.h>
 
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -20,8 +21,7 @@
 #include "data/loader.h"
 #include "tests/support.h"
 
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb/stb_image_write.h>
+#include <stb/stb_image_write.h>  // the implementation is compiled in core/io/image.cpp
 
 using namespace spdlab;
 using namespace spdlab::data;
@@ -621,15 +621,17 @@ TEST_CASE("image folder: classes and files sorted by name, resized and cropped")
   const Dataset ds = load_image_folder(root.string(), 1, 2);
   CHECK(ds.class_names == std::vector<std::string>{"cat", "dog"});
   CHECK(ds.num_classes == 2);
-  CHECK(ds.images.shape() == Shape{3, 1, 2, 2});
+  CHECK(ds.size() == 3);
+  CHECK(ds.image_shape() == Shape{1, 2, 2});
   CHECK(ds.labels.to_vector_i64() == std::vector<int64_t>{0, 1, 1});
-  const std::vector<float> px = ds.images.to_vector_f32();
+  std::vector<float> px(12);
+  for (int64_t i = 0; i < 3; ++i) ds.read_image(i, px.data() + 4 * i);
   for (int p = 0; p < 4; ++p) {
     CHECK(px[0 + p] == doctest::Approx(0.8));
     CHECK(px[4 + p] == doctest::Approx(0.4));  // a.BMP sorts before b.png
     CHECK(px[8 + p] == doctest::Approx(0.2));
   }
-  CHECK(load_image_folder(root.string(), 3, 3).images.shape() == Shape{3, 3, 3, 3});
+  CHECK(load_image_folder(root.string(), 3, 3).image_shape() == Shape{3, 3, 3});
 
   CHECK_THROWS_WITH_AS(load_image_folder((tmp.path / "missing").string(), 1, 2),
                        doctest::Contains("is not a directory"), Error);
@@ -638,6 +640,134 @@ TEST_CASE("image folder: classes and files sorted by name, resized and cropped")
                        doctest::Contains("has no class subdirectories"), Error);
   fs::create_directories(root / "emu");
   CHECK_THROWS_WITH_AS(load_image_folder(root.string(), 1, 2), doctest::Contains("has no .png, .jpg"), Error);
+}
+
+TEST_CASE("image folder: decoding on 1 or 2 threads gives the same bytes; the cache round-trips them") {
+  TempDir tmp;
+  const fs::path root = tmp.path / "root";
+  Generator gen(5);
+  for (const char* cls : {"a", "b", "c"}) {
+    fs::create_directories(root / cls);
+    for (int k = 0; k < 4; ++k) {
+      Tensor img = Tensor::rand({3, 9 + k, 12 - k}, gen);
+      io::save_image((root / cls / (std::to_string(k) + (k % 2 ? ".jpg" : ".png"))).string(), img);
+    }
+  }
+  const int saved = get_num_threads();
+  set_num_threads(1);
+  const Dataset one = load_image_folder(root.string(), 3, 8);
+  set_num_threads(2);
+  int64_t last_done = -1;
+  const Dataset two = load_image_folder(root.string(), 3, 8, [&](int64_t done, int64_t total) {
+    CHECK(total == 12);
+    last_done = done;
+  });
+  set_num_threads(saved);
+  CHECK(last_done == 12);
+  REQUIRE(one.size() == 12);
+  CHECK(std::memcmp(one.pixels.data, two.pixels.data, 12 * 3 * 8 * 8) == 0);
+
+  const std::string cache = (tmp.path / "c.safetensors").string();
+  write_image_cache(cache, one, "folder:" + root.string());
+  const Dataset back = load_image_cache(cache);
+  CHECK(back.class_names == one.class_names);
+  CHECK(back.labels.to_vector_i64() == one.labels.to_vector_i64());
+  CHECK(back.image_shape() == Shape{3, 8, 8});
+  CHECK(std::memcmp(back.pixels.data, one.pixels.data, 12 * 3 * 8 * 8) == 0);
+  // A subset shares the mapping and starts at its first image.
+  const Dataset part = subset(back, 5, 7);
+  std::vector<float> a(3 * 64), b(3 * 64);
+  part.read_image(1, a.data());
+  one.read_image(6, b.data());
+  CHECK(a == b);
+  // Not a cache: a checkpoint, or a cache with a label past its classes.
+  CHECK_THROWS_WITH_AS(load_image_cache(test::reference_path("vit_nometa.safetensors")),
+                       doctest::Contains("is not an image cache"), Error);
+}
+
+TEST_CASE("image folder: an unreadable image stops decoding with its name; class sets are matched by name") {
+  TempDir tmp;
+  const fs::path root = tmp.path / "root";
+  fs::create_directories(root / "cat");
+  fs::create_directories(root / "dog");
+  io::save_image((root / "cat" / "1.png").string(), Tensor::zeros({3, 4, 4}));
+  write_raw((root / "dog" / "broken.jpg").string(), Bytes{0xFF, 0xD8, 0xFF, 0x00, 1, 2, 3});
+  CHECK_THROWS_WITH_AS(load_image_folder(root.string(), 3, 4),
+                       doctest::Contains("broken.jpg' is not a readable PNG, JPEG or BMP image"), Error);
+
+  Dataset d;
+  d.class_names = {"cat", "dog", "owl"};
+  d.num_classes = 3;
+  d.labels = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 2}, {4});
+  Dataset same = d;
+  align_classes(same, {"owl", "cat", "dog"}, "--eval b", "--train");
+  CHECK(same.labels.to_vector_i64() == std::vector<int64_t>{1, 2, 0, 0});
+  CHECK_THROWS_WITH_AS(align_classes(d, {"cat", "dog", "emu"}, "--eval b=folder:B", "--train folder:A"),
+                       doctest::Contains("the classes of --eval b=folder:B (3) differ from those of --train folder:A "
+                                         "(3): missing in --eval b=folder:B: emu; missing in --train folder:A: owl"),
+                       Error);
+}
+
+TEST_CASE("random resized crop: windows within the image and of the allowed area and ratio, per seed") {
+  ResizedCropOptions opt;
+  int fallback = 0;
+  for (uint64_t seed = 0; seed < 500; ++seed) {
+    const CropWindow w = random_resized_crop_window(40, 60, opt, seed);
+    REQUIRE(w.height >= 1);
+    REQUIRE(w.width >= 1);
+    CHECK(w.top >= 0);
+    CHECK(w.left >= 0);
+    CHECK(w.top + w.height <= 40);
+    CHECK(w.left + w.width <= 60);
+    const double area = double(w.height) * w.width / (40.0 * 60.0), ratio = double(w.width) / w.height;
+    if (w.height == 40 && w.width == 60) ++fallback;
+    else {
+      CHECK(area >= 0.08 * 0.8);  // rounding of small windows
+      CHECK(ratio >= 0.75 * 0.85);
+      CHECK(ratio <= 4.0 / 3.0 * 1.15);
+    }
+    const CropWindow again = random_resized_crop_window(40, 60, opt, seed);
+    CHECK(again.top == w.top);
+    CHECK(again.width == w.width);
+  }
+  CHECK(fallback < 25);  // ten tries rarely all miss
+  // A constant image stays constant; flipping mirrors a ramp.
+  std::vector<float> in(2 * 6 * 6, 0.25f), out(in.size());
+  random_resized_crop(in.data(), out.data(), 2, 6, 6, opt, 3);
+  for (float v : out) CHECK(v == doctest::Approx(0.25f));
+  ResizedCropOptions whole{1.0, 1.0, 6.0, 6.0, true};  // the whole 1 x 6 image
+  std::vector<float> ramp(6), r(6);
+  for (int x = 0; x < 6; ++x) ramp[x] = float(x);
+  int flipped = 0;
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    random_resized_crop(ramp.data(), r.data(), 1, 1, 6, whole, seed);
+    if (r[0] == 5.0f) ++flipped;
+    else CHECK(r == ramp);
+  }
+  CHECK(flipped > 8);
+  CHECK(flipped < 32);
+}
+
+TEST_CASE("loader: 8-bit pixels are read as value / 255, with and without a transform") {
+  auto bytes = std::make_shared<std::vector<uint8_t>>(std::vector<uint8_t>{0, 51, 102, 255, 10, 20, 30, 40});
+  Dataset ds;
+  ds.labels = Tensor::from_vector(std::vector<int64_t>{1, 0}, {2});
+  ds.num_classes = 2;
+  ds.pixels = Pixels{bytes->data(), 2, 1, 2, 2, bytes};
+  BatchLoader plain(ds, {.batch_size = 2, .shuffle = false});
+  plain.start_epoch(0);
+  Batch b;
+  REQUIRE(plain.next(b));
+  CHECK(b.x.to_vector_f32() == std::vector<float>{0.0f, 51 / 255.0f, 102 / 255.0f, 1.0f, 10 / 255.0f, 20 / 255.0f,
+                                                  30 / 255.0f, 40 / 255.0f});
+  CHECK(b.y.to_vector_i64() == std::vector<int64_t>{1, 0});
+  BatchLoader negated(ds, {.batch_size = 2, .shuffle = false,
+                           .transform = [](const float* in, float* out, int64_t C, int64_t H, int64_t W, uint64_t) {
+                             for (int64_t i = 0; i < C * H * W; ++i) out[i] = -in[i];
+                           }});
+  negated.start_epoch(0);
+  REQUIRE(negated.next(b));
+  CHECK(b.x.to_vector_f32()[3] == -1.0f);
 }
 
 // ---------------------------------------------------------------- loader

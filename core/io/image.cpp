@@ -3,6 +3,7 @@
 #include "core/io/image.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -17,6 +18,14 @@
 #define STBI_ONLY_BMP
 #define STB_IMAGE_IMPLEMENTATION
 #include "stb_image.h"
+// The writer's one implementation too (the tests' fixtures use its stdio functions).
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#include "stb_image_write.h"
+#pragma GCC diagnostic pop
+
+#include "core/io/atomic_file.h"
 
 namespace spdlab::io {
 namespace {
@@ -191,6 +200,33 @@ Tensor load_image(const std::string& path, int channels) {
   for (int64_t p = 0; p < plane; ++p)
     for (int c = 0; c < channels; ++c) dst[c * plane + p] = static_cast<float>(pixels.get()[p * channels + c]) / 255.0f;
   return img;
+}
+
+void save_image(const std::string& path, const Tensor& img_in) {
+  check_image(img_in, "save_image");
+  const Tensor img = img_in.contiguous();
+  const int64_t C = img.size(0), H = img.size(1), W = img.size(2);
+  SPDLAB_CHECK((C == 1 || C == 3) && H > 0 && W > 0 && H * W <= kMaxImagePixels, "save_image: '", path,
+               "': expected a [1 or 3, H, W] image of at most ", kMaxImagePixels, " pixels, got ", shape_str(img.shape()));
+  std::string ext = std::filesystem::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::vector<unsigned char> px(static_cast<size_t>(C * H * W));
+  const float* src = img.data<float>();
+  for (int64_t p = 0; p < H * W; ++p)
+    for (int64_t c = 0; c < C; ++c) {
+      const float v = src[c * H * W + p];
+      px[p * C + c] = static_cast<unsigned char>(std::lround(std::clamp(std::isfinite(v) ? v : 0.0f, 0.0f, 1.0f) * 255));
+    }
+  std::string bytes;
+  auto sink = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size); };
+  const int w = static_cast<int>(W), h = static_cast<int>(H), c = static_cast<int>(C);
+  int ok = 0;
+  if (ext == ".png") ok = stbi_write_png_to_func(sink, &bytes, w, h, c, px.data(), w * c);
+  else if (ext == ".jpg" || ext == ".jpeg") ok = stbi_write_jpg_to_func(sink, &bytes, w, h, c, px.data(), 95);
+  else if (ext == ".bmp") ok = stbi_write_bmp_to_func(sink, &bytes, w, h, c, px.data());
+  else SPDLAB_FAIL("save_image: '", path, "' has no .png, .jpg, .jpeg or .bmp extension");
+  SPDLAB_CHECK(ok != 0, "save_image: cannot encode '", path, "'");
+  write_file_atomic(path, bytes);
 }
 
 Tensor resize(const Tensor& img, int64_t out_h, int64_t out_w, Interp interp, bool antialias) {

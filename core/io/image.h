@@ -1,6 +1,7 @@
 // Image files to tensors (stb_image, built with its PNG, JPEG and BMP decoders only) and the resampling,
 // cropping and normalization that image models expect. Images are f32 [C, H, W] on the CPU.
-// No writing and no color management; batches of images are the data/ layer's job.
+// Writing is for making datasets (PNG, JPEG, BMP through stb_image_write); no color management; batches of
+// images are the data/ layer's job.
 #pragma once
 #include <string>
 #include <vector>
@@ -13,6 +14,10 @@ namespace spdlab::io {
 // with its integer weights (77 R + 150 G + 29 B) / 256, and gray to RGB by repeating the plane.
 Tensor load_image(const std::string& path, int channels = 3);
 constexpr int64_t kMaxImagePixels = int64_t{1} << 26;  // larger headers are refused before decoding
+
+// img f32 [C, H, W] (C 1 or 3) in [0, 1], rounded to 8 bits -> a .png, .jpg / .jpeg (quality 95) or .bmp file,
+// chosen by the extension; written atomically (a temporary file, then a rename).
+void save_image(const std::string& path, const Tensor& img);
 
 enum class Interp { bilinear, bicubic };
 

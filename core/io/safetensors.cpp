@@ -294,6 +294,10 @@ const SafetensorsInfo& SafetensorsFile::info(const std::string& name) const {
   return it->second;
 }
 
+std::pair<const unsigned char*, std::shared_ptr<void>> SafetensorsFile::raw(const std::string& name) const {
+  return {data_ + info(name).begin, mapping_};
+}
+
 Tensor SafetensorsFile::load(const std::string& name) const {
   return load(name, find_dtype(info(name).dtype)->is_float ? DType::f32 : DType::i64);
 }

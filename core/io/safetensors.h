@@ -39,6 +39,9 @@ class SafetensorsFile {
   // F64 as f64, the other floats as f32, integers as i64: no value changes (for states saved to be resumed).
   Tensor load_exact(const std::string& name) const;
   std::map<std::string, Tensor> load_all() const;
+  // The bytes of a tensor as stored (little-endian, row-major), in the mapping, and the mapping's owner: data
+  // that no DType holds (the U8 pixels of an image cache) is read through this without a copy.
+  std::pair<const unsigned char*, std::shared_ptr<void>> raw(const std::string& name) const;
 
  private:
   std::string path_;

@@ -5,6 +5,8 @@
 #include <memory>
 
 #include "core/io/json.h"
+#include "core/io/safetensors.h"
+#include "data/image_folder.h"
 #include "examples/cli/args.h"
 #include "examples/cli/commands.h"
 #include "examples/cli/data_source.h"
@@ -55,6 +57,42 @@ optim::Hyperparams hyperparams_for(const std::string& kind, double lr, double wd
   h.alpha = alpha;
   h.beta = beta;
   return h;
+}
+
+models::ModelInfo probe_model(const std::string& path, const models::ModelSpec& spec) {
+  models::ModelSpec probe = spec;
+  try {
+    return models::inspect_model(path, probe);
+  } catch (const Error&) {
+    if (spec.num_classes > 0) throw;
+    probe.num_classes = 1;  // a tower without a head: its classes come from the data
+    return models::inspect_model(path, probe);
+  }
+}
+
+data::SampleTransform augment_transform_for(const std::string& name) {
+  if (name == "rrc") return data::random_resized_crop_transform({});
+  SPDLAB_CHECK(name == "none", "--augment: expected rrc or none, got '", name, "'");
+  return {};
+}
+
+std::vector<std::string> checkpoint_classes(const std::string& path) {
+  io::SafetensorsFile f(path);
+  auto it = f.metadata().find("spdlab.classes");
+  std::vector<std::string> out;
+  if (it == f.metadata().end()) return out;
+  const json::Value v = json::parse(it->second, path + ": metadata spdlab.classes");
+  SPDLAB_CHECK(v.is_array(), path, ": metadata spdlab.classes should be a JSON array of names");
+  for (const auto& c : v.as_array()) out.push_back(c.as_string());
+  return out;
+}
+
+std::map<std::string, std::string> with_classes(std::map<std::string, std::string> meta, const data::Dataset& d) {
+  if (d.class_names.empty()) return meta;
+  json::Value::Array names;
+  for (const auto& c : d.class_names) names.push_back(json::Value::string(c));
+  meta["spdlab.classes"] = json::dump(json::Value::array(names));
+  return meta;
 }
 
 namespace {
@@ -174,7 +212,9 @@ int run_pretrain(int argc, char** argv) {
 }
 
 int run_finetune(int argc, char** argv) {
-  std::vector<Flag> flags = {{"init", "FILE", "the pre-trained checkpoint (spdlab safetensors)", ""},
+  std::vector<Flag> flags = {{"init", "FILE", "the pre-trained checkpoint (spdlab, timm, Hugging Face or CLIP safetensors)", ""},
+                             {"train", "SRC", "your own images, folder:DIR or cache:FILE (instead of --data, --domain, --range)", ""},
+                             {"augment", "A", "with --train: rrc (timm's random resized crop and flip) or none", "rrc"},
                              {"domain", "D", "the fine-tuning domain", "edge"},
                              {"range", "B:E", "training images used", "50000:60000"},
                              {"optim", "NAME", "adam, adamw, l2sp, spd or sgd", "spd"},
@@ -183,6 +223,7 @@ int run_finetune(int argc, char** argv) {
                              {"alpha", "A", "L2-SP pull towards the pre-trained weights", "0.1"},
                              {"beta", "B", "L2-SP decay of tensors without an anchor", "0.01"}};
   for (auto& f : common_train_flags()) flags.push_back(f);
+  for (auto& f : model_flags()) flags.push_back(f);
   for (auto& f : flags)
     if (f.name == "epochs") f.default_value = "2";
   CommandLine cl = resume_command_line("finetune", argc, argv);
@@ -199,13 +240,34 @@ int run_finetune(int argc, char** argv) {
   data::Domain domain = data::parse_domain(a.str("domain"));
   std::string out = a.str("out");
   check_out_path(out);
-  auto model = models::load_vit(a.str("init"), apply_device(a));
-  const auto& cfg = model->config();
-  data::Dataset all = load_data(a.str("data"), true, cfg.in_chans, cfg.img_size, cfg.num_classes);
-  auto [b, e] = parse_range("range", a.str("range"), all.size());
+  const std::string init = a.str("init");
+  models::ModelSpec spec = model_spec(a);
+  const Device device = apply_device(a);
+  // The input size first (from the header), then the data at that size, then the model with a head for its classes.
+  const models::ModelInfo probe = probe_model(init, spec);
+  data::Dataset train_set;
+  data::SampleTransform transform;
+  if (a.has("train")) {
+    for (const char* f : {"data", "domain", "range"})
+      SPDLAB_CHECK(!a.has(f), "finetune: --", f, " is for Fashion-MNIST; --train brings its own images");
+    train_set = load_image_source(a.str("train"), probe.cfg.in_chans, probe.cfg.img_size, "--train");
+    transform = augment_transform_for(a.str("augment"));
+    if (spec.num_classes == 0) spec.num_classes = train_set.num_classes;
+  } else {
+    data::Dataset all = load_data(a.str("data"), true, probe.cfg.in_chans, probe.cfg.img_size,
+                                  spec.num_classes > 0 ? spec.num_classes : std::max<int64_t>(probe.file_classes, 1));
+    auto [b, e] = parse_range("range", a.str("range"), all.size());
+    train_set = data::subset(all, b, e);
+    transform = data::domain_transform(domain);
+  }
+  models::ModelInfo info;
+  auto model = models::load_model(init, spec, device, &info);
+  print_model_info("finetune", init, info);
   auto run = open_run_dir(cl, a, out);
-  TrainResult r = train_in_run_dir(*model, data::subset(all, b, e), data::domain_transform(domain), opt, *run, cl);
-  save_vit(*model, out, {{"spdlab.command", command_line(cl.argc(), cl.argv())}, {"spdlab.commit", SPDLAB_GIT_COMMIT}});
+  TrainResult r = train_in_run_dir(*model, train_set, transform, opt, *run, cl);
+  save_vit(*model, out, with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())},
+                                      {"spdlab.commit", SPDLAB_GIT_COMMIT}},
+                                     train_set));
   run->remove_all();
   std::fprintf(stderr, "finetune: %lld steps in %.0f s, final loss %.4f; wrote %s\n",
                static_cast<long long>(r.steps), r.seconds, r.final_loss, out.c_str());
@@ -213,40 +275,71 @@ int run_finetune(int argc, char** argv) {
 }
 
 int run_eval(int argc, char** argv) {
-  Args a("eval", "Accuracy of a model on a test set, per domain.",
-         {{"model", "FILE", "checkpoint (spdlab safetensors)", ""},
-          {"data", "SRC", "fmnist[:ROOT] (its test split), idx:IMAGES,LABELS or folder:DIR", "fmnist"},
-          {"domain", "LIST", "domains to evaluate", "clean,noise,blur,contrast,invert,rotate,edge"},
-          {"seed", "S", "seed of the noise domain", "0"},
-          {"threads", "N", "CPU threads", ""},
-          device_flag(),
-          {"json", "FILE", "also write the accuracies as JSON", ""}},
+  std::vector<Flag> flags = {
+      {"model", "FILE", "checkpoint (spdlab, timm, Hugging Face or CLIP safetensors)", ""},
+      {"data", "SRC", "fmnist[:ROOT] (its test split), idx:IMAGES,LABELS or folder:DIR", "fmnist"},
+      {"domain", "LIST", "domains to evaluate", "clean,noise,blur,contrast,invert,rotate,edge"},
+      {"eval", "LIST", "your own test sets, NAME=folder:DIR or NAME=cache:FILE, comma-separated (instead of --data, "
+                       "--domain)", ""},
+      {"seed", "S", "seed of the noise domain", "0"},
+      {"threads", "N", "CPU threads", ""},
+      device_flag(),
+      {"json", "FILE", "also write the accuracies as JSON", ""}};
+  for (auto& f : model_flags()) flags.push_back(f);
+  Args a("eval", "Accuracy of a model on a test set, per domain, or on each of your own test sets (--eval).", flags,
          argc, argv);
   if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
   apply_threads(a);
-  auto domains = parse_domains(a.list("domain"));
   std::string json_path = a.has("json") ? a.str("json") : "";
   if (!json_path.empty()) check_out_path(json_path);
-  auto model = models::load_vit(a.str("model"), apply_device(a));
-  const auto& cfg = model->config();
-  data::Dataset test = load_data(a.str("data"), false, cfg.in_chans, cfg.img_size, cfg.num_classes);
-  int64_t batches = (test.size() + 499) / 500 * static_cast<int64_t>(domains.size()), step = 0;
+  const std::string model_path = a.str("model");
+  const Device device = apply_device(a);
+  models::ModelSpec spec = model_spec(a);
+  // Every set is named and scored with identity transforms (--eval), or is one domain of the --data test split.
+  struct Set {
+    std::string name;
+    data::Dataset data;
+    data::SampleTransform transform;
+  };
+  std::vector<Set> sets;
+  const models::ModelInfo probe = probe_model(model_path, spec);
+  if (a.has("eval")) {
+    for (const char* f : {"data", "domain"})
+      SPDLAB_CHECK(!a.has(f), "eval: --", f, " is for Fashion-MNIST; --eval brings its own images");
+    const std::vector<std::string> trained = checkpoint_classes(model_path);
+    for (const auto& ns : parse_eval_sets(a.list("eval"))) {
+      data::Dataset d = load_image_source(ns.spec, probe.cfg.in_chans, probe.cfg.img_size, "--eval " + ns.name);
+      if (!trained.empty()) data::align_classes(d, trained, "--eval " + ns.name, model_path + " (its training classes)");
+      else if (!sets.empty()) data::align_classes(d, sets.front().data.class_names, "--eval " + ns.name, "--eval " + sets.front().name);
+      sets.push_back({ns.name, std::move(d), {}});
+    }
+  } else {
+    data::Dataset test = load_data(a.str("data"), false, probe.cfg.in_chans, probe.cfg.img_size,
+                                   std::max<int64_t>(probe.cfg.num_classes, 1));
+    for (auto d : parse_domains(a.list("domain"))) sets.push_back({data::domain_name(d), test, data::domain_transform(d)});
+  }
+  models::ModelInfo info;
+  auto model = models::load_model(model_path, spec, device, &info);
+  print_model_info("eval", model_path, info);
+  int64_t batches = 0, step = 0;
+  for (const auto& s : sets) batches += (s.data.size() + kEvalBatch - 1) / kEvalBatch;
   Progress progress("eval", batches);
   json::Value::Object accs;
   std::vector<std::pair<std::string, double>> rows;
-  for (auto d : domains) {
-    double acc = evaluate(*model, test, d, a.seed("seed"), &progress, &step);
-    rows.emplace_back(data::domain_name(d), acc);
-    accs.emplace_back(data::domain_name(d), json::Value::number(acc));
+  for (const auto& s : sets) {
+    double acc = evaluate(*model, s.data, s.transform, a.seed("seed"), &progress, &step);
+    rows.emplace_back(s.name, acc);
+    accs.emplace_back(s.name, json::Value::number(acc));
   }
   progress.finish();
-  std::printf("%-10s %s\n", "domain", "accuracy");
+  std::printf("%-10s %s\n", a.has("eval") ? "set" : "domain", "accuracy");
   for (auto& [d, acc] : rows) std::printf("%-10s %.2f%%\n", d.c_str(), 100 * acc);
   if (!json_path.empty())
-    write_text_atomic(json_path, json::dump(json::Value::object({{"model", json::Value::string(a.str("model"))},
-                                                                 {"data", json::Value::string(a.str("data"))},
-                                                                 {"images", json::Value::integer(test.size())},
-                                                                 {"accuracy", json::Value::object(accs)}})) +
+    write_text_atomic(json_path, json::dump(json::Value::object(
+                                     {{"model", json::Value::string(model_path)},
+                                      {"data", json::Value::string(a.has("eval") ? a.str("eval") : a.str("data"))},
+                                      {"images", json::Value::integer(sets.front().data.size())},
+                                      {"accuracy", json::Value::object(accs)}})) +
                                      "\n");
   return 0;
 }

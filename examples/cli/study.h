@@ -1,10 +1,13 @@
 // Helpers shared by the study's commands (study.cpp, compare.cpp).
 #pragma once
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "data/domains.h"
+#include "data/loader.h"
+#include "models/vit.h"
 #include "optim/optim.h"
 
 namespace spdlab::cli {
@@ -18,5 +21,15 @@ void check_optimizer_name(const std::string& kind);
 // l2sp; plain adam gets no decay.
 optim::Hyperparams hyperparams_for(const std::string& kind, double lr, double wd, double lambda, double alpha,
                                    double beta);
+
+// The model a checkpoint would build, from its header alone (a head-less tower is described with one class), so
+// that data can be loaded at its input size before the model with the right head is.
+models::ModelInfo probe_model(const std::string& path, const models::ModelSpec& spec);
+// --augment for a user's own training images: "rrc" (timm's random resized crop and flip) or "none".
+data::SampleTransform augment_transform_for(const std::string& name);
+// The class names a fine-tuned checkpoint was trained on (metadata spdlab.classes), or none.
+std::vector<std::string> checkpoint_classes(const std::string& path);
+// `meta` plus spdlab.classes (a JSON array) when the data names its classes.
+std::map<std::string, std::string> with_classes(std::map<std::string, std::string> meta, const data::Dataset& d);
 
 }  // namespace spdlab::cli

@@ -68,14 +68,45 @@ void Progress::finish() {
   if (tty_) std::fprintf(stderr, "\n");
 }
 
-Tensor normalize_input(const Tensor& images, const models::ViTConfig& cfg) {
-  int64_t C = cfg.in_chans;
-  SPDLAB_CHECK(images.dim() == 4 && images.size(1) == C, "normalize_input: expected [B, ", C, ", H, W], got ",
-               shape_str(images.shape()));
-  std::vector<float> m(cfg.mean.begin(), cfg.mean.end()), s;
-  for (float v : cfg.std) s.push_back(1.0f / v);
-  Tensor mean = Tensor::from_vector(m, {1, C, 1, 1}), inv = Tensor::from_vector(s, {1, C, 1, 1});
-  return mul(sub(images, mean), inv);
+std::vector<Flag> model_flags() {
+  return {{"arch", "NAME", "a preset for a checkpoint (vit_tiny_patch16_224, ...); default: spdlab's metadata, or the "
+                           "architecture read from the tensor shapes", ""},
+          {"num-heads", "N", "attention heads, for a file without spdlab metadata (default: width / 64)", ""},
+          {"num-classes", "N", "replace the head with a fresh one of N classes (default: the data's classes)", ""},
+          {"act", "NAME", "MLP activation for a file without spdlab metadata: gelu or quick_gelu (default: the "
+                          "layout's: QuickGELU for CLIP)", ""},
+          {"mean", "LIST", "input normalization mean per channel (default: the checkpoint's or its layout's)", ""},
+          {"std", "LIST", "input normalization std per channel", ""}};
+}
+
+models::ModelSpec model_spec(const Args& a) {
+  models::ModelSpec s;
+  if (a.has("arch")) s.arch = a.str("arch");
+  if (a.has("num-heads")) s.num_heads = a.integer("num-heads", 1, 4096);
+  if (a.has("num-classes")) s.num_classes = a.integer("num-classes", 1, 1 << 24);
+  if (a.has("act")) {
+    s.act = a.str("act");
+    try {
+      nn::parse_activation(s.act);
+    } catch (const Error& e) {
+      SPDLAB_FAIL("--act: ", e.what());
+    }
+  }
+  auto floats = [&](const char* name) {
+    std::vector<float> v;
+    if (a.has(name))
+      for (double x : a.num_list(name)) v.push_back(static_cast<float>(x));
+    return v;
+  };
+  s.mean = floats("mean");
+  s.std = floats("std");
+  for (float v : s.std) SPDLAB_CHECK(v > 0, "--std: every value must be positive, got ", v);
+  return s;
+}
+
+void print_model_info(const std::string& command, const std::string& path, const models::ModelInfo& info) {
+  std::fprintf(stderr, "%s: %s: %s\n", command.c_str(), path.c_str(), info.cfg.describe().c_str());
+  for (const auto& n : info.notes) std::fprintf(stderr, "%s:   %s\n", command.c_str(), n.c_str());
 }
 
 Flag device_flag() { return {"device", "DEV", "cpu, cuda or cuda:N (a GPU; spdlab built with -DSPDLAB_CUDA=ON)", "cpu"}; }
@@ -280,7 +311,7 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
     data::Batch b;
     while (loader.next(b)) {
       optimizer->set_lr(schedule.lr_at(st.step));
-      Tensor loss = cross_entropy(model.forward(normalize_input(b.x, model.config()).to(dev)), b.y.to(dev));
+      Tensor loss = cross_entropy(model.forward(model.preprocess(b.x.to(dev))), b.y.to(dev));
       optimizer->zero_grad();
       loss.backward();
       // Finite guards: a NaN or inf loss, gradient or weight stops the run before it spreads or is saved.
@@ -336,19 +367,24 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
 
 double evaluate(models::VisionTransformer& model, const data::Dataset& test, data::Domain domain, uint64_t seed,
                 Progress* progress, int64_t* progress_step) {
+  return evaluate(model, test, data::domain_transform(domain), seed, progress, progress_step);
+}
+
+double evaluate(models::VisionTransformer& model, const data::Dataset& test, data::SampleTransform transform,
+                uint64_t seed, Progress* progress, int64_t* progress_step) {
   SPDLAB_CHECK(test.num_classes <= model.config().num_classes, "evaluate: the data has ", test.num_classes,
                " classes but the model's head has ", model.config().num_classes,
                "; a model cannot be scored on classes it cannot predict");
   autograd::NoGradGuard ng;
   model.eval();
-  const int64_t bs = 500;
-  data::BatchLoader loader(test, {bs, false, false, seed, data::domain_transform(domain)});
+  const int64_t bs = kEvalBatch;
+  data::BatchLoader loader(test, {bs, false, false, seed, std::move(transform)});
   loader.start_epoch(0);
   data::Batch b;
   int64_t correct = 0, seen = 0;
   const Device dev = model.named_parameters().front().second.device();  // batches go where the model is
   while (loader.next(b)) {
-    Tensor pred = argmax(model.forward(normalize_input(b.x, model.config()).to(dev)), 1).cpu();
+    Tensor pred = argmax(model.forward(model.preprocess(b.x.to(dev))), 1).cpu();
     const int64_t* p = pred.data<int64_t>();
     const int64_t* y = b.y.data<int64_t>();
     for (int64_t i = 0; i < pred.numel(); ++i) correct += p[i] == y[i];

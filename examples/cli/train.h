@@ -59,17 +59,26 @@ struct TrainResult {
 TrainResult train(models::VisionTransformer& model, const data::Dataset& train_set, data::SampleTransform transform,
                   const TrainOptions& opt);
 
-// Images in [0, 1] -> the model's normalized input.
-Tensor normalize_input(const Tensor& images, const models::ViTConfig& cfg);
-
 struct Flag;
 class Args;
+
+// The flags that say how to read a checkpoint without spdlab metadata (--arch, --num-heads, --num-classes, --act,
+// --mean, --std), and the ModelSpec they make. Commands that load a model print the ModelInfo's notes (what was
+// read from shapes, assumed or replaced), so nothing about an architecture is guessed silently.
+std::vector<Flag> model_flags();
+models::ModelSpec model_spec(const Args& a);
+void print_model_info(const std::string& command, const std::string& path, const models::ModelInfo& info);
 // --device, for every command that runs a model; apply_device reads it (cpu, cuda, cuda:N) and checks that
 // the device exists before any work, with an error that names the flag.
 Flag device_flag();
 Device apply_device(const Args& a);
 
-// Accuracy on `test` seen in `domain` (the domain's noise drawn from `seed`), in eval mode without grad.
+// Accuracy on `test`, each image passed through `transform` (none: as stored; the transform's seeds come from
+// `seed`), in eval mode without grad. Batches of kEvalBatch.
+constexpr int64_t kEvalBatch = 500;
+double evaluate(models::VisionTransformer& model, const data::Dataset& test, data::SampleTransform transform,
+                uint64_t seed, Progress* progress = nullptr, int64_t* progress_step = nullptr);
+// Accuracy on `test` seen in `domain` (the domain's noise drawn from `seed`).
 double evaluate(models::VisionTransformer& model, const data::Dataset& test, data::Domain domain, uint64_t seed,
                 Progress* progress = nullptr, int64_t* progress_step = nullptr);
 
