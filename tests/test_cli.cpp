@@ -10,6 +10,7 @@
 #include <array>
 #include <cmath>
 #include <map>
+#include <sstream>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/io/image.h"
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
 #include "kernels/kernels.h"
@@ -487,6 +489,148 @@ TEST_CASE("SIGTERM checkpoints and says how to resume; the resumed run ends with
   for (auto& [k, t] : a.load_all()) CHECK(t.to_vector_f32() == b.load(k).to_vector_f32());
   CHECK(slurp(d / "ref.jsonl") == slurp(metrics));
   CHECK(leftovers(d).empty());
+}
+
+// ---- a user's own data: image folders, a checkpoint without spdlab metadata ----
+
+namespace {
+
+// ROOT/<class>/<k>.<ext>: RGB images whose colour depends on the class (so a model can learn them), with noise.
+void image_folder(const fs::path& root, const std::vector<std::string>& classes, int per_class, const std::string& ext,
+                  bool invert, uint64_t seed) {
+  Generator gen(seed);
+  for (size_t c = 0; c < classes.size(); ++c) {
+    fs::create_directories(root / classes[c]);
+    for (int k = 0; k < per_class; ++k) {
+      Tensor img = Tensor::rand({3, 20 + k % 3, 24}, gen);
+      float* p = img.data<float>();
+      for (int64_t i = 0; i < img.numel(); ++i) {
+        const int64_t ch = i / (img.size(1) * img.size(2));
+        float v = 0.3f * p[i] + (ch == static_cast<int64_t>(c) ? 0.7f : 0.0f);
+        p[i] = invert ? 1.0f - v : v;
+      }
+      io::save_image((root / classes[c] / (std::to_string(k) + "." + ext)).string(), img);
+    }
+  }
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+TEST_CASE("compare on image folders (PNG and JPEG, two domains) with a checkpoint without metadata, end to end") {
+  test::TempDir tmp("cli_folders");
+  const fs::path& d = tmp.path;
+  const std::vector<std::string> classes{"cat", "dog", "owl"};
+  image_folder(d / "train", classes, 8, "png", false, 1);
+  image_folder(d / "photo", classes, 4, "png", false, 2);
+  image_folder(d / "sketch", classes, 4, "jpg", true, 3);
+  const std::string init = test::reference_path("vit_nometa.safetensors");  // timm names, 7 classes, 32x32
+  const fs::path out = d / "study";
+  Result r = run("compare --init " + init + " --train folder:" + (d / "train").string() + " --eval photo=folder:" +
+                 (d / "photo").string() + ",sketch=folder:" + (d / "sketch").string() +
+                 " --optims adamw,spd --epochs 2 --batch-size 8 --threads 1 --out " + out.string());
+  CAPTURE(r.output);
+  REQUIRE(r.status == 0);
+  // What was read from the shapes and replaced is said on the console.
+  CHECK(r.output.find("architecture read from the tensor shapes (timm names)") != std::string::npos);
+  CHECK(r.output.find("head replaced: the file's 7-class head by a fresh 3-class one") != std::string::npos);
+  const std::string report = read_text(out / "report.md");
+  CHECK(report.find("| model | ID (photo) | sketch | OOD mean | ‖θ−θ0‖ |") != std::string::npos);
+  CHECK(report.find("evaluated on photo (12 images), sketch (12 images)") != std::string::npos);
+  CHECK(report.find("replaced by a fresh 3-class head, so its row is at chance level") != std::string::npos);
+  CHECK(report.find("| SPD (λ 1) |") != std::string::npos);
+  CHECK(read_text(out / "results.csv").rfind("optim,seed,photo,sketch,id,ood_mean,deviation\n", 0) == 0);
+  const json::Value results = json::parse(read_text(out / "results.json"), "results.json");
+  const json::Value& proto = *results.find("protocol");
+  CHECK(proto.find("train_data")->as_string() == "folder:" + (d / "train").string());
+  CHECK(proto.find("in_distribution")->as_string() == "photo");
+  CHECK(proto.find("eval_sets")->find("sketch")->as_string() == "folder:" + (d / "sketch").string());
+  const json::Value& spd_run = results.find("runs")->as_array()[1];
+  CHECK(spd_run.find("optim")->as_string() == "spd");
+  const double photo = spd_run.find("accuracy")->find("photo")->as_double();
+  CHECK(photo == spd_run.find("id")->as_double());
+  // The fine-tuned checkpoint names its classes, and eval on the same folder gives the study's number.
+  const std::string ckpt = (out / "spd-seed0.safetensors").string();
+  CHECK(io::SafetensorsFile(ckpt).metadata().at("spdlab.classes") == "[\"cat\",\"dog\",\"owl\"]");
+  Result e = run("eval --model " + ckpt + " --eval photo=folder:" + (d / "photo").string() + " --json " +
+                 (d / "eval.json").string());
+  CAPTURE(e.output);
+  REQUIRE(e.status == 0);
+  const json::Value ej = json::parse(read_text(d / "eval.json"), "eval.json");
+  CHECK(ej.find("accuracy")->find("photo")->as_double() == photo);
+  // The same folder through a decode cache gives the same accuracy.
+  Result c = run("cache folder:" + (d / "photo").string() + " --size 32 --out " + (d / "photo.cache").string());
+  CAPTURE(c.output);
+  REQUIRE(c.status == 0);
+  e = run("eval --model " + ckpt + " --eval photo=cache:" + (d / "photo.cache").string() + " --json " +
+          (d / "eval2.json").string());
+  REQUIRE(e.status == 0);
+  CHECK(json::parse(read_text(d / "eval2.json"), "eval2.json").find("accuracy")->find("photo")->as_double() == photo);
+  // inspect names the inferred architecture of the metadata-less init, given as its first argument.
+  Result i = run("inspect " + init);
+  CHECK(i.status == 0);
+  CHECK(i.output.find("architecture (read from shapes, timm names):") != std::string::npos);
+  CHECK(i.output.find("img_size 32, patch 8, channels 3, width 64, depth 1, heads 1, mlp 192, classes 7") !=
+        std::string::npos);
+}
+
+TEST_CASE("image folder errors: one clear message each, and no output directory") {
+  test::TempDir tmp("cli_folder_errors");
+  const fs::path& d = tmp.path;
+  image_folder(d / "train", {"cat", "dog", "owl"}, 2, "png", false, 1);
+  image_folder(d / "other", {"cat", "dog", "emu"}, 2, "png", false, 2);
+  const std::string init = test::reference_path("vit_nometa.safetensors");
+  const fs::path out = d / "study";
+  auto compare = [&](const std::string& train, const std::string& eval) {
+    return "compare --init " + init + " --train folder:" + train + " --eval " + eval + " --out " + out.string();
+  };
+  const std::string train = (d / "train").string();
+  check_fails(compare(train, "a=folder:" + train + ",b=folder:" + (d / "other").string()),
+              "the classes of --eval b (3) differ from those of --train (3): missing in --eval b: owl; missing in "
+              "--train: emu",
+              out);
+  // An unreadable image.
+  image_folder(d / "broken", {"cat", "dog", "owl"}, 2, "png", false, 3);
+  write_bytes(d / "broken" / "dog" / "x.jpg", {0xFF, 0xD8, 0xFF, 0xE0, 0, 2});
+  check_fails(compare((d / "broken").string(), "a=folder:" + train),
+              "x.jpg' is not a readable PNG, JPEG or BMP image", out);
+  // An empty class folder.
+  image_folder(d / "gap", {"cat", "dog", "owl"}, 2, "png", false, 4);
+  fs::create_directories(d / "gap" / "yak");
+  check_fails(compare(train, "a=folder:" + (d / "gap").string()),
+              "image folder '" + (d / "gap").string() + "': class directory 'yak' has no .png, .jpg, .jpeg or .bmp files",
+              out);
+  // A folder with no images: images straight under the root, no class folders.
+  fs::create_directories(d / "flat");
+  io::save_image((d / "flat" / "a.png").string(), Tensor::zeros({3, 4, 4}));
+  check_fails(compare((d / "flat").string(), "a=folder:" + train),
+              "image folder '" + (d / "flat").string() + "' has no class subdirectories", out);
+  // A cache made for another input size.
+  REQUIRE(run("cache folder:" + train + " --size 16 --out " + (d / "c16").string()).status == 0);
+  check_fails(compare(train, "a=cache:" + (d / "c16").string()),
+              "holds 3x16x16 images but the model takes 3x32x32; make it again with spdlab cache --size 32", out);
+  check_fails(compare(train, "a=" + train), "--eval a: expected folder:DIR or cache:FILE", out);
+  check_fails("compare --init " + init + " --train folder:" + train + " --out " + out.string(),
+              "--train and --eval go together", out);
+  check_fails("cache folder:" + (d / "flat").string() + " --out " + (d / "c.safetensors").string(),
+              "has no class subdirectories", d / "c.safetensors");
+  // predict on a tensor of preprocessed images, with the logits saved.
+  io::save_safetensors((d / "px.safetensors").string(), {{"pixel_values", Tensor::zeros({2, 3, 32, 32})}});
+  Result p = run("predict --model " + init + " --input " + (d / "px.safetensors").string() + " --logits-out " +
+                 (d / "logits.safetensors").string());
+  CAPTURE(p.output);
+  REQUIRE(p.status == 0);
+  CHECK(io::SafetensorsFile((d / "logits.safetensors").string()).info("logits").shape == Shape{2, 7});
+  io::save_safetensors((d / "bad.safetensors").string(), {{"pixel_values", Tensor::zeros({2, 3, 28, 28})}});
+  check_fails("predict --model " + init + " --input " + (d / "bad.safetensors").string() + " --logits-out " +
+                  (d / "l2.safetensors").string(),
+              "'pixel_values' is [2, 3, 28, 28]; the model takes [N, 3, 32, 32]", d / "l2.safetensors");
 }
 
 }  // TEST_SUITE

@@ -1,6 +1,8 @@
 // `spdlab compare`: the robust fine-tuning study of PROTOCOL.md. Fine-tunes the shipped foundation ViT on the
 // edge domain with each optimizer and seed, evaluates every domain, and writes results.json, results.csv,
-// report.md, SVG plots and every fine-tuned checkpoint into one directory.
+// report.md, SVG plots and every fine-tuned checkpoint into one directory. With --train and --eval it runs the
+// same study on a user's own checkpoint and image folders: fine-tune on one set, test on all (the first --eval
+// set is in-distribution, the rest out-of-distribution).
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -10,6 +12,7 @@
 #include <sstream>
 
 #include "core/io/json.h"
+#include "data/image_folder.h"
 #include "kernels/kernels.h"
 #include "examples/cli/args.h"
 #include "examples/cli/commands.h"
@@ -119,15 +122,15 @@ Run read_run_record(const std::string& path) {
   return r;
 }
 
-double mean_over(const std::map<std::string, double>& acc, const std::vector<data::Domain>& domains) {
+double mean_over(const std::map<std::string, double>& acc, const std::vector<std::string>& names) {
   double s = 0;
-  for (auto d : domains) s += acc.at(data::domain_name(d));
-  return s / domains.size();
+  for (const auto& n : names) s += acc.at(n);
+  return names.empty() ? 0.0 : s / names.size();
 }
 
 // The measures computed from a run's accuracies, per-tensor deviations and SPD statistics.
-void derive(Run& r, data::Domain id_domain, const std::vector<data::Domain>& ood) {
-  r.id = r.acc.at(data::domain_name(id_domain));
+void derive(Run& r, const std::string& id_name, const std::vector<std::string>& ood) {
+  r.id = r.acc.at(id_name);
   r.ood_mean = mean_over(r.acc, ood);
   double total = 0;
   r.dev_layer.clear();
@@ -146,23 +149,31 @@ void derive(Run& r, data::Domain id_domain, const std::vector<data::Domain>& ood
   for (auto& [l, f] : fired) r.spd_rate_layer[l] = f.second ? static_cast<double>(f.first) / f.second : 0.0;
 }
 
-Value acc_object(const std::map<std::string, double>& acc, const std::vector<data::Domain>& order) {
+Value acc_object(const std::map<std::string, double>& acc, const std::vector<std::string>& order) {
   Value::Object o;
-  for (auto d : order) o.emplace_back(data::domain_name(d), Value::number(acc.at(data::domain_name(d))));
+  for (const auto& n : order) o.emplace_back(n, Value::number(acc.at(n)));
   return Value::object(o);
 }
 
+// A test set of the study: a Fashion-MNIST domain (the test split seen through a transform), or a user's folder.
+struct EvalSet {
+  std::string name;
+  data::Dataset data;
+  data::SampleTransform transform;  // empty: the images as stored
+};
+
 int run_compare(int argc, char** argv) {
   CommandLine cl = resume_command_line("compare", argc, argv);
-  Args a("compare",
-         "The robust fine-tuning study (PROTOCOL.md): fine-tune the foundation ViT on the edge domain with each\n"
-         "optimizer and seed, evaluate every domain, and write results.json, results.csv, report.md and plots.\n"
-         "--quick: 1 seed, 2000 test images per domain. --full: 3 seeds, all 10000 test images.",
-         {{"quick", "", "1 seed, 2000 test images per domain (the default)", ""},
+  std::vector<Flag> flags = {
+          {"quick", "", "1 seed, 2000 test images per domain (the default)", ""},
           {"full", "", "3 seeds, the whole test set", ""},
           {"seeds", "N", "number of seeds (overrides the mode)", ""},
           {"optims", "LIST", "optimizers to compare", "adam,adamw,l2sp,spd"},
-          {"init", "FILE", "the pre-trained foundation checkpoint", kDefaultInit},
+          {"init", "FILE", "the pre-trained checkpoint (spdlab, timm, Hugging Face or CLIP safetensors)", kDefaultInit},
+          {"train", "SRC", "your own training images, folder:DIR or cache:FILE (instead of --data, --domain, --range)", ""},
+          {"eval", "LIST", "with --train: NAME=folder:DIR or NAME=cache:FILE, comma-separated; the first is the "
+                           "in-distribution test set, the rest out-of-distribution", ""},
+          {"augment", "A", "with --train: rrc (timm's random resized crop and flip) or none", "rrc"},
           {"data", "SRC", "fmnist[:ROOT]", "fmnist"},
           {"domain", "D", "the fine-tuning (in-distribution) domain", "edge"},
           {"range", "B:E", "training images for fine-tuning", "50000:60000"},
@@ -180,8 +191,15 @@ int run_compare(int argc, char** argv) {
           {"out", "DIR", "output directory", ""},
           {"checkpoint-every", "N", "save a resumable state of the current run every N steps (SIGINT/SIGTERM always do)",
            "0"},
-          {"resume", "DIR", "continue the study in DIR: finished runs are kept, the rest is done", ""}},
-         cl.argc(), cl.argv());
+          {"resume", "DIR", "continue the study in DIR: finished runs are kept, the rest is done", ""}};
+  for (auto& f : model_flags()) flags.push_back(f);
+  Args a("compare",
+         "The robust fine-tuning study (PROTOCOL.md): fine-tune the foundation ViT on the edge domain with each\n"
+         "optimizer and seed, evaluate every domain, and write results.json, results.csv, report.md and plots.\n"
+         "--quick: 1 seed, 2000 test images per domain. --full: 3 seeds, all 10000 test images.\n"
+         "With --train folder:DIR --eval ID=folder:DIR1,OOD=folder:DIR2,...: the same study on your own data and\n"
+         "checkpoint (--init); every test set is used whole.",
+         flags, cl.argc(), cl.argv());
   if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
   SPDLAB_CHECK(!(a.flag("quick") && a.flag("full")), "compare: pass --quick or --full, not both");
   if (a.has("threads")) set_num_threads(static_cast<int>(a.integer("threads", 1, kMaxThreads)));
@@ -192,6 +210,13 @@ int run_compare(int argc, char** argv) {
   std::vector<std::string> optims = a.list("optims");
   for (const auto& o : optims) check_optimizer_name(o);
   data::Domain id_domain = data::parse_domain(a.str("domain"));
+  const bool own_data = a.has("train");
+  SPDLAB_CHECK(own_data == a.has("eval"), "compare: --train and --eval go together (your own training and test sets)");
+  if (own_data)
+    for (const char* f : {"data", "domain", "range", "eval-images"})
+      SPDLAB_CHECK(!a.has(f), "compare: --", f, " is for the Fashion-MNIST study; --train and --eval bring their own images");
+  const data::SampleTransform train_augment = own_data ? augment_transform_for(a.str("augment")) : nullptr;
+  const std::vector<NamedSource> eval_sources = own_data ? parse_eval_sets(a.list("eval")) : std::vector<NamedSource>{};
   double lr = a.positive("lr"), wd = a.nonneg("wd"), lambda = a.nonneg("lambda"), alpha = a.nonneg("alpha"),
          beta = a.nonneg("beta"), warmup = a.nonneg("warmup");
   int64_t epochs = a.integer("epochs", 1, kMaxEpochs), batch = a.integer("batch-size", 1, kMaxBatch);
@@ -200,20 +225,44 @@ int run_compare(int argc, char** argv) {
   check_out_dir(out);  // created only once every input has loaded
   std::string init_path = resolve_init(a.str("init"), a.has("init"));
 
-  auto init = models::load_vit(init_path, device);
+  // Every input is read before the output directory is made: the model's input size from the header, the data at
+  // that size, then the model with a head for the data's classes.
+  models::ModelSpec spec = model_spec(a);
+  const models::ModelInfo probe = probe_model(init_path, spec);
+  const int64_t in_chans = probe.cfg.in_chans, img_size = probe.cfg.img_size;
+  data::Dataset train_set;
+  std::vector<EvalSet> sets;  // in report order
+  std::string id_name;
+  if (own_data) {
+    train_set = load_image_source(a.str("train"), in_chans, img_size, "--train");
+    for (const auto& ns : eval_sources) {
+      data::Dataset d = load_image_source(ns.spec, in_chans, img_size, "--eval " + ns.name);
+      data::align_classes(d, train_set.class_names, "--eval " + ns.name, "--train");
+      sets.push_back({ns.name, std::move(d), {}});
+    }
+    id_name = sets.front().name;
+    if (spec.num_classes == 0) spec.num_classes = train_set.num_classes;
+  } else {
+    const int64_t classes = spec.num_classes > 0 ? spec.num_classes : std::max<int64_t>(probe.file_classes, 1);
+    data::Dataset train_all = load_data(a.str("data"), true, in_chans, img_size, classes);
+    auto [rb, re] = parse_range("range", a.str("range"), train_all.size());
+    train_set = data::subset(train_all, rb, re);
+    data::Dataset test_all = load_data(a.str("data"), false, in_chans, img_size, classes);
+    SPDLAB_CHECK(eval_images <= test_all.size(), "compare: --eval-images ", eval_images, " exceeds the ",
+                 test_all.size(), " test images");
+    data::Dataset test = data::subset(test_all, 0, eval_images);
+    for (auto d : data::all_domains()) sets.push_back({data::domain_name(d), test, data::domain_transform(d)});
+    id_name = data::domain_name(id_domain);
+  }
+  models::ModelInfo init_info;
+  auto init = models::load_model(init_path, spec, device, &init_info);
+  print_model_info("compare", init_path, init_info);
   const auto& cfg = init->config();
-  data::Dataset train_all = load_data(a.str("data"), true, cfg.in_chans, cfg.img_size, cfg.num_classes);
-  auto [rb, re] = parse_range("range", a.str("range"), train_all.size());
-  data::Dataset train_set = data::subset(train_all, rb, re);
-  data::Dataset test_all = load_data(a.str("data"), false, cfg.in_chans, cfg.img_size, cfg.num_classes);
-  SPDLAB_CHECK(eval_images <= test_all.size(), "compare: --eval-images ", eval_images, " exceeds the ",
-               test_all.size(), " test images");
-  data::Dataset test = data::subset(test_all, 0, eval_images);
-
-  std::vector<data::Domain> domains = data::all_domains();
-  std::vector<data::Domain> ood;
-  for (auto d : domains)
-    if (d != id_domain) ood.push_back(d);
+  std::vector<std::string> set_names, ood;
+  for (const auto& st : sets) {
+    set_names.push_back(st.name);
+    if (st.name != id_name) ood.push_back(st.name);
+  }
   const uint64_t eval_seed = 0;  // every model sees the same noisy test images
 
   // The study directory: locked, with a manifest of the flags. A directory holding a study with the same flags
@@ -253,18 +302,22 @@ int run_compare(int argc, char** argv) {
     std::filesystem::remove(out + "/" + f);
 
   int64_t total_runs = seeds * static_cast<int64_t>(optims.size());
+  int64_t eval_total = 0;
+  for (const auto& st : sets) eval_total += st.data.size();
+  const std::string train_what = own_data ? a.str("train") : data::domain_name(id_domain);
   std::fprintf(stderr, "compare: %lld fine-tuning runs (%zu optimizers x %lld seeds), %lld epochs each on %lld %s images; "
-               "evaluating %lld test images x %zu domains\n",
+               "evaluating %lld test images in %zu sets\n",
                static_cast<long long>(total_runs), optims.size(), static_cast<long long>(seeds),
-               static_cast<long long>(epochs), static_cast<long long>(train_set.size()),
-               data::domain_name(id_domain).c_str(), static_cast<long long>(eval_images), domains.size());
+               static_cast<long long>(epochs), static_cast<long long>(train_set.size()), train_what.c_str(),
+               static_cast<long long>(eval_total), sets.size());
   double t_start = now_seconds();
 
   auto eval_all = [&](models::VisionTransformer& m, const std::string& label) {
-    int64_t per = (test.size() + 499) / 500, step = 0;
-    Progress p("eval " + label, per * static_cast<int64_t>(domains.size()));
+    int64_t batches = 0, step = 0;
+    for (const auto& st : sets) batches += (st.data.size() + kEvalBatch - 1) / kEvalBatch;
+    Progress p("eval " + label, batches);
     std::map<std::string, double> acc;
-    for (auto d : domains) acc[data::domain_name(d)] = evaluate(m, test, d, eval_seed, &p, &step);
+    for (const auto& st : sets) acc[st.name] = evaluate(m, st.data, st.transform, eval_seed, &p, &step);
     p.finish();
     return acc;
   };
@@ -286,7 +339,7 @@ int run_compare(int argc, char** argv) {
         Run done = read_run_record(record);
         SPDLAB_CHECK(done.optim == kind && done.seed == seed, record, " is the record of ", done.optim, " seed ",
                      done.seed, ", not ", kind, " seed ", seed);
-        derive(done, id_domain, ood);
+        derive(done, id_name, ood);
         std::fprintf(stderr, "%s: finished earlier (ID %.1f%%, OOD mean %.1f%%)\n", label, 100 * done.id,
                      100 * done.ood_mean);
         runs.push_back(std::move(done));
@@ -296,7 +349,7 @@ int run_compare(int argc, char** argv) {
         throw Interrupted(sig, detail::cat("compare: stopped by ", signal_name(sig), " before ", label,
                                            "; resume with: ", resume_hint("compare", out)));
       auto run_dir = std::make_unique<RunDir>(stem + ".run");
-      auto model = models::load_vit(init_path, device);
+      auto model = models::load_model(init_path, spec, device);
       TrainOptions opt;
       opt.optim = kind;
       opt.hp = hyperparams_for(kind, lr, wd, lambda, alpha, beta);
@@ -311,7 +364,7 @@ int run_compare(int argc, char** argv) {
       opt.checkpoint_every = checkpoint_every;
       TrainResult tr;
       try {
-        tr = train(*model, train_set, data::domain_transform(id_domain), opt);
+        tr = train(*model, train_set, own_data ? train_augment : data::domain_transform(id_domain), opt);
       } catch (const Interrupted& e) {
         throw Interrupted(e.signal(), std::string(e.what()) + "; resume with: " + resume_hint("compare", out));
       }
@@ -319,11 +372,12 @@ int run_compare(int argc, char** argv) {
       r.seconds = tr.seconds;
       r.spd = tr.spd_stats;
       save_vit(*model, stem + ".safetensors",
-               {{"spdlab.command", command_line(cl.argc(), cl.argv())}, {"spdlab.optim", kind},
-                {"spdlab.seed", std::to_string(seed)}, {"spdlab.commit", SPDLAB_GIT_COMMIT}});
+               with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())}, {"spdlab.optim", kind},
+                             {"spdlab.seed", std::to_string(seed)}, {"spdlab.commit", SPDLAB_GIT_COMMIT}},
+                            train_set));
       r.acc = eval_all(*model, kind);
       r.dev_tensor = deviation_per_tensor(*model, *init);
-      derive(r, id_domain, ood);
+      derive(r, id_name, ood);
       write_text_atomic(record, json::dump(run_record(r)) + "\n");  // the run is complete once this exists
       run_dir->remove_all();
       double done = now_seconds() - t_start;
@@ -347,7 +401,7 @@ int run_compare(int argc, char** argv) {
     for (auto& [n, d] : r.dev_tensor) dt.emplace_back(n, Value::number(d));
     Value::Object run{{"optim", Value::string(r.optim)},
                       {"seed", Value::integer(r.seed)},
-                      {"accuracy", acc_object(r.acc, domains)},
+                      {"accuracy", acc_object(r.acc, set_names)},
                       {"id", Value::number(r.id)},
                       {"ood_mean", Value::number(r.ood_mean)},
                       {"deviation", Value::number(r.deviation)},
@@ -397,47 +451,59 @@ int run_compare(int argc, char** argv) {
     }
     summary.emplace_back(kind, Value::object(o));
   }
+  Value::Object protocol{{"init", Value::string(a.str("init"))},
+                         {"architecture", Value::object({{"embed_dim", Value::integer(cfg.embed_dim)},
+                                                         {"depth", Value::integer(cfg.depth)},
+                                                         {"num_heads", Value::integer(cfg.num_heads)},
+                                                         {"patch_size", Value::integer(cfg.patch_size)},
+                                                         {"parameters", Value::integer(init->num_parameters())}})}};
+  if (own_data) {
+    Value::Object eval_specs;
+    for (const auto& ns : eval_sources) eval_specs.emplace_back(ns.name, Value::string(ns.spec));
+    protocol.emplace_back("train_data", Value::string(a.str("train")));
+    protocol.emplace_back("augment", Value::string(a.str("augment")));
+    protocol.emplace_back("eval_sets", Value::object(eval_specs));
+    protocol.emplace_back("in_distribution", Value::string(id_name));
+    protocol.emplace_back("fresh_head", Value::boolean(init_info.fresh_head));
+  } else {
+    protocol.emplace_back("finetune_domain", Value::string(data::domain_name(id_domain)));
+    protocol.emplace_back("train_range", Value::string(a.str("range")));
+  }
+  for (auto& kv : Value::Object{{"epochs", Value::integer(epochs)},
+                                {"batch_size", Value::integer(batch)},
+                                {"lr", Value::number(lr)},
+                                {"schedule", Value::string("linear warmup then cosine to 0")},
+                                {"warmup_fraction", Value::number(warmup)},
+                                {"adamw_weight_decay", Value::number(wd)},
+                                {"spd_lambda", Value::number(lambda)},
+                                {"l2sp_alpha", Value::number(alpha)},
+                                {"l2sp_beta", Value::number(beta)},
+                                {"seeds", Value::integer(seeds)}})
+    protocol.push_back(kv);
+  if (!own_data) protocol.emplace_back("eval_images_per_domain", Value::integer(eval_images));
+  protocol.emplace_back("eval_noise_seed", Value::integer(static_cast<int64_t>(eval_seed)));
   Value results = Value::object(
-      {{"protocol",
-        Value::object({{"init", Value::string(a.str("init"))},
-                       {"architecture", Value::object({{"embed_dim", Value::integer(cfg.embed_dim)},
-                                                       {"depth", Value::integer(cfg.depth)},
-                                                       {"num_heads", Value::integer(cfg.num_heads)},
-                                                       {"patch_size", Value::integer(cfg.patch_size)},
-                                                       {"parameters", Value::integer(init->num_parameters())}})},
-                       {"finetune_domain", Value::string(data::domain_name(id_domain))},
-                       {"train_range", Value::string(a.str("range"))},
-                       {"epochs", Value::integer(epochs)},
-                       {"batch_size", Value::integer(batch)},
-                       {"lr", Value::number(lr)},
-                       {"schedule", Value::string("linear warmup then cosine to 0")},
-                       {"warmup_fraction", Value::number(warmup)},
-                       {"adamw_weight_decay", Value::number(wd)},
-                       {"spd_lambda", Value::number(lambda)},
-                       {"l2sp_alpha", Value::number(alpha)},
-                       {"l2sp_beta", Value::number(beta)},
-                       {"seeds", Value::integer(seeds)},
-                       {"eval_images_per_domain", Value::integer(eval_images)},
-                       {"eval_noise_seed", Value::integer(static_cast<int64_t>(eval_seed))}})},
-       {"pretrained", Value::object({{"accuracy", acc_object(pre_acc, domains)},
+      {{"protocol", Value::object(protocol)},
+       {"pretrained", Value::object({{"accuracy", acc_object(pre_acc, set_names)},
                                      {"ood_mean", Value::number(ood_mean(pre_acc))}})},
        {"summary", Value::object(summary)},
        {"runs", Value::array(run_values)}});
   write_text_atomic(out + "/results.json", json::dump(results) + "\n");
 
+
   // ---- results.csv ----
   std::ostringstream csv;
   csv << "optim,seed";
-  for (auto d : domains) csv << "," << data::domain_name(d);
+  for (const auto& n : set_names) csv << "," << n;
   csv << ",id,ood_mean,deviation\n";
   auto csv_row = [&](const std::string& name, const std::string& seed, const std::map<std::string, double>& acc,
                      double id, double om, const std::string& dev) {
     csv << name << "," << seed;
-    for (auto d : domains) csv << "," << acc.at(data::domain_name(d));
+    for (const auto& n : set_names) csv << "," << acc.at(n);
     csv << "," << id << "," << om << "," << dev << "\n";
   };
   csv.precision(6);
-  csv_row("pretrained", "", pre_acc, pre_acc.at(data::domain_name(id_domain)), ood_mean(pre_acc), "0");
+  csv_row("pretrained", "", pre_acc, pre_acc.at(id_name), ood_mean(pre_acc), "0");
   for (const auto& r : runs) {
     std::ostringstream dev;
     dev.precision(6);
@@ -449,16 +515,26 @@ int run_compare(int argc, char** argv) {
   // ---- report.md ----
   bool with_std = seeds > 1;
   std::ostringstream md;
-  md << "# Robust fine-tuning study\n\nFine-tuned on **" << data::domain_name(id_domain) << "** ("
-     << train_set.size() << " images, " << epochs << " epochs, batch " << batch << ", lr " << lr
-     << ", warmup then cosine), evaluated on " << eval_images << " test images per domain. " << seeds
-     << (seeds > 1 ? " seeds, mean ± std" : " seed") << ". Accuracy in %.\n\n| model | ID ("
-     << data::domain_name(id_domain) << ")";
-  for (auto d : ood) md << " | " << data::domain_name(d);
+  md << "# Robust fine-tuning study\n\nFine-tuned on **" << train_what << "** (" << train_set.size() << " images, "
+     << epochs << " epochs, batch " << batch << ", lr " << lr << ", warmup then cosine";
+  if (own_data) {
+    md << ", augmentation " << a.str("augment") << "), evaluated on";
+    for (size_t i = 0; i < sets.size(); ++i)
+      md << (i ? ", " : " ") << sets[i].name << " (" << sets[i].data.size() << " images)";
+    md << ". ";
+  } else {
+    md << "), evaluated on " << eval_images << " test images per domain. ";
+  }
+  md << seeds << (seeds > 1 ? " seeds, mean ± std" : " seed") << ". Accuracy in %.";
+  if (init_info.fresh_head)
+    md << " The pre-trained model's head was replaced by a fresh " << cfg.num_classes
+       << "-class head, so its row is at chance level: it measures nothing about the features.";
+  md << "\n\n| model | ID (" << id_name << ")";
+  for (const auto& n : ood) md << " | " << n;
   md << " | OOD mean | ‖θ−θ0‖ |\n|---|---";
   for (size_t i = 0; i < ood.size(); ++i) md << "|---";
-  md << "|---|---|\n| pretrained | " << pct({pre_acc.at(data::domain_name(id_domain)), 0}, false);
-  for (auto d : ood) md << " | " << pct({pre_acc.at(data::domain_name(d)), 0}, false);
+  md << "|---|---|\n| pretrained | " << pct({pre_acc.at(id_name), 0}, false);
+  for (const auto& n : ood) md << " | " << pct({pre_acc.at(n), 0}, false);
   md << " | " << pct({ood_mean(pre_acc), 0}, false) << " | — |\n";
   auto hp_note = [&](const std::string& k) -> std::string {
     char b[64];
@@ -471,8 +547,8 @@ int run_compare(int argc, char** argv) {
   };
   for (const auto& kind : optims) {
     auto& s = sm[kind];
-    md << "| " << hp_note(kind) << " | " << pct(s[data::domain_name(id_domain)], with_std);
-    for (auto d : ood) md << " | " << pct(s[data::domain_name(d)], with_std);
+    md << "| " << hp_note(kind) << " | " << pct(s[id_name], with_std);
+    for (const auto& n : ood) md << " | " << pct(s[n], with_std);
     md << " | " << pct(s["ood_mean"], with_std) << " | " << fixed(s["deviation"], with_std) << " |\n";
   }
   md << "\n## Deviation from the pre-trained weights per layer (‖θ−θ0‖)\n\n| layer";
@@ -493,28 +569,27 @@ int run_compare(int argc, char** argv) {
   write_text_atomic(out + "/report.md", md.str());
 
   // ---- plots ----
-  std::vector<svg::Point> pts{{"pretrained", ood_mean(pre_acc), pre_acc.at(data::domain_name(id_domain)), 0, 0}};
+  std::vector<svg::Point> pts{{"pretrained", ood_mean(pre_acc), pre_acc.at(id_name), 0, 0}};
   for (const auto& kind : optims) {
     auto& s = sm[kind];
-    pts.push_back({kind, s["ood_mean"].mean, s[data::domain_name(id_domain)].mean, s["ood_mean"].std,
-                   s[data::domain_name(id_domain)].std});
+    pts.push_back({kind, s["ood_mean"].mean, s[id_name].mean, s["ood_mean"].std, s[id_name].std});
   }
   write_text_atomic(out + "/id_vs_ood.svg",
                     svg::scatter("ID vs OOD accuracy", "OOD mean accuracy", "ID accuracy (" +
-                                 data::domain_name(id_domain) + ")", pts));
+                                 id_name + ")", pts));
   std::vector<std::string> dnames;
-  for (auto d : domains) dnames.push_back(data::domain_name(d));
+  for (const auto& n : set_names) dnames.push_back(n);
   std::vector<svg::Series> bars{{"pretrained", {}, {}}};
-  for (auto d : domains) bars[0].values.push_back(pre_acc.at(data::domain_name(d)));
+  for (const auto& n : set_names) bars[0].values.push_back(pre_acc.at(n));
   for (const auto& kind : optims) {
     svg::Series s{kind, {}, {}};
-    for (auto d : domains) {
-      s.values.push_back(sm[kind][data::domain_name(d)].mean);
-      s.errors.push_back(sm[kind][data::domain_name(d)].std);
+    for (const auto& n : set_names) {
+      s.values.push_back(sm[kind][n].mean);
+      s.errors.push_back(sm[kind][n].std);
     }
     bars.push_back(s);
   }
-  bars[0].errors.assign(domains.size(), 0.0);
+  bars[0].errors.assign(set_names.size(), 0.0);
   write_text_atomic(out + "/per_domain.svg", svg::grouped_bars("Accuracy per domain", "accuracy", dnames, bars));
   std::vector<svg::Series> devs;
   for (const auto& kind : optims) {

@@ -90,6 +90,8 @@ std::vector<NamedSource> parse_eval_sets(const std::vector<std::string>& items) 
     for (char c : ns.name)
       SPDLAB_CHECK(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-', "--eval: the name '", ns.name,
                    "' may hold only letters, digits, '_' and '-'");
+    SPDLAB_CHECK(ns.name != "ood_mean" && ns.name != "deviation", "--eval: '", ns.name,
+                 "' names a column of the report; pick another name");
     SPDLAB_CHECK(seen.insert(ns.name).second, "--eval: the name '", ns.name, "' is given twice");
     SPDLAB_CHECK(is_image_source(ns.spec), "--eval ", ns.name, ": expected folder:DIR or cache:FILE, got '", ns.spec,
                  "'");

@@ -208,9 +208,13 @@ int run_cache(int argc, char** argv) {
   return 0;
 }
 
-// Class names become directory names: '/' (Fashion-MNIST's "T-shirt/top") and other unsafe bytes become '_'.
-std::string dir_name(const std::string& s) {
-  std::string out;
+// Class names become directory names: '/' (Fashion-MNIST's "T-shirt/top") and other unsafe bytes become '_', and
+// the label leads ("0_T-shirt_top"), so that sorting by name (ImageFolder's order) keeps the label order the
+// shipped model's head was trained with.
+std::string dir_name(int64_t label, int64_t classes, const std::string& s) {
+  std::string out = std::to_string(label);
+  out.insert(0, std::to_string(classes - 1).size() - out.size(), '0');
+  out += '_';
   for (char c : s) out += std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ? c : '_';
   return out;
 }
@@ -218,7 +222,8 @@ std::string dir_name(const std::string& s) {
 int run_export(int argc, char** argv) {
   Args a("export",
          "Writes Fashion-MNIST images, seen in one domain of PROTOCOL.md, as an image folder OUT/<class>/<index>.png:\n"
-         "a dataset in the layout --train folder:DIR and --eval NAME=folder:DIR read.",
+         "a dataset in the layout --train folder:DIR and --eval NAME=folder:DIR read. Class folders are named\n"
+         "<label>_<name> (0_T-shirt_top, ...), so their sorted order is the label order.",
          {{"data", "SRC", "fmnist[:ROOT] or idx:IMAGES,LABELS", "fmnist"},
           {"split", "S", "train or test", "test"},
           {"range", "B:E", "images of the split to write", "0:1000"},
@@ -243,7 +248,8 @@ int run_export(int argc, char** argv) {
   std::filesystem::remove_all(tmp, ec);
   std::vector<std::string> classes;
   for (int64_t c = 0; c < d.num_classes; ++c)
-    classes.push_back(dir_name(c < static_cast<int64_t>(d.class_names.size()) ? d.class_names[c] : std::to_string(c)));
+    classes.push_back(
+        dir_name(c, d.num_classes, c < static_cast<int64_t>(d.class_names.size()) ? d.class_names[c] : "class"));
   const Shape s = d.image_shape();
   const Tensor seen = data::apply_domain(domain, d.images.contiguous(), a.seed("seed"));
   Progress p("export " + out, d.size());
