@@ -105,7 +105,7 @@ Dataset load_image_folder(const std::string& root, int channels, int64_t size, c
   if (progress)
     while (done < N && !failed) {
       progress(done, N);
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   for (auto& t : pool) t.join();
   SPDLAB_CHECK(!failed, "image folder '", root, "': ", error);

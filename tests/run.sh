@@ -15,6 +15,8 @@ echo "tests/run.sh: again with the baseline CPU kernels (SPDLAB_CPU_ISA=base)"
 SPDLAB_CPU_ISA=base ctest --test-dir build --output-on-failure
 # SIGKILLs at random moments of finetune and compare, each followed by --resume: the outputs must be
 # byte-identical to uninterrupted runs, with nothing stray (the full-size version: SIZE=quick, 10 kills each).
+echo "tests/run.sh: bench/loader_bench on the small config (a check that it runs, not a measurement)"
+./build/loader_bench --config vit-micro --batch 8 --steps 2 --images 32 --src-size 64 | grep -q '"bench":"loader"'
 echo "tests/run.sh: kill and resume (tests/reliability/kill_resume.sh)"
 bash tests/reliability/kill_resume.sh 4
 

@@ -212,9 +212,8 @@ int run_cache(int argc, char** argv) {
 // the label leads ("0_T-shirt_top"), so that sorting by name (ImageFolder's order) keeps the label order the
 // shipped model's head was trained with.
 std::string dir_name(int64_t label, int64_t classes, const std::string& s) {
-  std::string out = std::to_string(label);
-  out.insert(0, std::to_string(classes - 1).size() - out.size(), '0');
-  out += '_';
+  const std::string number = std::to_string(label), widest = std::to_string(std::max<int64_t>(classes - 1, label));
+  std::string out = std::string(widest.size() - number.size(), '0') + number + "_";
   for (char c : s) out += std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ? c : '_';
   return out;
 }

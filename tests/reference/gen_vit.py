@@ -2,6 +2,9 @@
 
   gen_vit.py                  -> vit_small.safetensors and halfprec.safetensors next to this script
   gen_vit.py --tiny224 OUTDIR -> OUTDIR/vit_tiny_patch16_224.safetensors (23 MB; made at test time)
+  gen_vit.py --timm-file OUT  -> OUT: only the weights, as timm saves a vit_tiny_patch16_224 (its names and shapes,
+                                 metadata {"format": "pt"}), random values: a stand-in for trying the README's
+                                 "your own checkpoint" commands without a download
 
 Weights are float32 under timm's key names; logits, loss and input_grad are computed in float64
 from those float32 values, then stored as float32.
@@ -129,7 +132,11 @@ def halfprec(path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 2 and sys.argv[1] == "--tiny224":
+    if len(sys.argv) == 3 and sys.argv[1] == "--timm-file":
+        w = init_weights(TINY224, torch.Generator().manual_seed(224))
+        st.save(sys.argv[2], w, {"format": "pt"})
+        print(f"wrote {sys.argv[2]}: {sum(v.numel() for v in w.values())} params (random; timm's names and shapes)")
+    elif len(sys.argv) >= 2 and sys.argv[1] == "--tiny224":
         if len(sys.argv) != 3:
             sys.exit("usage: gen_vit.py --tiny224 OUT_DIR")
         os.makedirs(sys.argv[2], exist_ok=True)
