@@ -235,6 +235,7 @@ int run_compare(int argc, char** argv) {
   std::string id_name;
   if (own_data) {
     train_set = load_image_source(a.str("train"), in_chans, img_size, "--train");
+    if (spec.num_classes == 0) align_to_checkpoint(train_set, init_path, "--train");
     for (const auto& ns : eval_sources) {
       data::Dataset d = load_image_source(ns.spec, in_chans, img_size, "--eval " + ns.name);
       data::align_classes(d, train_set.class_names, "--eval " + ns.name, "--train");

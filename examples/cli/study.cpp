@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <set>
 
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
@@ -85,6 +86,14 @@ std::vector<std::string> checkpoint_classes(const std::string& path) {
   SPDLAB_CHECK(v.is_array(), path, ": metadata spdlab.classes should be a JSON array of names");
   for (const auto& c : v.as_array()) out.push_back(c.as_string());
   return out;
+}
+
+void align_to_checkpoint(data::Dataset& d, const std::string& checkpoint, const std::string& what) {
+  const std::vector<std::string> trained = checkpoint_classes(checkpoint);
+  if (trained.empty() || d.class_names.empty()) return;
+  if (std::set<std::string>(trained.begin(), trained.end()) ==
+      std::set<std::string>(d.class_names.begin(), d.class_names.end()))
+    data::align_classes(d, trained, what, checkpoint);
 }
 
 std::map<std::string, std::string> with_classes(std::map<std::string, std::string> meta, const data::Dataset& d) {
@@ -251,6 +260,7 @@ int run_finetune(int argc, char** argv) {
     for (const char* f : {"data", "domain", "range"})
       SPDLAB_CHECK(!a.has(f), "finetune: --", f, " is for Fashion-MNIST; --train brings its own images");
     train_set = load_image_source(a.str("train"), probe.cfg.in_chans, probe.cfg.img_size, "--train");
+    if (spec.num_classes == 0) align_to_checkpoint(train_set, init, "--train");
     transform = augment_transform_for(a.str("augment"));
     if (spec.num_classes == 0) spec.num_classes = train_set.num_classes;
   } else {

@@ -29,6 +29,9 @@ models::ModelInfo probe_model(const std::string& path, const models::ModelSpec& 
 data::SampleTransform augment_transform_for(const std::string& name);
 // The class names a fine-tuned checkpoint was trained on (metadata spdlab.classes), or none.
 std::vector<std::string> checkpoint_classes(const std::string& path);
+// A checkpoint fine-tuned by spdlab knows its classes' order: when `d` has the same class names, it is relabeled
+// to that order, so the checkpoint's head keeps its meaning (sorted folder names need not match it).
+void align_to_checkpoint(data::Dataset& d, const std::string& checkpoint, const std::string& what);
 // `meta` plus spdlab.classes (a JSON array) when the data names its classes.
 std::map<std::string, std::string> with_classes(std::map<std::string, std::string> meta, const data::Dataset& d);
 
