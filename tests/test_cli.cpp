@@ -565,10 +565,10 @@ TEST_CASE("compare on image folders (PNG and JPEG, two domains) with a checkpoin
   const json::Value ej = json::parse(read_text(d / "eval.json"), "eval.json");
   CHECK(ej.find("accuracy")->find("photo")->as_double() == photo);
   // The same folder through a decode cache gives the same accuracy.
-  Result c = run("cache folder:" + (d / "photo").string() + " --size 32 --out " + (d / "photo.cache").string());
+  Result c = run("cache folder:" + (d / "photo").string() + " --size 32 --out " + (d / "new" / "photo.cache").string());
   CAPTURE(c.output);
   REQUIRE(c.status == 0);
-  e = run("eval --model " + ckpt + " --eval photo=cache:" + (d / "photo.cache").string() + " --json " +
+  e = run("eval --model " + ckpt + " --eval photo=cache:" + (d / "new" / "photo.cache").string() + " --json " +
           (d / "eval2.json").string());
   REQUIRE(e.status == 0);
   CHECK(json::parse(read_text(d / "eval2.json"), "eval2.json").find("accuracy")->find("photo")->as_double() == photo);

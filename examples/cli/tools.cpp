@@ -152,8 +152,11 @@ int run_predict(int argc, char** argv) {
     }
     if (logits_out.empty())
       for (int64_t i = 0; i < x.size(0); ++i) show(in + "[" + std::to_string(i) + "]", logits.select(0, i));
-    else
+    else {
+      const auto parent = std::filesystem::path(logits_out).parent_path();
+      ensure_writable_dir(parent.empty() ? "." : parent.string());
       io::save_safetensors(logits_out, {{"logits", logits}}, {{"spdlab.model", a.str("model")}, {"spdlab.input", in}});
+    }
     std::fprintf(stderr, "predict: %lld image(s) in %.3f s including model load%s%s\n",
                  static_cast<long long>(x.size(0)), now_seconds() - t0, logits_out.empty() ? "" : "; wrote ",
                  logits_out.c_str());
@@ -200,6 +203,8 @@ int run_cache(int argc, char** argv) {
   const double t0 = now_seconds();
   data::Dataset d = load_image_source(source, channels, size, "cache");
   const double decode = now_seconds() - t0;
+  ensure_writable_dir(std::filesystem::path(out).parent_path().empty() ? "."
+                                                                       : std::filesystem::path(out).parent_path().string());
   data::write_image_cache(out, d, source);
   std::fprintf(stderr, "cache: %lld images of %lld classes, %lldx%lldx%lld, decoded in %.1f s (%.0f images/s); wrote %s\n",
                static_cast<long long>(d.size()), static_cast<long long>(d.num_classes), static_cast<long long>(channels),
