@@ -70,6 +70,31 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 Tensor qkv_attention(const Tensor& qkv, int64_t num_heads, std::optional<double> scale = std::nullopt,
                      int64_t queries = -1);
 
+// The reference path of the two attention ops above: softmax(q k^T * scale) v written as matmul, softmax,
+// matmul, with the gradients from autograd. Slower and heavier (the [N, M] scores are kept), and tested equal to
+// them (tests/test_reference_paths.cpp): a student reads this, the model runs the fused op.
+Tensor attention_reference(const Tensor& q, const Tensor& k, const Tensor& v,
+                           std::optional<double> scale = std::nullopt);
+
+// Composites a course expects, each a line over the ops above (so their gradients come with them).
+Tensor sigmoid(const Tensor& x);  // 0.5 + 0.5 tanh(x / 2)
+Tensor norm(const Tensor& x);     // the Euclidean norm of all elements, sqrt(sum(x * x)), a scalar
+
+// Operators, for code that reads like the math: a + b, a - b, a * b, a / b with tensors or numbers, and -a.
+// Matrix products stay a named function, matmul(a, b) (or a.matmul(b)): C++ has no @.
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator+(const Tensor& a, double s) { return add(a, s); }
+inline Tensor operator-(const Tensor& a, double s) { return sub(a, s); }
+inline Tensor operator*(const Tensor& a, double s) { return mul(a, s); }
+inline Tensor operator/(const Tensor& a, double s) { return mul(a, 1.0 / s); }  // a * (1 / s)
+inline Tensor operator+(double s, const Tensor& a) { return add(a, s); }
+inline Tensor operator-(double s, const Tensor& a) { return rsub(a, s); }
+inline Tensor operator*(double s, const Tensor& a) { return mul(a, s); }
+inline Tensor operator-(const Tensor& a) { return neg(a); }
+
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
 Tensor index_select(const Tensor& x, int64_t axis, const Tensor& index);  // index int64 1-D
 Tensor gather(const Tensor& x, int64_t axis, const Tensor& index);        // index int64, x's rank

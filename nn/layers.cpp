@@ -98,6 +98,16 @@ Block::Block(int64_t dim, int64_t heads, double mlp_ratio, double eps, double dr
 
 Tensor Block::forward(const Tensor& x) const { return forward_queries(x, -1); }
 
+Tensor Block::forward_reference(const Tensor& x) const {
+  SPDLAB_CHECK(x.dim() == 3, "Block::forward_reference: expected tokens [B, N, C], got ", shape_str(x.shape()));
+  const int64_t B = x.size(0), N = x.size(1), C = x.size(2), H = attn->num_heads, D = C / H;
+  Tensor qkv = attn->qkv->forward(norm1->forward(x));                    // [B, N, 3C]: q, k, v side by side
+  Tensor heads = qkv.reshape({B, N, 3, H, D}).permute({2, 0, 3, 1, 4});  // [3, B, H, N, D]
+  Tensor a = attention_reference(heads.select(0, 0), heads.select(0, 1), heads.select(0, 2));  // [B, H, N, D]
+  Tensor h = add(x, attn->proj->forward(a.transpose(1, 2).reshape({B, N, C})));  // heads merged back, projected
+  return add(h, mlp->fc2->forward(mlp->act->forward(mlp->fc1->forward(norm2->forward(h)))));
+}
+
 Tensor Block::forward_class_token(const Tensor& x) const {
   SPDLAB_CHECK(x.dim() == 3 && x.size(1) >= 1, "Block::forward_class_token: expected tokens [B, N, C], got ",
                shape_str(x.shape()));

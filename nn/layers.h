@@ -77,6 +77,11 @@ struct Block : Module {  // pre-norm transformer block: x + attn(norm1(x)), then
   Block(int64_t dim, int64_t heads, double mlp_ratio, double eps, double drop_p, Generator& gen, Generator* drop_gen,
         Activation activation = Activation::gelu);
   Tensor forward(const Tensor& x) const;
+  // The same block as the equations read, module by module and without dropout:
+  //   h = x + proj(attention(q, k, v)) with q, k, v the heads of qkv(norm1(x)); out = h + fc2(act(fc1(norm2(h)))).
+  // forward() computes this with fused ops (layer norm + linear, attention on qkv, GELU + linear); tests check
+  // the two equal (tests/test_reference_paths.cpp).
+  Tensor forward_reference(const Tensor& x) const;
   // Row 0 of forward(x), as [B, 1, C], computing only what reaches it: the class token's query attends to
   // every token's key and value, and proj, norm2 and the MLP run on one row per image. A class-token
   // classifier's last block needs nothing else. With MLP dropout in training, masks are drawn for that row only.

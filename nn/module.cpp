@@ -140,6 +140,20 @@ void Module::to(Device device) {
   }
 }
 
+void Module::to(DType dtype) {
+  SPDLAB_CHECK(dtype == DType::f32 || dtype == DType::f64, "Module::to: parameters are f32 or f64, not ", dtype);
+  std::vector<std::pair<std::string, Tensor*>> slots;
+  collect_refs("", slots);
+  autograd::NoGradGuard ng;
+  for (auto& [name, slot] : slots) {
+    if (slot->dtype() == dtype || slot->dtype() == DType::i64) continue;
+    bool rg = slot->requires_grad();
+    Tensor cast = slot->detach().to(dtype);
+    if (rg) cast.requires_grad_(true);
+    *slot = cast;
+  }
+}
+
 void Module::train(bool on) {
   training_ = on;
   for (auto& [n, c] : children_) c->train(on);

@@ -35,6 +35,9 @@ class Module {
   // Moves every parameter and buffer to `device` (requires_grad kept, gradients dropped). Optimizers must be
   // made after the move: they hold the tensors they update.
   void to(Device device);
+  // Every parameter and buffer cast to `dtype` (f32 or f64), keeping requires_grad: a model in float64 for
+  // gradient checks and reference comparisons.
+  void to(DType dtype);
 
   void train(bool on = true);
   void eval() { train(false); }

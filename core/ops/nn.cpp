@@ -149,6 +149,24 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& target_in, double sm
   });
 }
 
+Tensor attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, std::optional<double> scale) {
+  SPDLAB_CHECK(q.dim() == 4 && k.dim() == 4 && k.shape() == v.shape() && q.size(3) == k.size(3),
+               "attention_reference: expected q [B, H, N, D] and k, v [B, H, M, D], got ", shape_str(q.shape()), ", ",
+               shape_str(k.shape()), ", ", shape_str(v.shape()));
+  const double s = scale ? *scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  Tensor scores = mul(matmul(q, k.transpose(2, 3)), s);  // [B, H, N, M]: how much each query likes each key
+  Tensor weights = softmax(scores, 3);                   // each row sums to 1
+  return matmul(weights, v);                             // [B, H, N, D]: the weighted mean of the values
+}
+
+Tensor sigmoid(const Tensor& x) { return add(mul(tanh(mul(x, 0.5)), 0.5), 0.5); }
+
+Tensor norm(const Tensor& x) { return sqrt(sum(mul(x, x))); }
+
+Tensor Tensor::matmul(const Tensor& other) const { return spdlab::matmul(*this, other); }
+Tensor Tensor::sum() const { return spdlab::sum(*this); }
+Tensor Tensor::mean() const { return spdlab::mean(*this); }
+
 Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                                     std::optional<double> scale_opt) {
   for (const Tensor* t : {&q_in, &k_in, &v_in}) {

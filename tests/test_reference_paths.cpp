@@ -1,0 +1,195 @@
+// The reference paths a student reads, tested equal to the fused paths the library runs: attention (matmul,
+// softmax, matmul) against the fused attention ops, the ViT block written module by module against
+// Block::forward, and Adam / AdamW / SPD as plain loops (optim/reference.h) against the optimizers' kernels.
+// Each at three shapes, in float32 and float64; values and gradients.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "nn/layers.h"
+#include "optim/reference.h"
+
+using namespace spdlab;
+
+namespace {
+
+double max_rel_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  double m = 0, scale = 1e-30;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    m = std::max(m, std::abs(a.at(i) - b.at(i)));
+    scale = std::max(scale, std::abs(b.at(i)));
+  }
+  return m / scale;  // relative to the largest value
+}
+
+// Values and the gradients of sum(out * r) with respect to every input, for two functions of the same inputs.
+struct Compared {
+  double value = 0, grad = 0;
+};
+Compared compare(const std::function<Tensor(const std::vector<Tensor>&)>& fast,
+                 const std::function<Tensor(const std::vector<Tensor>&)>& ref, const std::vector<Tensor>& inputs,
+                 uint64_t seed) {
+  auto run = [&](const std::function<Tensor(const std::vector<Tensor>&)>& f, std::vector<Tensor>& grads) {
+    std::vector<Tensor> leaves;
+    for (const Tensor& t : inputs) leaves.push_back(t.detach().clone().requires_grad_(true));
+    Tensor out = f(leaves);
+    Generator gen(seed);
+    Tensor r = Tensor::randn(out.shape(), gen, out.dtype());
+    sum(mul(out, r)).backward();
+    for (const Tensor& l : leaves) grads.push_back(l.grad());
+    return out.detach();
+  };
+  std::vector<Tensor> ga, gb;
+  Tensor a = run(fast, ga), b = run(ref, gb);
+  Compared c;
+  c.value = max_rel_diff(a, b);
+  for (size_t i = 0; i < ga.size(); ++i) c.grad = std::max(c.grad, max_rel_diff(ga[i], gb[i]));
+  return c;
+}
+
+double tolerance(DType dt) { return dt == DType::f64 ? 1e-12 : 2e-5; }
+
+}  // namespace
+
+TEST_SUITE("reference") {
+
+TEST_CASE("attention_reference equals scaled_dot_product_attention and qkv_attention, values and gradients") {
+  struct Shape5 {
+    int64_t B, H, N, M, D;
+  };
+  for (DType dt : {DType::f32, DType::f64})
+    for (Shape5 s : {Shape5{1, 1, 3, 3, 4}, Shape5{2, 3, 5, 7, 8}, Shape5{2, 2, 17, 17, 16}}) {
+      Generator gen(s.N * 31 + s.D);
+      std::vector<Tensor> qkv = {Tensor::randn({s.B, s.H, s.N, s.D}, gen, dt), Tensor::randn({s.B, s.H, s.M, s.D}, gen, dt),
+                                 Tensor::randn({s.B, s.H, s.M, s.D}, gen, dt)};
+      Compared c = compare([](const std::vector<Tensor>& v) { return scaled_dot_product_attention(v[0], v[1], v[2]); },
+                           [](const std::vector<Tensor>& v) { return attention_reference(v[0], v[1], v[2]); }, qkv, 7);
+      CAPTURE(dt);
+      CAPTURE(s.N);
+      CHECK(c.value < tolerance(dt));
+      CHECK(c.grad < tolerance(dt));
+      if (s.N != s.M) continue;
+      // The fused form a ViT runs: qkv [B, N, 3C] with the heads inside each third.
+      const int64_t C = s.H * s.D;
+      Tensor packed = Tensor::randn({s.B, s.N, 3 * C}, gen, dt);
+      const int64_t H = s.H, B = s.B, N = s.N, D = s.D;
+      Compared p = compare([H](const std::vector<Tensor>& v) { return qkv_attention(v[0], H); },
+                           [=](const std::vector<Tensor>& v) {
+                             Tensor h = v[0].reshape({B, N, 3, H, D}).permute({2, 0, 3, 1, 4});
+                             Tensor a = attention_reference(h.select(0, 0), h.select(0, 1), h.select(0, 2));
+                             return a.transpose(1, 2).reshape({B, N, H * D});
+                           },
+                           {packed}, 8);
+      CHECK(p.value < tolerance(dt));
+      CHECK(p.grad < tolerance(dt));
+    }
+}
+
+TEST_CASE("Block::forward_reference equals Block::forward, values and gradients (input and every weight)") {
+  struct BlockShape {
+    int64_t dim, heads, tokens, batch;
+  };
+  for (DType dt : {DType::f32, DType::f64})
+    for (BlockShape s : {BlockShape{8, 1, 3, 1}, BlockShape{24, 3, 10, 2}, BlockShape{64, 4, 17, 2}}) {
+      Generator gen(s.dim);
+      nn::Block block(s.dim, s.heads, 4.0, 1e-6, 0.0, gen, nullptr);
+      // Weights far from their initial scale, so every path carries signal.
+      {
+        autograd::NoGradGuard ng;
+        for (auto& [n, t] : block.named_parameters()) t.copy_(mul(Tensor::randn(t.shape(), gen), 0.3));
+      }
+      block.to(dt);
+      Tensor x = Tensor::randn({s.batch, s.tokens, s.dim}, gen, dt);
+      Compared c = compare([&](const std::vector<Tensor>& v) { return block.forward(v[0]); },
+                           [&](const std::vector<Tensor>& v) { return block.forward_reference(v[0]); }, {x}, 9);
+      CAPTURE(dt);
+      CAPTURE(s.dim);
+      CHECK(c.value < tolerance(dt));
+      CHECK(c.grad < tolerance(dt));
+      // The weights' gradients too: one backward through each path, compared tensor by tensor.
+      auto weight_grads = [&](bool reference) {
+        for (auto& [n, t] : block.named_parameters()) t.zero_grad();
+        Generator g2(11);
+        Tensor out = reference ? block.forward_reference(x) : block.forward(x);
+        sum(mul(out, Tensor::randn(out.shape(), g2, dt))).backward();
+        std::vector<Tensor> grads;
+        for (auto& [n, t] : block.named_parameters()) grads.push_back(t.grad().clone());
+        return grads;
+      };
+      const std::vector<Tensor> fast = weight_grads(false), ref = weight_grads(true);
+      double worst = 0;
+      for (size_t i = 0; i < fast.size(); ++i) worst = std::max(worst, max_rel_diff(fast[i], ref[i]));
+      CHECK(worst < tolerance(dt));
+    }
+}
+
+TEST_CASE("Adam, AdamW and SPD steps equal their plain-loop references, in float and in double") {
+  int projected = 0;  // SPD steps that fired with r > 0, over every shape
+  for (const std::vector<int64_t>& shape : {std::vector<int64_t>{7}, std::vector<int64_t>{16, 9}, std::vector<int64_t>{3, 40, 11}}) {
+    for (const char* kind : {"adam", "adamw", "spd"}) {
+      Generator gen(static_cast<uint64_t>(shape.back()));
+      Tensor w = Tensor::randn(shape, gen);
+      const int64_t n = w.numel();
+      std::vector<float> w32 = w.to_vector_f32(), anchor32 = w32;
+      std::vector<double> w64(w32.begin(), w32.end()), anchor64 = w64;
+      Tensor param = w.clone().requires_grad_(true);
+      optim::AdamOptions adam{.lr = 0.05, .weight_decay = std::string(kind) == "spd" ? 0.0 : 0.1,
+                              .decoupled = std::string(kind) == "adamw"};
+      optim::SPDOptions spd_opt{.adam = {.lr = 0.05}, .lambda = 0.7};
+      std::unique_ptr<optim::Optimizer> fast;
+      if (std::string(kind) == "spd") fast = std::make_unique<optim::SPD>(optim::NamedTensors{{"w", param}}, spd_opt);
+      else fast = std::make_unique<optim::Adam>(optim::NamedTensors{{"w", param}}, adam);
+      fast->capture_anchors();
+      optim::reference::AdamState<float> s32;
+      optim::reference::AdamState<double> s64;
+      int fired = 0;
+      for (int step = 0; step < 6; ++step) {
+        Tensor g = Tensor::randn(shape, gen);
+        // Every other step a gradient along w - w0 (its descent leads back towards w0), so SPD's condition
+        // c = -<g, w - w0> < 0 fires there; the random steps take either value.
+        if (step % 2 == 1) g = mul(sub(param.detach(), Tensor::from_vector(anchor32, shape)), 3.0);
+        const std::vector<float> g32 = g.to_vector_f32();
+        const std::vector<double> g64(g32.begin(), g32.end());
+        param.set_grad(g);
+        fast->step();
+        if (std::string(kind) == "spd") {
+          const auto r32 = optim::reference::spd_step(w32, g32, anchor32, s32, spd_opt);
+          const auto r64 = optim::reference::spd_step(w64, g64, anchor64, s64, spd_opt);
+          const auto& st = dynamic_cast<optim::SPD&>(*fast).stats()[0];
+          CHECK(st.fired_last == r64.fired);
+          CHECK(r32.fired == r64.fired);
+          if (r64.fired) {
+            if (r64.r > 0) {
+              CHECK(st.last_r == doctest::Approx(r64.r).epsilon(1e-4));
+              ++projected;
+            }
+            ++fired;
+          }
+        } else {
+          optim::reference::adam_step(w32, g32, s32, adam);
+          optim::reference::adam_step(w64, g64, s64, adam);
+        }
+        const std::vector<float> got = param.detach().to_vector_f32();
+        double err32 = 0, err64 = 0, scale = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          err32 = std::max(err32, std::abs(double(got[i]) - double(w32[i])));
+          err64 = std::max(err64, std::abs(double(got[i]) - w64[i]));
+          scale = std::max(scale, std::abs(w64[i]));
+        }
+        CAPTURE(kind);
+        CAPTURE(step);
+        CAPTURE(n);
+        CHECK(err32 / scale < 1e-6);  // the same float arithmetic, up to the order of a few operations
+        CHECK(err64 / scale < 1e-5);  // float against double
+      }
+      if (std::string(kind) == "spd") CHECK(fired >= 2);
+    }
+  }
+  CHECK(projected >= 2);
+}
+
+}  // TEST_SUITE
