@@ -15,6 +15,15 @@ echo "tests/run.sh: again with the baseline CPU kernels (SPDLAB_CPU_ISA=base)"
 SPDLAB_CPU_ISA=base ctest --test-dir build --output-on-failure
 # SIGKILLs at random moments of finetune and compare, each followed by --resume: the outputs must be
 # byte-identical to uninterrupted runs, with nothing stray (the full-size version: SIZE=quick, 10 kills each).
+echo "tests/run.sh: the lab programs (examples/ex_*.cpp) at small sizes"
+./build/ex_autograd_mlp 2000 1
+./build/ex_custom_op
+./build/ex_spd_toy 50 build/spd_toy.svg
+grep -q "<polyline" build/spd_toy.svg
+./build/ex_finetune_vit 10
+./build/ex_gpu 5
+echo "tests/run.sh: the library linked from outside the tree (find_package, pkg-config, add_subdirectory)"
+bash tests/install/run.sh
 echo "tests/run.sh: bench/loader_bench on the small config (a check that it runs, not a measurement)"
 ./build/loader_bench --config vit-micro --batch 8 --steps 2 --images 32 --src-size 64 | grep -q '"bench":"loader"'
 echo "tests/run.sh: kill and resume (tests/reliability/kill_resume.sh)"
@@ -22,8 +31,11 @@ bash tests/reliability/kill_resume.sh 4
 
 echo "tests/run.sh: the CUDA kernels on the CPU emulation (build-emu, -DSPDLAB_CUDA_EMULATE=ON)"
 cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DSPDLAB_CUDA_EMULATE=ON >/dev/null
-cmake --build build-emu -j"$(nproc)" --target spdlab_tests cuda_bench
+cmake --build build-emu -j"$(nproc)" --target spdlab_tests cuda_bench ex_gpu
 ctest --test-dir build-emu --output-on-failure -R '^cuda$'
+# The GPU lab on the emulated GPU: the same program, now on cuda:0.
+./build-emu/ex_gpu 3 | tee build-emu/ex_gpu.log
+grep -q "device: cuda:0" build-emu/ex_gpu.log
 # The GPU benchmark's three programs, on the small config: a check that they still run and agree on their
 # line format (the emulation's times mean nothing).
 echo "tests/run.sh: bench/cuda_bench, torch_cuda.py and cuda_table.py on the small config (not a measurement)"

@@ -55,7 +55,7 @@ double tolerance(DType dt) { return dt == DType::f64 ? 1e-12 : 2e-5; }
 
 }  // namespace
 
-TEST_SUITE("reference") {
+TEST_SUITE("reference_paths") {
 
 TEST_CASE("attention_reference equals scaled_dot_product_attention and qkv_attention, values and gradients") {
   struct Shape5 {

@@ -19,7 +19,7 @@
 #include "examples/cli/data_source.h"
 #include "examples/cli/run_state.h"
 #include "examples/cli/study.h"
-#include "examples/cli/svg.h"
+#include "core/io/svg.h"
 #include "examples/cli/train.h"
 
 namespace spdlab::cli {

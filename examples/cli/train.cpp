@@ -3,6 +3,7 @@
 #include "examples/cli/args.h"
 #include "examples/cli/run_state.h"
 #include "kernels/kernels.h"
+#include "models/evaluate.h"
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -372,29 +373,11 @@ double evaluate(models::VisionTransformer& model, const data::Dataset& test, dat
 
 double evaluate(models::VisionTransformer& model, const data::Dataset& test, data::SampleTransform transform,
                 uint64_t seed, Progress* progress, int64_t* progress_step) {
-  SPDLAB_CHECK(test.num_classes <= model.config().num_classes, "evaluate: the data has ", test.num_classes,
-               " classes but the model's head has ", model.config().num_classes,
-               "; a model cannot be scored on classes it cannot predict");
-  autograd::NoGradGuard ng;
-  model.eval();
-  const int64_t bs = kEvalBatch;
-  data::BatchLoader loader(test, {bs, false, false, seed, std::move(transform)});
-  loader.start_epoch(0);
-  data::Batch b;
-  int64_t correct = 0, seen = 0;
-  const Device dev = model.named_parameters().front().second.device();  // batches go where the model is
-  while (loader.next(b)) {
-    Tensor pred = argmax(model.forward(model.preprocess(b.x.to(dev))), 1).cpu();
-    const int64_t* p = pred.data<int64_t>();
-    const int64_t* y = b.y.data<int64_t>();
-    for (int64_t i = 0; i < pred.numel(); ++i) correct += p[i] == y[i];
-    seen += pred.numel();
-    if (progress) {
-      ++*progress_step;
-      progress->update(*progress_step, -1, *progress_step * bs);
-    }
-  }
-  return seen ? static_cast<double>(correct) / seen : 0.0;
+  return models::accuracy(model, test, std::move(transform), seed, kEvalBatch, [&](int64_t) {
+    if (!progress) return;
+    ++*progress_step;
+    progress->update(*progress_step, -1, *progress_step * kEvalBatch);
+  });
 }
 
 std::vector<std::pair<std::string, double>> deviation_per_tensor(const models::VisionTransformer& model,

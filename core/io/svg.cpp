@@ -1,12 +1,12 @@
-// SVG drawing for the study's plots; see svg.h.
-#include "examples/cli/svg.h"
+// SVG drawing for the study's plots and the labs; see svg.h.
+#include "core/io/svg.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
 
-namespace spdlab::cli::svg {
+namespace spdlab::svg {
 
 namespace {
 const char* kColors[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#9c755f"};
@@ -112,6 +112,29 @@ std::string grouped_bars(const std::string& title, const std::string& y_label, c
   return o.str();
 }
 
+namespace {
+// Two numeric axes fitted to [xmin, xmax] x [ymin, ymax] plus a margin of `pad` of each range; draws the y axis,
+// the x ticks and the x label, and maps data to pixels.
+struct Plane {
+  double xmin, xmax, ymin, ymax;
+  double x(double v) const { return L + (W - L - R) * (v - xmin) / (xmax - xmin); }
+  double y(double v) const { return H - B - (H - T - B) * (v - ymin) / (ymax - ymin); }
+};
+Plane plane(std::ostringstream& o, double xmin, double xmax, double ymin, double ymax, double pad,
+            const std::string& x_label, const std::string& y_label) {
+  const double px = std::max((xmax - xmin) * pad, 0.01), py = std::max((ymax - ymin) * pad, 0.01);
+  const Plane P{xmin - px, xmax + px, ymin - py, ymax + py};
+  y_axis(o, P.ymin, P.ymax, y_label, L, false);
+  for (int i = 0; i <= 5; ++i) {
+    const double v = P.xmin + (P.xmax - P.xmin) * i / 5;
+    o << "<text x=\"" << P.x(v) << "\" y=\"" << H - B + 16 << "\" text-anchor=\"middle\">" << num(v) << "</text>\n";
+  }
+  o << "<text x=\"" << (L + W - R) / 2 << "\" y=\"" << H - B + 40 << "\" text-anchor=\"middle\">" << esc(x_label)
+    << "</text>\n";
+  return P;
+}
+}  // namespace
+
 std::string scatter(const std::string& title, const std::string& x_label, const std::string& y_label,
                     const std::vector<Point>& points) {
   std::ostringstream o;
@@ -123,20 +146,9 @@ std::string scatter(const std::string& title, const std::string& x_label, const 
     ymin = std::min(ymin, p.y - p.y_err);
     ymax = std::max(ymax, p.y + p.y_err);
   }
-  double px = std::max((xmax - xmin) * 0.15, 0.01), py = std::max((ymax - ymin) * 0.15, 0.01);
-  xmin -= px;
-  xmax += px;
-  ymin -= py;
-  ymax += py;
-  y_axis(o, ymin, ymax, y_label, L, false);
-  auto X = [&](double v) { return L + (W - L - R) * (v - xmin) / (xmax - xmin); };
-  auto Y = [&](double v) { return H - B - (H - T - B) * (v - ymin) / (ymax - ymin); };
-  for (int i = 0; i <= 5; ++i) {
-    double v = xmin + (xmax - xmin) * i / 5;
-    o << "<text x=\"" << X(v) << "\" y=\"" << H - B + 16 << "\" text-anchor=\"middle\">" << num(v) << "</text>\n";
-  }
-  o << "<text x=\"" << (L + W - R) / 2 << "\" y=\"" << H - B + 40 << "\" text-anchor=\"middle\">" << esc(x_label)
-    << "</text>\n";
+  const Plane P = plane(o, xmin, xmax, ymin, ymax, 0.15, x_label, y_label);
+  auto X = [&](double v) { return P.x(v); };
+  auto Y = [&](double v) { return P.y(v); };
   std::vector<std::string> names;
   for (size_t i = 0; i < points.size(); ++i) {
     const auto& p = points[i];
@@ -154,4 +166,42 @@ std::string scatter(const std::string& title, const std::string& x_label, const 
   return o.str();
 }
 
-}  // namespace spdlab::cli::svg
+std::string lines(const std::string& title, const std::string& x_label, const std::string& y_label,
+                  const std::vector<Line>& series) {
+  std::ostringstream o;
+  header(o, title);
+  double xmin = 1e300, xmax = -1e300, ymin = 1e300, ymax = -1e300;
+  for (const auto& s : series)
+    for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+      xmin = std::min(xmin, s.x[i]);
+      xmax = std::max(xmax, s.x[i]);
+      ymin = std::min(ymin, s.y[i]);
+      ymax = std::max(ymax, s.y[i]);
+    }
+  if (xmin > xmax) xmin = 0, xmax = 1, ymin = 0, ymax = 1;  // nothing to draw: empty axes
+  const Plane P = plane(o, xmin, xmax, ymin, ymax, 0.08, x_label, y_label);
+  auto X = [&](double v) { return P.x(v); };
+  auto Y = [&](double v) { return P.y(v); };
+  std::vector<std::string> names;
+  for (size_t k = 0; k < series.size(); ++k) {
+    const Line& s = series[k];
+    const char* c = kColors[k % 8];
+    const size_t n = std::min(s.x.size(), s.y.size());
+    o << "<polyline fill=\"none\" stroke=\"" << c << "\" stroke-width=\"1.5\" points=\"";
+    for (size_t i = 0; i < n; ++i) o << X(s.x[i]) << "," << Y(s.y[i]) << " ";
+    o << "\"/>\n";
+    for (size_t i = 0; i < n; ++i) {
+      o << "<circle cx=\"" << X(s.x[i]) << "\" cy=\"" << Y(s.y[i]) << "\" r=\"2\" fill=\"" << c << "\"/>\n";
+      if (i < s.marked.size() && s.marked[i])
+        o << "<circle cx=\"" << X(s.x[i]) << "\" cy=\"" << Y(s.y[i]) << "\" r=\"5\" fill=\"none\" stroke=\"" << c
+          << "\"/>\n";
+    }
+    names.push_back(s.name);
+  }
+  legend(o, names);
+  o << "<rect x=\"" << L << "\" y=\"" << T << "\" width=\"" << W - L - R << "\" height=\"" << H - T - B
+    << "\" fill=\"none\" stroke=\"black\"/>\n</svg>\n";
+  return o.str();
+}
+
+}  // namespace spdlab::svg

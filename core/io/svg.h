@@ -1,10 +1,10 @@
-// Minimal SVG charts for the study's report: grouped bars and a scatter with error bars.
+// Minimal SVG charts for reports and labs: grouped bars, a scatter with error bars, and lines (trajectories).
 // Just enough to look at results without Python; not a plotting library.
 #pragma once
 #include <string>
 #include <vector>
 
-namespace spdlab::cli::svg {
+namespace spdlab::svg {
 
 struct Series {
   std::string name;
@@ -23,4 +23,14 @@ struct Point {
 std::string scatter(const std::string& title, const std::string& x_label, const std::string& y_label,
                     const std::vector<Point>& points);
 
-}  // namespace spdlab::cli::svg
+// Polylines in the plane (optimizer trajectories, say), one per series, each point drawn as a dot; points with
+// `marked` set get a ring (where something happened, such as SPD's condition firing). Axes fit the data.
+struct Line {
+  std::string name;
+  std::vector<double> x, y;
+  std::vector<bool> marked;  // empty, or one per point
+};
+std::string lines(const std::string& title, const std::string& x_label, const std::string& y_label,
+                  const std::vector<Line>& series);
+
+}  // namespace spdlab::svg
