@@ -158,6 +158,11 @@ void Optimizer::for_each_piece(const std::vector<Work>& work, const std::vector<
   if (error) std::rethrow_exception(error);
 }
 
+const std::vector<TensorStats>& Optimizer::stats() const {
+  static const std::vector<TensorStats> none;
+  return none;
+}
+
 void Optimizer::zero_grad() {
   for (Param& p : params_) p.value.zero_grad();
 }

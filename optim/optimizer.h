@@ -35,6 +35,21 @@ std::vector<ParamGroup> one_group(NamedTensors params);
 // Returns {no-decay group, decay group} as timm does, without empty groups; frozen tensors are left out.
 std::vector<ParamGroup> timm_param_groups(const NamedTensors& named, double weight_decay);
 
+// Per-tensor diagnostics of an optimizer that keeps them (SPD; the others keep none): where SPD's condition fired
+// and how far each tensor has moved from its anchor.
+struct TensorStats {
+  std::string name;
+  int64_t steps = 0;      // steps this tensor took (it had a gradient)
+  int64_t fired = 0;      // of those, steps where c < 0
+  bool fired_last = false;
+  double last_r = 0;      // r on the last step that fired and projected
+  double r_sum = 0;       // r summed over the steps that fired (mean r = r_sum / fired; 0 where guarded)
+  double dev_norm = 0;    // ||w - w0|| after the last step
+  // The last step alone, set on every step the tensor took (so never left over from an earlier one):
+  double c = 0;           // -<g, w - w0>
+  double r = 0;           // the projection ratio applied; 0 when the condition did not fire
+};
+
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
@@ -42,6 +57,8 @@ class Optimizer {
   Optimizer& operator=(const Optimizer&) = delete;
 
   virtual std::string kind() const = 0;  // "sgd", "adam", "adamw", "l2sp", "spd"
+  // Per-tensor diagnostics, in parameter order; empty for optimizers that keep none (all but SPD).
+  virtual const std::vector<TensorStats>& stats() const;
 
   // One update of every tensor that requires grad and has a .grad; the others keep their values and state.
   void step();

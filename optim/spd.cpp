@@ -86,11 +86,14 @@ void SPD::finish_step(const std::vector<Work>& work, const std::vector<Piece>& p
     st.steps++;
     st.fired_last = c < 0;
     st.dev_norm = new_norm;
+    st.c = c;
+    st.r = 0;
     if (c < 0) {
       st.fired++;
       if (new_norm > 0) {
         const double r = std::clamp((new_norm - old_norm) / new_norm, 0.0, 1.0);
         st.last_r = r;
+        st.r = r;
         st.r_sum += r;
         scale[k] = static_cast<float>(work[k].weight_decay * r);
         st.dev_norm = std::abs(1 - work[k].weight_decay * r) * new_norm;

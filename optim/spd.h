@@ -12,16 +12,8 @@ struct SPDOptions {
   double lambda = 1.0;  // a group's weight_decay overrides it
 };
 
-// Per-tensor diagnostics, for a study's report: where the condition fired and how far each layer has moved.
-struct SpdTensorStats {
-  std::string name;
-  int64_t steps = 0;      // steps this tensor took (it had a gradient)
-  int64_t fired = 0;      // of those, steps where c < 0
-  bool fired_last = false;
-  double last_r = 0;      // r on the last step that fired and projected
-  double r_sum = 0;       // r summed over the steps that fired (mean r = r_sum / fired; 0 where guarded)
-  double dev_norm = 0;    // ||w - w0|| after the last step
-};
+// Per-tensor diagnostics, for a study's report (Optimizer::stats()): the same struct under SPD's name.
+using SpdTensorStats = TensorStats;
 
 class SPD : public Optimizer {
  public:
@@ -30,7 +22,7 @@ class SPD : public Optimizer {
   ~SPD() override;
   std::string kind() const override { return "spd"; }
   const SPDOptions& options() const { return opt_; }
-  const std::vector<SpdTensorStats>& stats() const { return stats_; }
+  const std::vector<SpdTensorStats>& stats() const override { return stats_; }
 
  protected:
   std::vector<std::string> slot_names() const override;

@@ -159,8 +159,10 @@ TEST_CASE("Adam, AdamW and SPD steps equal their plain-loop references, in float
         if (std::string(kind) == "spd") {
           const auto r32 = optim::reference::spd_step(w32, g32, anchor32, s32, spd_opt);
           const auto r64 = optim::reference::spd_step(w64, g64, anchor64, s64, spd_opt);
-          const auto& st = dynamic_cast<optim::SPD&>(*fast).stats()[0];
+          const optim::TensorStats& st = fast->stats()[0];  // the base class's accessor
           CHECK(st.fired_last == r64.fired);
+          CHECK(st.c == doctest::Approx(r64.c).epsilon(1e-4));
+          CHECK(st.r == doctest::Approx(r64.r).epsilon(1e-4).scale(1e-6));  // this step's r: 0 when it did not fire
           CHECK(r32.fired == r64.fired);
           if (r64.fired) {
             if (r64.r > 0) {
@@ -170,6 +172,7 @@ TEST_CASE("Adam, AdamW and SPD steps equal their plain-loop references, in float
             ++fired;
           }
         } else {
+          CHECK(fast->stats().empty());  // Adam keeps no diagnostics
           optim::reference::adam_step(w32, g32, s32, adam);
           optim::reference::adam_step(w64, g64, s64, adam);
         }
