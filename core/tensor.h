@@ -138,14 +138,15 @@ class Tensor {
   Tensor detach() const;  // shares storage, no history
   Tensor clone() const;   // contiguous copy, differentiable
 
-  // Views (no copy where strides allow); each is differentiable.
-  Tensor view(const Shape& shape) const;     // needs compatible strides; errors otherwise
-  Tensor reshape(const Shape& shape) const;  // view when possible, else copy
-  Tensor transpose(int64_t d0, int64_t d1) const;
   // Method forms of the ops of the same names (core/ops.h), for code that reads left to right.
   Tensor matmul(const Tensor& other) const;
   Tensor sum() const;   // of all elements, a scalar
   Tensor mean() const;  // of all elements, a scalar
+
+  // Views (no copy where strides allow); each is differentiable.
+  Tensor view(const Shape& shape) const;     // needs compatible strides; errors otherwise
+  Tensor reshape(const Shape& shape) const;  // view when possible, else copy
+  Tensor transpose(int64_t d0, int64_t d1) const;
   Tensor permute(const std::vector<int64_t>& dims) const;
   Tensor narrow(int64_t dim, int64_t start, int64_t length) const;
   Tensor select(int64_t dim, int64_t index) const;  // drops dim
