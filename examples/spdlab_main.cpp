@@ -13,18 +13,9 @@
 #include "examples/cli/commands.h"
 #include "examples/cli/run_state.h"
 
-namespace spdlab::cli {
-std::vector<Command>& commands() {
-  static std::vector<Command> all;
-  return all;
-}
-}  // namespace spdlab::cli
-
 static void print_usage() {
-  auto cmds = spdlab::cli::commands();
-  std::sort(cmds.begin(), cmds.end(), [](auto& a, auto& b) { return a.name < b.name; });
   std::fprintf(stderr, "usage: spdlab <command> [flags]   (spdlab <command> --help for its flags)\n\ncommands:\n");
-  for (const auto& c : cmds) std::fprintf(stderr, "  %-10s %s\n", c.name.c_str(), c.summary.c_str());
+  for (const auto& c : spdlab::cli::kCommands) std::fprintf(stderr, "  %-10s %s\n", c.name, c.summary);
 }
 
 int main(int argc, char** argv) {
@@ -43,7 +34,7 @@ int main(int argc, char** argv) {
   // tool without a word; every output goes through a temporary file, so nothing partial is left.
   std::signal(SIGXFSZ, SIG_IGN);
   std::string name = argv[1];
-  for (const auto& c : spdlab::cli::commands()) {
+  for (const auto& c : spdlab::cli::kCommands) {
     if (c.name != name) continue;
     try {
       return c.run(argc, argv);

@@ -162,6 +162,8 @@ struct EvalSet {
   data::SampleTransform transform;  // empty: the images as stored
 };
 
+}  // namespace
+
 int run_compare(int argc, char** argv) {
   CommandLine cl = resume_command_line("compare", argc, argv);
   std::vector<Flag> flags = {
@@ -182,16 +184,13 @@ int run_compare(int argc, char** argv) {
           {"batch-size", "B", "batch size", "64"},
           {"lr", "LR", "peak learning rate, the same for every optimizer", "0.001"},
           {"warmup", "F", "fraction of the steps spent warming up", "0.05"},
-          {"wd", "W", "AdamW's decoupled weight decay", "0.05"},
-          {"lambda", "L", "SPD's projection strength", "1"},
-          {"alpha", "A", "L2-SP's pull towards the pre-trained weights", "0.1"},
-          {"beta", "B", "L2-SP's decay of tensors without an anchor", "0.01"},
           {"threads", "N", "CPU threads", ""},
           device_flag(),
           {"out", "DIR", "output directory", ""},
           {"checkpoint-every", "N", "save a resumable state of the current run every N steps (SIGINT/SIGTERM always do)",
            "0"},
           {"resume", "DIR", "continue the study in DIR: finished runs are kept, the rest is done", ""}};
+  for (auto& f : regularizer_flags()) flags.push_back(f);
   for (auto& f : model_flags()) flags.push_back(f);
   Args a("compare",
          "The robust fine-tuning study (PROTOCOL.md): fine-tune the foundation ViT on the edge domain with each\n"
@@ -618,8 +617,5 @@ int run_compare(int argc, char** argv) {
   return 0;
 }
 
-Registrar reg("compare", "the robust fine-tuning study: every optimizer, seeds, domains, report and plots",
-              run_compare);
 
-}  // namespace
 }  // namespace spdlab::cli

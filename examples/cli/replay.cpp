@@ -14,6 +14,8 @@
 namespace spdlab::cli {
 namespace {
 
+}  // namespace
+
 int run_replay(int argc, char** argv) {
   Args args("replay",
             "Applies the gradients of a trace (param.<name>, optional anchor.<name>, grad.<t>.<name>) with one "
@@ -93,7 +95,5 @@ int run_replay(int argc, char** argv) {
   return 0;
 }
 
-Registrar reg("replay", "apply a gradient trace through an optimizer (check against PyTorch)", run_replay);
 
-}  // namespace
 }  // namespace spdlab::cli

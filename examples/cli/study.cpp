@@ -60,6 +60,17 @@ optim::Hyperparams hyperparams_for(const std::string& kind, double lr, double wd
   return h;
 }
 
+std::vector<Flag> regularizer_flags() {
+  return {{"wd", "W", "weight decay: decoupled for adamw, coupled for sgd (adam: none)", "0.05"},
+          {"lambda", "L", "SPD's projection strength", "1"},
+          {"alpha", "A", "L2-SP's pull towards the pre-trained weights", "0.1"},
+          {"beta", "B", "L2-SP's decay of tensors without an anchor", "0.01"}};
+}
+
+optim::Hyperparams regularizer_hyperparams(const std::string& kind, double lr, const Args& a) {
+  return hyperparams_for(kind, lr, a.nonneg("wd"), a.nonneg("lambda"), a.nonneg("alpha"), a.nonneg("beta"));
+}
+
 models::ModelInfo probe_model(const std::string& path, const models::ModelSpec& spec) {
   models::ModelSpec probe = spec;
   try {
@@ -184,6 +195,8 @@ TrainOptions train_options(const Args& a, const std::string& kind, const optim::
   return opt;
 }
 
+}  // namespace
+
 int run_pretrain(int argc, char** argv) {
   std::vector<Flag> flags = {{"arch", "NAME", "architecture preset (vit_fmnist_tiny, vit_fmnist_small, ...)", "vit_fmnist_tiny"},
                              {"domains", "LIST", "pre-training domains, one drawn per sample",
@@ -226,11 +239,8 @@ int run_finetune(int argc, char** argv) {
                              {"augment", "A", "with --train: rrc (timm's random resized crop and flip) or none", "rrc"},
                              {"domain", "D", "the fine-tuning domain", "edge"},
                              {"range", "B:E", "training images used", "50000:60000"},
-                             {"optim", "NAME", "adam, adamw, l2sp, spd or sgd", "spd"},
-                             {"wd", "W", "weight decay (adamw decoupled; sgd coupled)", "0.05"},
-                             {"lambda", "L", "SPD's projection strength", "1"},
-                             {"alpha", "A", "L2-SP pull towards the pre-trained weights", "0.1"},
-                             {"beta", "B", "L2-SP decay of tensors without an anchor", "0.01"}};
+                             {"optim", "NAME", "adam, adamw, l2sp, spd or sgd", "spd"}};
+  for (auto& f : regularizer_flags()) flags.push_back(f);
   for (auto& f : common_train_flags()) flags.push_back(f);
   for (auto& f : model_flags()) flags.push_back(f);
   for (auto& f : flags)
@@ -242,10 +252,7 @@ int run_finetune(int argc, char** argv) {
   apply_threads(a);
   std::string kind = a.str("optim");
   check_optimizer_name(kind);
-  TrainOptions opt = train_options(a, kind,
-                                   hyperparams_for(kind, a.positive("lr"), a.nonneg("wd"), a.nonneg("lambda"),
-                                                   a.nonneg("alpha"), a.nonneg("beta")),
-                                   "finetune " + kind);
+  TrainOptions opt = train_options(a, kind, regularizer_hyperparams(kind, a.positive("lr"), a), "finetune " + kind);
   data::Domain domain = data::parse_domain(a.str("domain"));
   std::string out = a.str("out");
   check_out_path(out);
@@ -354,9 +361,5 @@ int run_eval(int argc, char** argv) {
   return 0;
 }
 
-Registrar pretrain_reg("pretrain", "pre-train a foundation ViT on several domains", run_pretrain);
-Registrar finetune_reg("finetune", "fine-tune a checkpoint on one domain with adam/adamw/l2sp/spd/sgd", run_finetune);
-Registrar eval_reg("eval", "accuracy of a checkpoint per domain", run_eval);
 
-}  // namespace
 }  // namespace spdlab::cli

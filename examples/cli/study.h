@@ -17,6 +17,11 @@ std::pair<int64_t, int64_t> parse_range(const std::string& flag, const std::stri
 std::vector<data::Domain> parse_domains(const std::vector<std::string>& names);
 // Fails with the list of valid names, before any data is loaded.
 void check_optimizer_name(const std::string& kind);
+// The regularizers' flags, defined once for finetune and compare: --wd (AdamW's decoupled decay, SGD's coupled
+// one), --lambda (SPD's projection strength), --alpha and --beta (L2-SP), and the Hyperparams they make for `kind`.
+std::vector<struct Flag> regularizer_flags();
+class Args;
+optim::Hyperparams regularizer_hyperparams(const std::string& kind, double lr, const Args& a);
 // Maps the study's flags onto one optimizer's hyperparameters: wd for adamw/sgd, lambda for spd, alpha/beta for
 // l2sp; plain adam gets no decay.
 optim::Hyperparams hyperparams_for(const std::string& kind, double lr, double wd, double lambda, double alpha,

@@ -32,6 +32,8 @@ std::vector<char*> with_positional_model(int argc, char** argv, std::string& fla
   return v;
 }
 
+}  // namespace
+
 int run_inspect(int argc, char** argv) {
   std::string flag;
   std::vector<char*> args = with_positional_model(argc, argv, flag);
@@ -216,7 +218,7 @@ int run_cache(int argc, char** argv) {
 // Class names become directory names: '/' (Fashion-MNIST's "T-shirt/top") and other unsafe bytes become '_', and
 // the label leads ("0_T-shirt_top"), so that sorting by name (ImageFolder's order) keeps the label order the
 // shipped model's head was trained with.
-std::string dir_name(int64_t label, int64_t classes, const std::string& s) {
+static std::string dir_name(int64_t label, int64_t classes, const std::string& s) {
   const std::string number = std::to_string(label), widest = std::to_string(std::max<int64_t>(classes - 1, label));
   std::string out = std::string(widest.size() - number.size(), '0') + number + "_";
   for (char c : s) out += std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ? c : '_';
@@ -273,10 +275,5 @@ int run_export(int argc, char** argv) {
   return 0;
 }
 
-Registrar inspect_reg("inspect", "print a checkpoint's architecture, metadata and tensors", run_inspect);
-Registrar predict_reg("predict", "classify image files or a tensor of images with a checkpoint", run_predict);
-Registrar cache_reg("cache", "decode an image folder once into a memory-mapped cache file", run_cache);
-Registrar export_reg("export", "write Fashion-MNIST in a domain as an image folder", run_export);
 
-}  // namespace
 }  // namespace spdlab::cli
