@@ -13,8 +13,6 @@ ctest --test-dir build --output-on-failure
 # the baseline set too, so both stay correct whichever one this machine picks by default.
 echo "tests/run.sh: again with the baseline CPU kernels (SPDLAB_CPU_ISA=base)"
 SPDLAB_CPU_ISA=base ctest --test-dir build --output-on-failure
-# SIGKILLs at random moments of finetune and compare, each followed by --resume: the outputs must be
-# byte-identical to uninterrupted runs, with nothing stray (the full-size version: SIZE=quick, 10 kills each).
 echo "tests/run.sh: the tour's exercise checks fail on every unsolved stub (ctest ran them on the solutions)"
 ./build/exercises >build/exercises_stubs.log 2>&1 && { echo "tests/run.sh: ./build/exercises passed on the stubs" >&2; exit 1; }
 grep -q "test cases: 18 | 0 passed | 18 failed" build/exercises_stubs.log
@@ -29,6 +27,8 @@ echo "tests/run.sh: the library linked from outside the tree (find_package, pkg-
 bash tests/install/run.sh
 echo "tests/run.sh: bench/loader_bench on the small config (a check that it runs, not a measurement)"
 ./build/loader_bench --config vit-micro --batch 8 --steps 2 --images 32 --src-size 64 | grep -q '"bench":"loader"'
+# SIGKILLs at random moments of finetune and compare, each followed by --resume: the outputs must be
+# byte-identical to uninterrupted runs, with nothing stray (the full-size version: SIZE=quick, 10 kills each).
 echo "tests/run.sh: kill and resume (tests/reliability/kill_resume.sh)"
 bash tests/reliability/kill_resume.sh 4
 
