@@ -1,5 +1,5 @@
-// Lab 4: fine-tune the shipped foundation ViT on a domain it never saw (edges), with SPD, and measure ID and OOD.
-//   ./build/ex_finetune_vit [STEPS=150] [MODEL=models/pretrained/fmnist_foundation.safetensors]
+// Lab 4: fine-tune the shipped ViT on edges (a domain it never saw) with SPD; ID and OOD accuracy on 1,000 images.
+// ./build/ex_finetune_vit [STEPS=150] [MODEL]: expect edge 35.3% -> 74.8%, clean 85.4% -> 57.0%. Try "adamw".
 #include <cstdio>
 #include <cstdlib>
 

@@ -6,6 +6,7 @@
 //
 // Built with -DSPDLAB_CUDA=ON on a machine with a GPU, it trains there; with -DSPDLAB_CUDA_EMULATE=ON it runs the
 // CUDA kernels on the CPU's emulation of a GPU; otherwise it says why there is no GPU and uses the CPU.
+// It overfits one fixed batch of 32 random images: on the CPU the loss falls from 2.32 (step 0) to 0.72 (step 19).
 #include <cstdio>
 #include <cstdlib>
 #include <vector>

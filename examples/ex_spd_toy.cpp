@@ -6,7 +6,7 @@
 // from w0 is not what the loss wants now; only then does SPD pull w towards w0, by the ratio r of how much the
 // step grew the distance. The plot rings the steps where the condition fired.
 //
-//   ./build/ex_spd_toy [STEPS=200] [OUT=spd_toy.svg]
+//   ./build/ex_spd_toy [STEPS=200] [OUT=runs/spd_toy.svg]
 //
 // What to look for (the defaults print this): SPD ends next to Adam (loss 0.165 vs 0.166, ||w - w0|| 2.06 vs
 // 2.07), its condition firing on 84 of 200 steps, mostly once it has reached the noisy minimum, where steps point
@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include "core/io/svg.h"
@@ -25,7 +26,8 @@ using namespace spdlab;
 
 int main(int argc, char** argv) {
   const int64_t steps = argc > 1 ? std::atoll(argv[1]) : 200;
-  const std::string out = argc > 2 ? argv[2] : "spd_toy.svg";
+  const std::string out = argc > 2 ? argv[2] : "runs/spd_toy.svg";
+  if (const auto dir = std::filesystem::path(out).parent_path(); !dir.empty()) std::filesystem::create_directories(dir);
   const double target[2] = {2.0, 1.0}, curvature[2] = {1.0, 4.0}, noise = 1.5;
   auto loss = [&](double a, double b) {
     return 0.5 * (curvature[0] * (a - target[0]) * (a - target[0]) + curvature[1] * (b - target[1]) * (b - target[1]));

@@ -41,8 +41,10 @@ int64_t num_tokens(const models::ViTConfig& cfg);  // 7.1: patches plus the clas
 Tensor features_by_hand(models::VisionTransformer& m, const Tensor& x);  // 7.2: forward_features from the modules
 
 // Step 8, an optimizer: torch.optim.SGD with momentum (dampening 0, no Nesterov, no decay) on plain vectors.
+// 8.1: buf is the momentum buffer, passed in empty before the first step (size it then); buf = g on the first
+// step, else momentum buf + g; then w -= lr buf.
 void sgd_momentum_step(std::vector<double>& w, const std::vector<double>& g, std::vector<double>& buf, double lr,
-                       double momentum, bool first_step);  // 8.1: buf = g on the first step, else momentum buf + g
+                       double momentum, bool first_step);
 double adam_bias_correction(double beta, int64_t step);     // 8.2: what Adam divides its moments by at step t
 
 // Step 9, SPD.
