@@ -79,6 +79,9 @@ Tensor attention_reference(const Tensor& q, const Tensor& k, const Tensor& v,
 // Composites a course expects, each a line over the ops above (so their gradients come with them).
 Tensor sigmoid(const Tensor& x);  // 0.5 + 0.5 tanh(x / 2)
 Tensor norm(const Tensor& x);     // the Euclidean norm of all elements, sqrt(sum(x * x)), a scalar
+// 1 where a == b, else 0 (a's dtype, broadcast shape); not differentiable. (argmax(logits, 1) compared with the
+// labels: accuracy = mean(eq(pred, labels)) on float tensors.)
+Tensor eq(const Tensor& a, const Tensor& b);
 
 // Operators, for code that reads like the math: a + b, a - b, a * b, a / b with tensors or numbers, and -a.
 // Matrix products stay a named function, matmul(a, b) (or a.matmul(b)): C++ has no @.

@@ -195,4 +195,16 @@ TEST_CASE("Adam, AdamW and SPD steps equal their plain-loop references, in float
   CHECK(projected >= 2);
 }
 
+TEST_CASE("eq, sigmoid and the method forms") {
+  const Tensor a = Tensor::from_vector(std::vector<float>{1, 2, 3, 4}, {2, 2});
+  const Tensor b = Tensor::from_vector(std::vector<float>{1, 0, 3, 5}, {2, 2});
+  CHECK(eq(a, b).to_vector_f32() == std::vector<float>{1, 0, 1, 0});
+  CHECK(eq(a, Tensor::full({}, 3.0)).to_vector_f32() == std::vector<float>{0, 0, 1, 0});
+  CHECK(sigmoid(Tensor::zeros({1})).item() == 0.5);
+  CHECK(a.matmul(b).to_vector_f32() == matmul(a, b).to_vector_f32());
+  CHECK(a.sum().item() == 10);
+  CHECK(a.mean().item() == 2.5);
+  CHECK(norm(a).item() == doctest::Approx(std::sqrt(30.0)));
+}
+
 }  // TEST_SUITE

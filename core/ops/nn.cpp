@@ -163,6 +163,11 @@ Tensor sigmoid(const Tensor& x) { return add(mul(tanh(mul(x, 0.5)), 0.5), 0.5); 
 
 Tensor norm(const Tensor& x) { return sqrt(sum(mul(x, x))); }
 
+Tensor eq(const Tensor& a, const Tensor& b) {
+  const Tensor diff = sub(a.detach(), b.detach());  // where() takes nonzero as true: a difference means "not equal"
+  return where(diff, Tensor::zeros({}, diff.dtype(), diff.device()), Tensor::ones({}, diff.dtype(), diff.device()));
+}
+
 Tensor Tensor::matmul(const Tensor& other) const { return spdlab::matmul(*this, other); }
 Tensor Tensor::sum() const { return spdlab::sum(*this); }
 Tensor Tensor::mean() const { return spdlab::mean(*this); }
