@@ -81,7 +81,7 @@ Dataset counting_dataset(int64_t n, int64_t H = 3, int64_t W = 4) {
     for (int64_t p = 0; p < H * W; ++p) px.push_back(static_cast<float>(i) / 100.0f);
     labels.push_back(i);
   }
-  return Dataset{Tensor::from_vector(px, {n, 1, H, W}), Tensor::from_vector(labels, {n}), n, {}};
+  return Dataset{Tensor::from_vector(px, {n, 1, H, W}), Tensor::from_vector(labels, {n}), n, {}, {}};
 }
 
 std::vector<Batch> whole_epoch(BatchLoader& loader, int64_t epoch) {
