@@ -70,6 +70,7 @@ TEST_CASE("attention_reference equals scaled_dot_product_attention and qkv_atten
                            [](const std::vector<Tensor>& v) { return attention_reference(v[0], v[1], v[2]); }, qkv, 7);
       CAPTURE(dt);
       CAPTURE(s.N);
+      MESSAGE("attention ", std::string(dtype_name(dt)), " N ", s.N, ": values ", c.value, ", gradients ", c.grad, " (max relative)");
       CHECK(c.value < tolerance(dt));
       CHECK(c.grad < tolerance(dt));
       if (s.N != s.M) continue;
@@ -108,6 +109,7 @@ TEST_CASE("Block::forward_reference equals Block::forward, values and gradients 
                            [&](const std::vector<Tensor>& v) { return block.forward_reference(v[0]); }, {x}, 9);
       CAPTURE(dt);
       CAPTURE(s.dim);
+      MESSAGE("block ", std::string(dtype_name(dt)), " dim ", s.dim, ": values ", c.value, ", input gradient ", c.grad, " (max relative)");
       CHECK(c.value < tolerance(dt));
       CHECK(c.grad < tolerance(dt));
       // The weights' gradients too: one backward through each path, compared tensor by tensor.
@@ -123,6 +125,7 @@ TEST_CASE("Block::forward_reference equals Block::forward, values and gradients 
       const std::vector<Tensor> fast = weight_grads(false), ref = weight_grads(true);
       double worst = 0;
       for (size_t i = 0; i < fast.size(); ++i) worst = std::max(worst, max_rel_diff(fast[i], ref[i]));
+      MESSAGE("block ", std::string(dtype_name(dt)), " dim ", s.dim, ": weight gradients ", worst, " (max relative)");
       CHECK(worst < tolerance(dt));
     }
 }
@@ -186,6 +189,8 @@ TEST_CASE("Adam, AdamW and SPD steps equal their plain-loop references, in float
         CAPTURE(kind);
         CAPTURE(step);
         CAPTURE(n);
+        if (step == 5) MESSAGE(std::string(kind), " n ", n, " after 6 steps: fused vs float reference ", err32 / scale,
+                               ", vs double reference ", err64 / scale, " (max relative)");
         CHECK(err32 / scale < 1e-6);  // the same float arithmetic, up to the order of a few operations
         CHECK(err64 / scale < 1e-5);  // float against double
       }
