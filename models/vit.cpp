@@ -512,13 +512,28 @@ ViTConfig infer_config(const std::map<std::string, Shape>& shapes, Layout layout
   SPDLAB_CHECK(pe[0] == 1 && pe[2] == c.embed_dim && n > 0 && g * g == n, file, ": the position embedding is ",
                shape_str(pe), "; expected [1, 1 + grid * grid, ", c.embed_dim, "] (a class token and a square grid)");
   c.img_size = g * c.patch_size;
+  // Depth: the blocks numbered 0..depth-1, each with an MLP of block 0's shape (so a file's names cannot make the
+  // model allocate blocks that the file does not hold).
   int64_t depth = 0;
-  for (const auto& [k, s] : shapes)
-    if (k.rfind("blocks.", 0) == 0) depth = std::max<int64_t>(depth, std::atoll(k.c_str() + 7) + 1);
+  for (const auto& [k, s] : shapes) {
+    if (k.rfind("blocks.", 0) != 0) continue;
+    char* end = nullptr;
+    const long long i = std::strtoll(k.c_str() + 7, &end, 10);
+    SPDLAB_CHECK(end != k.c_str() + 7 && *end == '.' && i >= 0 && i < 100000, file, ": '", k,
+                 "' is not a block tensor spdlab knows; expected blocks.N.<name> with N from 0");
+    depth = std::max<int64_t>(depth, i + 1);
+  }
   c.depth = depth;
   if (depth > 0) {
     const Shape& fc1 = shape_of("blocks.0.mlp.fc1.weight", 2, "[mlp width, width]");
     c.mlp_ratio = static_cast<double>(fc1[0]) / static_cast<double>(c.embed_dim);
+    for (int64_t i = 1; i < depth; ++i) {
+      auto it = shapes.find("blocks." + std::to_string(i) + ".mlp.fc1.weight");
+      SPDLAB_CHECK(it != shapes.end() && it->second == fc1, file, ": block ", i, " of ", depth,
+                   it == shapes.end() ? " has no mlp.fc1.weight" : "'s mlp.fc1.weight differs from block 0's ",
+                   it == shapes.end() ? "" : shape_str(it->second), "; expected blocks 0..", depth - 1,
+                   " of one shape");
+    }
   }
   c.patch_bias = shapes.count("patch_embed.proj.bias") > 0;
   c.pre_norm = shapes.count("norm_pre.weight") > 0;

@@ -413,6 +413,15 @@ TEST_CASE("a timm-layout file without metadata loads with its config read from t
   CHECK_THROWS_WITH_AS(infer_config(shapes, Layout::timm, 0, "f.safetensors"),
                        doctest::Contains("f.safetensors: width 96 is not a multiple of 64"), Error);
   CHECK(infer_config(shapes, Layout::timm, 4, "f.safetensors").img_size == 28);
+  // Block numbers come from names: a gap, or a block that holds no MLP, is refused before anything is built.
+  auto blocks = shapes;
+  blocks["blocks.0.mlp.fc1.weight"] = {384, 96};
+  blocks["blocks.99999.norm1.weight"] = {96};
+  CHECK_THROWS_WITH_AS(infer_config(blocks, Layout::timm, 4, "f.safetensors"),
+                       doctest::Contains("f.safetensors: block 1 of 100000 has no mlp.fc1.weight"), Error);
+  blocks["blocks.123456789.x"] = {1};
+  CHECK_THROWS_WITH_AS(infer_config(blocks, Layout::timm, 4, "f.safetensors"),
+                       doctest::Contains("'blocks.123456789.x' is not a block tensor spdlab knows"), Error);
   shapes["pos_embed"] = {1, 48, 96};
   CHECK_THROWS_WITH_AS(infer_config(shapes, Layout::timm, 4, "f.safetensors"),
                        doctest::Contains("the position embedding is [1, 48, 96]; expected [1, 1 + grid * grid, 96]"),
