@@ -564,6 +564,11 @@ TEST_CASE("compare on image folders (PNG and JPEG, two domains) with a checkpoin
   REQUIRE(e.status == 0);
   const json::Value ej = json::parse(read_text(d / "eval.json"), "eval.json");
   CHECK(ej.find("accuracy")->find("photo")->as_double() == photo);
+  // predict names the classes the checkpoint was trained on.
+  Result pr = run("predict --model " + ckpt + " --image " + (d / "photo" / "owl" / "0.png").string() + " --top 3");
+  CAPTURE(pr.output);
+  REQUIRE(pr.status == 0);
+  for (const char* name : {" cat ", " dog ", " owl "}) CHECK(pr.output.find(name) != std::string::npos);
   // The same folder through a decode cache gives the same accuracy.
   Result c = run("cache folder:" + (d / "photo").string() + " --size 32 --out " + (d / "new" / "photo.cache").string());
   CAPTURE(c.output);

@@ -115,12 +115,7 @@ int run_predict(int argc, char** argv) {
   model->eval();
   const auto& cfg = model->config();
   std::vector<std::string> names = a.has("classes") ? a.list("classes") : std::vector<std::string>{};
-  if (names.empty()) {
-    io::SafetensorsFile f(a.str("model"));
-    auto it = f.metadata().find("spdlab.classes");
-    if (it != f.metadata().end())
-      for (const auto& v : json::parse(it->second, a.str("model") + ": spdlab.classes").as_array()) names.push_back(v.as_string());
-  }
+  if (names.empty()) names = checkpoint_classes(a.str("model"));  // a checkpoint fine-tuned on folders names them
   autograd::NoGradGuard ng;
   auto show = [&](const std::string& label, const Tensor& logits_row) {
     Tensor probs = softmax(logits_row.unsqueeze(0), 1);
