@@ -583,6 +583,8 @@ TEST_CASE("compare on image folders (PNG and JPEG, two domains) with a checkpoin
   CHECK(i.output.find("architecture (read from shapes, timm names):") != std::string::npos);
   CHECK(i.output.find("img_size 32, patch 8, channels 3, width 64, depth 1, heads 1, mlp 192, classes 7") !=
         std::string::npos);
+  i = run("inspect " + init + " --num-classes 3");  // what a loading command with this flag would build
+  CHECK(i.output.find("head replaced: the file's 7-class head by a fresh 3-class one") != std::string::npos);
 }
 
 TEST_CASE("image folder errors: one clear message each, and no output directory") {

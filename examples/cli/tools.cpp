@@ -49,14 +49,12 @@ int run_inspect(int argc, char** argv) {
   io::SafetensorsFile f(path);
   std::printf("%s\n", f.path().c_str());
   try {
-    models::ModelSpec spec = model_spec(a);
-    if (spec.num_classes == 0) spec.num_classes = -1;  // never required here: a head-less tower is described as such
-    models::ModelSpec probe = spec;
-    probe.num_classes = 0;
+    models::ModelSpec probe = model_spec(a);  // --num-classes, --num-heads, ... as a loading command reads them
     models::ModelInfo info;
     try {
       info = models::inspect_model(path, probe);
     } catch (const Error&) {  // a CLIP tower has no head: describe it with one class, and say so
+      if (probe.num_classes > 0) throw;
       probe.num_classes = 1;
       info = models::inspect_model(path, probe);
       info.notes.back() = "no classification head (an image tower): pass --num-classes to fine-tune it";
@@ -241,6 +239,8 @@ int run_export(int argc, char** argv) {
   std::error_code ec;
   SPDLAB_CHECK(!std::filesystem::exists(out, ec), "--out '", out, "' exists; export writes a new folder");
   check_out_dir(out);
+  SPDLAB_CHECK(a.str("data").rfind("folder:", 0) != 0, "export: --data folder:DIR is already an image folder; expected "
+               "fmnist[:ROOT] or idx:IMAGES,LABELS");
   data::Dataset all = load_data(a.str("data"), split == "train", 1, 28, 1 << 24);
   auto [b, e] = parse_range("range", a.str("range"), all.size());
   const data::Dataset d = data::subset(all, b, e);
