@@ -13,7 +13,6 @@
 #include <set>
 #include <thread>
 
-#include "core/io/atomic_file.h"
 #include "core/io/image.h"
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
@@ -122,47 +121,19 @@ Dataset load_image_folder(const std::string& root, int channels, int64_t size, c
 void write_image_cache(const std::string& path, const Dataset& d, const std::string& source) {
   SPDLAB_CHECK(!d.images.defined() && d.pixels.data != nullptr, "write_image_cache: '", path,
                "': the dataset holds no 8-bit pixels (only decoded image folders are cached)");
-  const int64_t N = d.size(), per = d.pixels.per_image();
   json::Value::Array classes;
   for (const auto& c : d.class_names) classes.push_back(json::Value::string(c));
-  using json::Value;
-  auto shape = [](std::initializer_list<int64_t> s) {
-    Value::Array a;
-    for (int64_t v : s) a.push_back(Value::integer(v));
-    return Value::array(a);
-  };
-  const int64_t label_bytes = N * 8, pixel_bytes = N * per;
-  const Value header = Value::object(
-      {{"__metadata__", Value::object({{"format", Value::string(kCacheFormat)},
-                                       {"classes", Value::string(json::dump(Value::array(classes)))},
-                                       {"source", Value::string(source)},
-                                       {"size", Value::string(std::to_string(d.pixels.h))},
-                                       {"channels", Value::string(std::to_string(d.pixels.c))},
-                                       {"resize", Value::string("shorter side to size (bilinear, antialiased), "
-                                                                "center crop size x size, rounded to 8 bits")}})},
-       {"labels", Value::object({{"dtype", Value::string("I64")},
-                                 {"shape", shape({N})},
-                                 {"data_offsets", shape({0, label_bytes})}})},
-       {"pixels", Value::object({{"dtype", Value::string("U8")},
-                                 {"shape", shape({N, d.pixels.c, d.pixels.h, d.pixels.w})},
-                                 {"data_offsets", shape({label_bytes, label_bytes + pixel_bytes})}})}});
-  std::string text = json::dump(header);
-  text.append((8 - text.size() % 8) % 8, ' ');
-  const uint64_t len = text.size();
-  unsigned char prefix[8];
-  for (int i = 0; i < 8; ++i) prefix[i] = static_cast<unsigned char>(len >> (8 * i));
   const Tensor labels = d.labels.contiguous();
-  std::vector<unsigned char> le(static_cast<size_t>(label_bytes));
-  for (int64_t i = 0; i < N; ++i) {
-    const uint64_t v = static_cast<uint64_t>(labels.data<int64_t>()[i]);
-    for (int b = 0; b < 8; ++b) le[i * 8 + b] = static_cast<unsigned char>(v >> (8 * b));
-  }
-  io::AtomicFile f(path);
-  f.write(prefix, 8);
-  f.write(text);
-  f.write(le.data(), le.size());
-  f.write(d.pixels.data, static_cast<size_t>(pixel_bytes));
-  f.commit();
+  io::save_safetensors_raw(
+      path,
+      {{"labels", "I64", {d.size()}, labels.data<int64_t>()},
+       {"pixels", "U8", {d.size(), d.pixels.c, d.pixels.h, d.pixels.w}, d.pixels.data}},
+      {{"format", kCacheFormat},
+       {"classes", json::dump(json::Value::array(classes))},
+       {"source", source},
+       {"size", std::to_string(d.pixels.h)},
+       {"channels", std::to_string(d.pixels.c)},
+       {"resize", "shorter side to size (bilinear, antialiased), center crop size x size, rounded to 8 bits"}});
 }
 
 Dataset load_image_cache(const std::string& path) {

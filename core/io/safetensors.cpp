@@ -341,18 +341,25 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path, std::map
   return file.load_all();
 }
 
-void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata, bool bf16) {
-  const std::string where = "save_safetensors: cannot write '" + path + "'";
-  std::set<std::string> seen;
-  for (const auto& [name, t] : tensors) {
-    SPDLAB_CHECK(name != "__metadata__", where, ": \"__metadata__\" is reserved and cannot name a tensor");
-    SPDLAB_CHECK(seen.insert(name).second, where, ": duplicate tensor name '", name, "'");
-    SPDLAB_CHECK(t.defined(), where, ": tensor '", name, "' is undefined");
-    SPDLAB_CHECK(t.device() == Device::cpu, where, ": tensor '", name, "' is on ", t.device(),
-                 "; move it to the CPU before saving");
-  }
+namespace {
 
+// What the header says of one tensor.
+struct HeaderEntry {
+  std::string name;
+  const char* dtype;
+  Shape shape;
+  uint64_t nbytes;
+};
+
+// Checks the names, then returns the length prefix and the JSON header (metadata first, then the tensors in order,
+// tiling the data area); the caller writes the data after it in the same order.
+std::string header_bytes(const std::string& where, const std::vector<HeaderEntry>& entries,
+                         const std::map<std::string, std::string>& metadata) {
+  std::set<std::string> seen;
+  for (const HeaderEntry& e : entries) {
+    SPDLAB_CHECK(e.name != "__metadata__", where, ": \"__metadata__\" is reserved and cannot name a tensor");
+    SPDLAB_CHECK(seen.insert(e.name).second, where, ": duplicate tensor name '", e.name, "'");
+  }
   json::Value::Object header;
   if (!metadata.empty()) {
     json::Value::Object meta;
@@ -360,28 +367,42 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     header.emplace_back("__metadata__", json::Value::object(std::move(meta)));
   }
   uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    const bool as_bf16 = bf16 && t.dtype() == DType::f32;
-    const char* dt = as_bf16 ? "BF16" : t.dtype() == DType::f32 ? "F32" : t.dtype() == DType::f64 ? "F64" : "I64";
-    const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * (as_bf16 ? 2 : dtype_size(t.dtype()));
+  for (const HeaderEntry& e : entries) {
     json::Value::Array shape;
-    for (int64_t d : t.shape()) shape.push_back(json::Value::integer(d));
+    for (int64_t d : e.shape) shape.push_back(json::Value::integer(d));
     json::Value::Object entry;
-    entry.emplace_back("dtype", json::Value::string(dt));
+    entry.emplace_back("dtype", json::Value::string(e.dtype));
     entry.emplace_back("shape", json::Value::array(std::move(shape)));
     entry.emplace_back("data_offsets", json::Value::array({json::Value::integer(static_cast<int64_t>(offset)),
-                                                           json::Value::integer(static_cast<int64_t>(offset + nbytes))}));
-    header.emplace_back(name, json::Value::object(std::move(entry)));
-    offset += nbytes;
+                                                           json::Value::integer(static_cast<int64_t>(offset + e.nbytes))}));
+    header.emplace_back(e.name, json::Value::object(std::move(entry)));
+    offset += e.nbytes;
   }
   std::string text = json::dump(json::Value::object(std::move(header)));
   // Padding to 8 keeps the data area 8-aligned in the file, so aligned tensors load without a copy.
   text.append((8 - text.size() % 8) % 8, ' ');
   const uint64_t header_len = text.size();
+  return std::string(reinterpret_cast<const char*>(&header_len), sizeof header_len) + text;
+}
 
+}  // namespace
+
+void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata, bool bf16) {
+  const std::string where = "save_safetensors: cannot write '" + path + "'";
+  std::vector<HeaderEntry> entries;
+  for (const auto& [name, t] : tensors) {
+    SPDLAB_CHECK(t.defined(), where, ": tensor '", name, "' is undefined");
+    SPDLAB_CHECK(t.device() == Device::cpu, where, ": tensor '", name, "' is on ", t.device(),
+                 "; move it to the CPU before saving");
+    const bool as_bf16 = bf16 && t.dtype() == DType::f32;
+    const char* dt = as_bf16 ? "BF16" : t.dtype() == DType::f32 ? "F32" : t.dtype() == DType::f64 ? "F64" : "I64";
+    entries.push_back({name, dt, t.shape(), static_cast<uint64_t>(t.numel()) * (as_bf16 ? 2 : dtype_size(t.dtype()))});
+  }
+
+  const std::string header = header_bytes(where, entries, metadata);  // every check before the file is touched
   AtomicFile f(path);
-  f.write(&header_len, sizeof header_len);
-  f.write(text);
+  f.write(header);
   for (const auto& [name, t] : tensors) {
     if (t.numel() == 0) continue;
     const Tensor c = t.detach().cpu().contiguous();  // a GPU tensor is written from a host copy
@@ -399,6 +420,25 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
       f.write(c.raw_data(), static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
     }
   }
+  f.commit();
+}
+
+void save_safetensors_raw(const std::string& path, const std::vector<RawTensor>& tensors,
+                          const std::map<std::string, std::string>& metadata) {
+  const std::string where = "save_safetensors: cannot write '" + path + "'";
+  std::vector<HeaderEntry> entries;
+  for (const RawTensor& t : tensors) {
+    const DTypeSpec* spec = find_dtype(t.dtype);
+    SPDLAB_CHECK(spec != nullptr, where, ": tensor '", t.name, "' has unsupported dtype \"", t.dtype,
+                 "\"; expected one of ", supported_dtypes());
+    SPDLAB_CHECK(t.data != nullptr || numel_of(t.shape) == 0, where, ": tensor '", t.name, "' has no data");
+    entries.push_back({t.name, spec->name, t.shape, static_cast<uint64_t>(numel_of(t.shape)) * spec->size});
+  }
+  const std::string header = header_bytes(where, entries, metadata);
+  AtomicFile f(path);
+  f.write(header);
+  for (size_t i = 0; i < tensors.size(); ++i)
+    if (entries[i].nbytes > 0) f.write(tensors[i].data, static_cast<size_t>(entries[i].nbytes));
   f.commit();
 }
 

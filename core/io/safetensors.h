@@ -60,4 +60,15 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path,
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {}, bool bf16 = false);
 
+// Bytes as they are to be stored, for data no DType holds (the U8 pixels of an image cache): `dtype` is the file's
+// name for it ("U8", "I64", ...) and `data` holds product(shape) elements of it in little-endian order.
+struct RawTensor {
+  std::string name, dtype;
+  Shape shape;
+  const void* data;
+};
+// The same file layout, checks and atomic write as save_safetensors, from raw bytes.
+void save_safetensors_raw(const std::string& path, const std::vector<RawTensor>& tensors,
+                          const std::map<std::string, std::string>& metadata = {});
+
 }  // namespace spdlab::io
