@@ -169,8 +169,7 @@ TrainResult train_in_run_dir(models::VisionTransformer& model, const data::Datas
 void check_out_path(const std::string& path) {
   std::error_code ec;
   SPDLAB_CHECK(!std::filesystem::is_directory(path, ec), "'", path, "' is a directory; expected a file name");
-  auto parent = std::filesystem::path(path).parent_path();
-  ensure_writable_dir(parent.empty() ? "." : parent.string());
+  ensure_writable_dir(dir_of(path));
 }
 
 void apply_threads(const Args& a) {

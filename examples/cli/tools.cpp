@@ -22,12 +22,13 @@
 namespace spdlab::cli {
 namespace {
 
-// `spdlab inspect FILE` is `spdlab inspect --model FILE`.
-std::vector<char*> with_positional_model(int argc, char** argv, std::string& flag) {
+// A first argument that is not a flag is the value of `flag`: `spdlab inspect FILE` is `spdlab inspect --model
+// FILE`. `storage` holds the inserted flag's text as long as the returned argv is used.
+std::vector<char*> with_positional(int argc, char** argv, const char* flag, std::string& storage) {
   std::vector<char*> v(argv, argv + argc);
   if (argc > 2 && argv[2][0] != '-') {
-    flag = "--model";
-    v.insert(v.begin() + 2, flag.data());
+    storage = flag;
+    v.insert(v.begin() + 2, storage.data());
   }
   return v;
 }
@@ -36,7 +37,7 @@ std::vector<char*> with_positional_model(int argc, char** argv, std::string& fla
 
 int run_inspect(int argc, char** argv) {
   std::string flag;
-  std::vector<char*> args = with_positional_model(argc, argv, flag);
+  std::vector<char*> args = with_positional(argc, argv, "--model", flag);
   std::vector<Flag> flags = {{"model", "FILE", "a .safetensors file (also accepted as the first argument)", ""}};
   for (auto& f : model_flags()) flags.push_back(f);
   Args a("inspect",
@@ -49,16 +50,10 @@ int run_inspect(int argc, char** argv) {
   io::SafetensorsFile f(path);
   std::printf("%s\n", f.path().c_str());
   try {
-    models::ModelSpec probe = model_spec(a);  // --num-classes, --num-heads, ... as a loading command reads them
-    models::ModelInfo info;
-    try {
-      info = models::inspect_model(path, probe);
-    } catch (const Error&) {  // a CLIP tower has no head: describe it with one class, and say so
-      if (probe.num_classes > 0) throw;
-      probe.num_classes = 1;
-      info = models::inspect_model(path, probe);
+    const models::ModelSpec spec = model_spec(a);  // --num-classes, --num-heads, ... as a loading command reads them
+    models::ModelInfo info = probe_model(path, spec);
+    if (info.fresh_head && spec.num_classes == 0)  // a head-less tower, described with one class by probe_model
       info.notes.back() = "no classification head (an image tower): pass --num-classes to fine-tune it";
-    }
     std::printf("architecture (%s, %s names):\n  %s\n", info.spdlab_metadata ? "spdlab metadata" : "read from shapes",
                 models::layout_name(info.layout).c_str(), info.cfg.describe().c_str());
     for (const auto& n : info.notes) std::printf("  %s\n", n.c_str());
@@ -100,9 +95,7 @@ int run_predict(int argc, char** argv) {
   SPDLAB_CHECK(!a.has("logits-out") || a.has("input"), "predict: --logits-out goes with --input");
   int64_t top = a.integer("top", 1, kMaxImages);
   const std::string logits_out = a.has("logits-out") ? a.str("logits-out") : "";
-  if (!logits_out.empty()) check_out_dir(std::filesystem::path(logits_out).parent_path().empty()
-                                             ? "."
-                                             : std::filesystem::path(logits_out).parent_path().string());
+  if (!logits_out.empty()) check_out_dir(dir_of(logits_out));
   double t0 = now_seconds();
   models::ModelSpec spec = model_spec(a);
   if (a.has("ignore")) spec.ignore = a.list("ignore");
@@ -148,8 +141,7 @@ int run_predict(int argc, char** argv) {
     if (logits_out.empty())
       for (int64_t i = 0; i < x.size(0); ++i) show(in + "[" + std::to_string(i) + "]", logits.select(0, i));
     else {
-      const auto parent = std::filesystem::path(logits_out).parent_path();
-      ensure_writable_dir(parent.empty() ? "." : parent.string());
+      ensure_writable_dir(dir_of(logits_out));
       io::save_safetensors(logits_out, {{"logits", logits}}, {{"spdlab.model", a.str("model")}, {"spdlab.input", in}});
     }
     std::fprintf(stderr, "predict: %lld image(s) in %.3f s including model load%s%s\n",
@@ -172,11 +164,7 @@ int run_predict(int argc, char** argv) {
 
 int run_cache(int argc, char** argv) {
   std::string flag;
-  std::vector<char*> args(argv, argv + argc);
-  if (argc > 2 && argv[2][0] != '-') {  // spdlab cache folder:DIR ...
-    flag = "--source";
-    args.insert(args.begin() + 2, flag.data());
-  }
+  std::vector<char*> args = with_positional(argc, argv, "--source", flag);  // spdlab cache folder:DIR ...
   Args a("cache",
          "Decodes an image folder once into a memory-mapped file that --train / --eval read as cache:FILE: every\n"
          "image resized (shorter side to --size, bilinear, antialiased), center-cropped, stored as 8 bits.\n"
@@ -194,12 +182,11 @@ int run_cache(int argc, char** argv) {
   SPDLAB_CHECK(channels == 1 || channels == 3, "--channels: expected 1 or 3, got ", channels);
   if (a.has("threads")) set_num_threads(static_cast<int>(a.integer("threads", 1, kMaxThreads)));
   const std::string out = a.str("out");
-  check_out_dir(std::filesystem::path(out).parent_path().empty() ? "." : std::filesystem::path(out).parent_path().string());
+  check_out_dir(dir_of(out));
   const double t0 = now_seconds();
   data::Dataset d = load_image_source(source, channels, size, "cache");
   const double decode = now_seconds() - t0;
-  ensure_writable_dir(std::filesystem::path(out).parent_path().empty() ? "."
-                                                                       : std::filesystem::path(out).parent_path().string());
+  ensure_writable_dir(dir_of(out));
   data::write_image_cache(out, d, source);
   std::fprintf(stderr, "cache: %lld images of %lld classes, %lldx%lldx%lld, decoded in %.1f s (%.0f images/s); wrote %s\n",
                static_cast<long long>(d.size()), static_cast<long long>(d.num_classes), static_cast<long long>(channels),

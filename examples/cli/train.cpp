@@ -403,6 +403,11 @@ std::string layer_of(const std::string& name) {
   return name.substr(0, name.find('.'));
 }
 
+std::string dir_of(const std::string& file) {
+  const auto parent = std::filesystem::path(file).parent_path();
+  return parent.empty() ? "." : parent.string();
+}
+
 void ensure_writable_dir(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);

@@ -87,6 +87,8 @@ std::vector<std::pair<std::string, double>> deviation_per_tensor(const models::V
                                                                  const models::VisionTransformer& init);
 std::string layer_of(const std::string& tensor_name);
 
+// The directory a file goes into: its parent, or "." for a bare file name.
+std::string dir_of(const std::string& file);
 // Ensures the directory exists and is writable, with an error naming it otherwise.
 void ensure_writable_dir(const std::string& dir);
 // Checks, creating nothing, that `dir` is a writable directory or could be made as one (its nearest existing
