@@ -60,7 +60,7 @@ Activation parse_activation(const std::string& name) {
 
 std::string activation_name(Activation a) { return a == Activation::quick_gelu ? "quick_gelu" : "gelu"; }
 
-Tensor quick_gelu(const Tensor& x) { return mul(x, add(mul(tanh(mul(x, 0.851)), 0.5), 0.5)); }
+Tensor quick_gelu(const Tensor& x) { return mul(x, sigmoid(mul(x, 1.702))); }
 
 Mlp::Mlp(int64_t dim, int64_t hidden, double drop_p, Generator& gen, Generator* drop_gen, Activation activation) {
   fc1 = register_module("fc1", std::make_shared<Linear>(dim, hidden, true, gen));

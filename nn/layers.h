@@ -41,7 +41,7 @@ enum class Activation { gelu, quick_gelu };
 Activation parse_activation(const std::string& name);  // "gelu" or "quick_gelu"
 std::string activation_name(Activation a);
 
-// x * sigmoid(1.702 x), written as x * (0.5 + 0.5 tanh(0.851 x)) from ops that each have a backward.
+// x * sigmoid(1.702 x), composed from ops that each have a backward (sigmoid is core/ops.h's).
 Tensor quick_gelu(const Tensor& x);
 
 struct GELU : Module {
