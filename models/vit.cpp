@@ -576,8 +576,10 @@ ViTConfig infer_config(const std::map<std::string, Shape>& shapes, Layout layout
   return c;
 }
 
-ModelInfo inspect_model(const std::string& path, const ModelSpec& spec) {
-  io::SafetensorsFile f(path);
+namespace {
+// inspect_model on a file already open (load_model reads the header once for both).
+ModelInfo inspect_file(const io::SafetensorsFile& f, const ModelSpec& spec) {
+  const std::string& path = f.path();
   ModelInfo info;
   info.layout = detect_layout(f.names(), path);
   const auto& meta = f.metadata();
@@ -629,11 +631,16 @@ ModelInfo inspect_model(const std::string& path, const ModelSpec& spec) {
   }
   return info;
 }
+}  // namespace
+
+ModelInfo inspect_model(const std::string& path, const ModelSpec& spec) {
+  return inspect_file(io::SafetensorsFile(path), spec);
+}
 
 std::shared_ptr<VisionTransformer> load_model(const std::string& path, const ModelSpec& spec, Device device,
                                               ModelInfo* info_out) {
-  ModelInfo info = inspect_model(path, spec);
   io::SafetensorsFile f(path);
+  ModelInfo info = inspect_file(f, spec);
   auto model = std::make_shared<VisionTransformer>(info.cfg, spec.head_seed);
   model->to(device);
   try {
