@@ -127,31 +127,26 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
   }
 }
 
-void Module::to(Device device) {
+void Module::replace_each(const std::function<Tensor(const Tensor&)>& convert) {
   std::vector<std::pair<std::string, Tensor*>> slots;
   collect_refs("", slots);
   autograd::NoGradGuard ng;
   for (auto& [name, slot] : slots) {
-    if (slot->device() == device) continue;
-    bool rg = slot->requires_grad();
-    Tensor moved = slot->detach().to(device);
-    if (rg) moved.requires_grad_(true);
-    *slot = moved;
+    const Tensor current = slot->detach();
+    Tensor next = convert(current);
+    if (next.impl() == current.impl()) continue;  // already as asked: the slot keeps its tensor
+    if (slot->requires_grad()) next.requires_grad_(true);
+    *slot = next;
   }
+}
+
+void Module::to(Device device) {
+  replace_each([&](const Tensor& t) { return t.device() == device ? t : t.to(device); });
 }
 
 void Module::to(DType dtype) {
   SPDLAB_CHECK(dtype == DType::f32 || dtype == DType::f64, "Module::to: parameters are f32 or f64, not ", dtype);
-  std::vector<std::pair<std::string, Tensor*>> slots;
-  collect_refs("", slots);
-  autograd::NoGradGuard ng;
-  for (auto& [name, slot] : slots) {
-    if (slot->dtype() == dtype || slot->dtype() == DType::i64) continue;
-    bool rg = slot->requires_grad();
-    Tensor cast = slot->detach().to(dtype);
-    if (rg) cast.requires_grad_(true);
-    *slot = cast;
-  }
+  replace_each([&](const Tensor& t) { return t.dtype() == dtype || t.dtype() == DType::i64 ? t : t.to(dtype); });
 }
 
 void Module::train(bool on) {

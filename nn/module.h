@@ -1,6 +1,7 @@
 // Module: named parameters, buffers and sub-modules, so that named_parameters() yields timm's checkpoint
 // keys ("blocks.0.attn.qkv.weight") with no mapping table. Modules are held by shared_ptr and never copied.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -56,6 +57,9 @@ class Module {
   }
 
  private:
+  // Every parameter and buffer slot set to convert(its tensor, detached), requires_grad kept; a slot whose
+  // conversion returns the tensor it was given is left as it is (to(Device) and to(DType) share this).
+  void replace_each(const std::function<Tensor(const Tensor&)>& convert);
   void collect(const std::string& prefix, bool params, NamedTensors& out) const;
   void collect_refs(const std::string& prefix, std::vector<std::pair<std::string, Tensor*>>& out) const;
   // Owned slots: unique_ptr keeps each Tensor at a fixed address as more are registered.
