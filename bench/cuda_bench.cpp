@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
         model.train();
         optim::Hyperparams h;
         h.weight_decay = 0.05;
-        auto opt = optim::make_optimizer("adamw", optim::timm_param_groups(model.named_parameters(), 0.05), h);
+        auto opt = optim::make_optimizer("adamw", optim::timm_param_groups(model.named_parameters()), h);
         kernels::get(dev).reset_peak_memory();
         report("train", precision, time_it(dev, warmup, iters, [&] {
                  Tensor loss = cross_entropy(model.forward(x), y);
@@ -140,8 +140,8 @@ int main(int argc, char** argv) {
       for (const char* kind : {"adamw", "spd"}) {
         optim::Hyperparams h;
         h.lr = 1e-5;
-        h.weight_decay = std::string(kind) == "spd" ? 1.0 : 0.05;
-        auto opt = optim::make_optimizer(kind, optim::timm_param_groups(named, h.weight_decay), h);
+        (std::string(kind) == "spd" ? h.lambda : h.weight_decay) = std::string(kind) == "spd" ? 1.0 : 0.05;
+        auto opt = optim::make_optimizer(kind, optim::timm_param_groups(named), h);
         if (std::string(kind) == "spd") opt->capture_anchors();
         const Timing t = time_it(dev, warmup, iters, [&] { opt->step(); });
         std::printf("spdlab %s step %s fp32 params=%lld median_ms=%.3f min_ms=%.3f device=\"%s\"\n", config.c_str(),

@@ -17,6 +17,7 @@
 #include "core/io/image.h"
 #include "data/image_folder.h"
 #include "data/loader.h"
+#include "kernels/threads.h"
 #include "optim/optim.h"
 
 using namespace spdlab;

@@ -12,6 +12,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "kernels/threads.h"
 
 using namespace spdlab;
 

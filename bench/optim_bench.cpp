@@ -15,6 +15,7 @@
 
 #include "core/ops.h"
 #include "bench/bench_common.h"
+#include "kernels/threads.h"
 #include "optim/optim.h"
 
 using namespace spdlab;
@@ -132,7 +133,7 @@ int main(int argc, char** argv) {
   Hyperparams adam;
   adam.weight_decay = 0.05;
   Hyperparams spd;
-  spd.weight_decay = 1.0;
+  spd.lambda = 1.0;
   const std::vector<Case> cases = {{"sgd (momentum 0.9)", "sgd", sgd, 20},
                                    {"adam", "adam", adam, 28},
                                    {"adamw", "adamw", adam, 28},
@@ -153,7 +154,7 @@ int main(int argc, char** argv) {
       params.emplace_back(name, Tensor::randn(shape, g).requires_grad_());
       for (int s = 0; s < nsets; ++s) grads[s].push_back(mul(Tensor::randn(shape, g), 1e-2));
     }
-    auto opt = make_optimizer(c.kind, timm_param_groups(params, c.h.weight_decay), c.h);
+    auto opt = make_optimizer(c.kind, timm_param_groups(params), c.h);
     if (c.kind == "l2sp" || c.kind == "spd") opt->capture_anchors();
     Optimizer* o = opt.get();
     runners.push_back({c.label, c.bytes_per_param, [&params, &grads, o](int i) {

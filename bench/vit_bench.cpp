@@ -14,6 +14,7 @@
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "kernels/kernels.h"
+#include "kernels/threads.h"
 #include "models/vit.h"
 #include "bench/bench_common.h"
 #include "optim/optim.h"
@@ -114,7 +115,7 @@ int main(int argc, char** argv) {
       optim::Hyperparams h;
       h.lr = 1e-3;
       h.weight_decay = 0.05;
-      auto opt = optim::make_optimizer("adamw", optim::timm_param_groups(model.named_parameters(), 0.05), h);
+      auto opt = optim::make_optimizer("adamw", optim::timm_param_groups(model.named_parameters()), h);
       for (int i = 0; i < warmup + iters; ++i) {
         const double t0 = now_ms();
         Tensor loss = cross_entropy(model.forward(x), y);

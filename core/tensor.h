@@ -196,8 +196,4 @@ class Generator {
   double spare_ = 0.0;
 };
 
-// Threads used by spdlab's loops and by OpenBLAS. Initialized from SPDLAB_NUM_THREADS, else the core count.
-void set_num_threads(int n);
-int get_num_threads();
-
 }  // namespace spdlab

@@ -8,6 +8,7 @@
 #include <numbers>
 
 #include "core/io/image.h"
+#include "kernels/threads.h"
 
 namespace spdlab::data {
 namespace {

@@ -16,6 +16,7 @@
 #include "core/io/image.h"
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
+#include "kernels/threads.h"
 
 namespace spdlab::data {
 namespace fs = std::filesystem;

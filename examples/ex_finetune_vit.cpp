@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
                 100 * models::accuracy(*model, test, data::domain_transform(data::Domain::clean)));
   };
   report("pre-trained");
-  auto opt = optim::make_optimizer("spd", model->named_parameters(), {.lr = 1e-3, .weight_decay = 1.0});  // lambda 1
+  auto opt = optim::make_optimizer("spd", model->named_parameters(), {.lr = 1e-3, .lambda = 1.0});
   opt->capture_anchors();  // w0 = the pre-trained weights
   data::BatchLoader loader(train, {.batch_size = 64, .shuffle = true, .drop_last = true, .seed = 0,
                                    .transform = data::domain_transform(data::Domain::edge)});

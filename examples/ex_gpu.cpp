@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   models::ViTConfig cfg = models::vit_preset("vit_fmnist_tiny");
   models::VisionTransformer model(cfg, 0);
   model.to(device);  // first the model...
-  auto opt = optim::make_optimizer("spd", model.named_parameters(), {.lr = 1e-3, .weight_decay = 1.0});
+  auto opt = optim::make_optimizer("spd", model.named_parameters(), {.lr = 1e-3, .lambda = 1.0});
   opt->capture_anchors();  // ...then the optimizer, on the moved tensors
   Generator gen(0);
   const Tensor x = Tensor::rand({32, 1, 28, 28}, gen).to(device);  // a fixed batch to overfit

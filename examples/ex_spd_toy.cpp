@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
     Tensor w = Tensor::zeros({2}).requires_grad_(true);  // starts at w0
     optim::Hyperparams h;
     h.lr = 0.05;
-    h.weight_decay = std::string(kind) == "adamw" ? 0.5 : std::string(kind) == "spd" ? 1.0 : 0.0;  // SPD: lambda
+    h.weight_decay = std::string(kind) == "adamw" ? 0.5 : 0.0;  // AdamW's decoupled decay
+    h.lambda = 1.0;                                             // SPD's projection strength
     h.alpha = 1.0;  // L2-SP's pull towards w0
     auto opt = optim::make_optimizer(kind, optim::NamedTensors{{"w", w}}, h);
     opt->capture_anchors();  // w0 = the starting weights

@@ -63,7 +63,7 @@ std::vector<std::string> Adam::slot_names() const {
 
 void Adam::update(const Work& w, int64_t begin, int64_t end, size_t) {
   Param& p = *w.param;
-  kernels::AdamStep h = adam_step_params(opt_, w.lr, w.weight_decay, p.step);
+  kernels::AdamStep h = adam_step_params(opt_, w.lr, w.decay, p.step);
   h.l2sp_alpha = l2sp_alpha_;
   h.l2sp_beta = l2sp_beta_;
   auto at = [&](const Tensor& t) { return t.data<float>() + begin; };

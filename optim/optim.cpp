@@ -18,8 +18,9 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, std::vector<P
   if (kind == "adamw") return std::make_unique<AdamW>(std::move(groups), adam);
   if (kind == "l2sp") return std::make_unique<L2SP>(std::move(groups), L2SPOptions{adam, h.alpha, h.beta});
   if (kind == "spd") {
-    adam.weight_decay = 0;
-    return std::make_unique<SPD>(std::move(groups), SPDOptions{adam, h.weight_decay});
+    SPDLAB_CHECK(h.weight_decay == 0, "make_optimizer: spd has no weight_decay (its only decay is lambda, "
+                                      "Hyperparams::lambda); got weight_decay ", h.weight_decay);
+    return std::make_unique<SPD>(std::move(groups), SPDOptions{adam, h.lambda});
   }
   std::string valid;
   for (const std::string& k : optimizer_kinds()) valid += (valid.empty() ? "" : ", ") + k;

@@ -17,7 +17,8 @@ namespace spdlab::optim {
 struct Hyperparams {
   double lr = 1e-3;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // adam, adamw, l2sp, spd
-  double weight_decay = 0;  // coupled (sgd, adam, l2sp), decoupled (adamw), SPD's lambda (spd)
+  double weight_decay = 0;  // coupled (sgd, adam, l2sp), decoupled (adamw); spd has none and rejects it
+  double lambda = 1.0;      // spd: the projection strength, SPD's only decay
   double momentum = 0, dampening = 0;             // sgd
   bool nesterov = false;                          // sgd
   bool amsgrad = false;                           // adam, adamw, l2sp

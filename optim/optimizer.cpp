@@ -13,6 +13,7 @@
 #include "core/io/safetensors.h"
 #include "core/ops.h"
 #include "kernels/kernels.h"
+#include "kernels/threads.h"
 
 namespace spdlab::optim {
 
@@ -52,13 +53,10 @@ std::vector<ParamGroup> one_group(NamedTensors params) {
   return groups;
 }
 
-std::vector<ParamGroup> timm_param_groups(const NamedTensors& named, double weight_decay) {
-  SPDLAB_CHECK(std::isfinite(weight_decay) && weight_decay >= 0, "timm_param_groups: weight_decay must be >= 0; got ",
-               weight_decay);
+std::vector<ParamGroup> timm_param_groups(const NamedTensors& named) {
   static const std::set<std::string> no_decay_names = {"cls_token", "pos_embed", "dist_token", "reg_token"};
   ParamGroup no_decay, decay;
-  no_decay.weight_decay = 0.0;
-  decay.weight_decay = weight_decay;
+  no_decay.decay_scale = 0.0;
   for (const auto& [name, t] : named) {
     SPDLAB_CHECK(t.defined(), "timm_param_groups: parameter '", name, "' is an undefined tensor");
     if (!t.requires_grad()) continue;
@@ -71,7 +69,7 @@ std::vector<ParamGroup> timm_param_groups(const NamedTensors& named, double weig
   return groups;
 }
 
-Optimizer::Optimizer(std::vector<ParamGroup> groups, double lr, double weight_decay, bool uses_anchors)
+Optimizer::Optimizer(std::vector<ParamGroup> groups, double lr, double decay, bool uses_anchors)
     : lr_(lr), uses_anchors_(uses_anchors) {
   SPDLAB_CHECK(std::isfinite(lr) && lr >= 0, "Optimizer: lr must be >= 0; got ", lr);
   std::set<std::string> names;
@@ -80,9 +78,9 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups, double lr, double weight_de
     const ParamGroup& g = groups[gi];
     SPDLAB_CHECK(std::isfinite(g.lr_scale) && g.lr_scale >= 0, "Optimizer: group ", gi, " has lr_scale ", g.lr_scale,
                  "; it must be >= 0");
-    double wd = g.weight_decay.value_or(weight_decay);
-    SPDLAB_CHECK(std::isfinite(wd) && wd >= 0, "Optimizer: group ", gi, " has weight_decay ", wd, "; it must be >= 0");
-    groups_.push_back({g.lr_scale, wd, g.anchored});
+    SPDLAB_CHECK(std::isfinite(g.decay_scale) && g.decay_scale >= 0, "Optimizer: group ", gi, " has decay_scale ",
+                 g.decay_scale, "; it must be >= 0");
+    groups_.push_back({g.lr_scale, decay * g.decay_scale, g.anchored});
     for (const auto& [name, t] : g.params) {
       SPDLAB_CHECK(!name.empty(), "Optimizer: a parameter in group ", gi, " has an empty name");
       SPDLAB_CHECK(t.defined(), "Optimizer: parameter '", name, "' is an undefined tensor");
@@ -121,7 +119,7 @@ void Optimizer::step() {
     // (a piece of INT64_MAX, hence min(n - b, piece) + b rather than b + piece, which would overflow).
     const int64_t piece = kernels::get(p.value.device()).optimizer_piece();
     for (int64_t b = 0, n = p.value.numel(); b < n; b += piece) pieces.push_back({work.size(), b, std::min(n - b, piece) + b});
-    work.push_back({&p, g.contiguous(), lr_ * grp.lr_scale, grp.weight_decay});
+    work.push_back({&p, g.contiguous(), lr_ * grp.lr_scale, grp.decay});
   }
   start_step(work, pieces);
   for_each_piece(work, pieces, [&](size_t i) { update(work[pieces[i].work], pieces[i].begin, pieces[i].end, i); });
@@ -177,9 +175,9 @@ double Optimizer::group_lr(size_t group) const {
   return lr_ * groups_[group].lr_scale;
 }
 
-double Optimizer::group_weight_decay(size_t group) const {
+double Optimizer::group_decay(size_t group) const {
   SPDLAB_CHECK(group < groups_.size(), kind(), ": no group ", group, " (there are ", groups_.size(), ")");
-  return groups_[group].weight_decay;
+  return groups_[group].decay;
 }
 
 NamedTensors Optimizer::params() const {

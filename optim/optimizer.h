@@ -18,22 +18,24 @@ namespace spdlab::optim {
 // Parameters by name in a stable order, as Module::named_parameters() yields them.
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
-// A set of parameters with their own learning-rate scale, weight decay and anchor policy.
+// A set of parameters with their own learning-rate scale, decay scale and anchor policy.
 // The group's lr is the optimizer's lr times lr_scale, so a scheduler's set_lr keeps the groups' ratios
-// (layer-wise lr decay is a list of scales). For SPD the weight decay is SPD's lambda.
+// (layer-wise lr decay is a list of scales). Its decay is the optimizer's decay times decay_scale: the
+// optimizer's weight_decay (sgd, adam, adamw, l2sp) or SPD's lambda; 0 exempts the group (timm's biases and norms).
 struct ParamGroup {
   NamedTensors params;
   double lr_scale = 1.0;
-  std::optional<double> weight_decay;  // unset: the optimizer's option
+  double decay_scale = 1.0;
   bool anchored = true;  // false: capture_anchors() leaves these unanchored (a fresh head, LoRA factors)
 };
 
 // All parameters in one group with the optimizer's own lr and weight decay.
 std::vector<ParamGroup> one_group(NamedTensors params);
 
-// timm's split: 1-D tensors, biases, cls_token, pos_embed (and dist_token, reg_token) get no weight decay.
-// Returns {no-decay group, decay group} as timm does, without empty groups; frozen tensors are left out.
-std::vector<ParamGroup> timm_param_groups(const NamedTensors& named, double weight_decay);
+// timm's split: 1-D tensors, biases, cls_token, pos_embed (and dist_token, reg_token) get no decay (weight
+// decay, or SPD's projection). Returns {no-decay group (decay_scale 0), decay group (1)} as timm does, without
+// empty groups; frozen tensors are left out.
+std::vector<ParamGroup> timm_param_groups(const NamedTensors& named);
 
 // Per-tensor diagnostics of an optimizer that keeps them (SPD; the others keep none): where SPD's condition fired
 // and how far each tensor has moved from its anchor.
@@ -71,7 +73,7 @@ class Optimizer {
   int64_t steps() const { return steps_; }  // calls to step()
   size_t num_groups() const { return groups_.size(); }
   double group_lr(size_t group) const;
-  double group_weight_decay(size_t group) const;
+  double group_decay(size_t group) const;  // weight_decay, or SPD's lambda, times the group's decay_scale
   NamedTensors params() const;
 
   // Anchors w0 for L2-SP and SPD. capture_anchors copies the current values of every tensor in an anchored
@@ -95,7 +97,7 @@ class Optimizer {
 
  protected:
   struct Group {
-    double lr_scale, weight_decay;
+    double lr_scale, decay;
     bool anchored;
   };
   struct Param {
@@ -111,7 +113,7 @@ class Optimizer {
   struct Work {
     Param* param;
     Tensor grad;  // contiguous, the parameter's shape
-    double lr, weight_decay;
+    double lr, decay;  // the group's lr and decay (weight decay, or SPD's lambda)
   };
   // A fixed slice of one tensor. Pieces, not tensors, are spread over the threads, so one parallel region
   // serves a whole step (small tensors cost no region of their own) and a big tensor still splits; fixed
@@ -121,7 +123,8 @@ class Optimizer {
     int64_t begin, end;
   };
 
-  Optimizer(std::vector<ParamGroup> groups, double lr, double weight_decay, bool uses_anchors);
+  // decay: the optimizer's own decay, which each group scales: weight_decay, or SPD's lambda.
+  Optimizer(std::vector<ParamGroup> groups, double lr, double decay, bool uses_anchors);
 
   // The per-tensor state buffers this optimizer keeps (PyTorch's names: exp_avg, momentum_buffer, ...).
   virtual std::vector<std::string> slot_names() const = 0;

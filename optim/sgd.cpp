@@ -37,7 +37,7 @@ void SGD::update(const Work& w, int64_t begin, int64_t end, size_t) {
   float* buf = p.slots.empty() ? nullptr : p.slots[0].data<float>() + begin;
   kernels::get(p.value.device())
       .sgd_step(p.value.data<float>() + begin, w.grad.data<float>() + begin, buf, end - begin, float(w.lr),
-                float(opt_.momentum), float(opt_.dampening), float(w.weight_decay), opt_.nesterov, p.step == 1);
+                float(opt_.momentum), float(opt_.dampening), float(w.decay), opt_.nesterov, p.step == 1);
 }
 
 }  // namespace spdlab::optim

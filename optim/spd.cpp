@@ -95,8 +95,8 @@ void SPD::finish_step(const std::vector<Work>& work, const std::vector<Piece>& p
         st.last_r = r;
         st.r = r;
         st.r_sum += r;
-        scale[k] = static_cast<float>(work[k].weight_decay * r);
-        st.dev_norm = std::abs(1 - work[k].weight_decay * r) * new_norm;
+        scale[k] = static_cast<float>(work[k].decay * r);  // lambda r
+        st.dev_norm = std::abs(1 - work[k].decay * r) * new_norm;
       }
     }
   }

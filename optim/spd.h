@@ -1,7 +1,8 @@
 // SPD, Selective Projection Decay (Tian, Huang, Kira, NeurIPS 2024), on top of Adam, per tensor:
 //   w~ = the plain Adam update of w (no weight decay); c = -<g, w - w0> (g this step's gradient, w before the step);
 //   if c < 0: r = clamp((||w~ - w0|| - ||w - w0||) / ||w~ - w0||, 0, 1) and w = w~ - lambda r (w~ - w0); else w = w~.
-// lambda is the weight decay (per group). Without an anchor w0 = 0. Adam's moments never see the projection.
+// lambda is SPD's only decay (a group's decay_scale scales it). Without an anchor w0 = 0. Adam's moments never
+// see the projection.
 #pragma once
 #include "optim/adam.h"
 
@@ -9,7 +10,7 @@ namespace spdlab::optim {
 
 struct SPDOptions {
   AdamOptions adam = {};     // weight_decay must stay 0, and amsgrad/decoupled off: lambda is SPD's only decay
-  double lambda = 1.0;  // a group's weight_decay overrides it
+  double lambda = 1.0;  // times each group's decay_scale
 };
 
 // Per-tensor diagnostics, for a study's report (Optimizer::stats()): the same struct under SPD's name.

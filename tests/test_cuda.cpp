@@ -32,7 +32,9 @@ std::vector<double> finetune(Device device, const std::string& kind, int steps, 
   cfg.depth = 2;
   auto model = std::make_shared<models::VisionTransformer>(cfg);  // same seed, same initial weights
   model->to(device);
-  auto opt = optim::make_optimizer(kind, model->named_parameters(), {.lr = lr, .weight_decay = 0.5});
+  optim::Hyperparams h{.lr = lr};
+  (kind == "spd" ? h.lambda : h.weight_decay) = 0.5;
+  auto opt = optim::make_optimizer(kind, model->named_parameters(), h);
   opt->capture_anchors();
   Generator gen(7);
   Tensor x = Tensor::randn({16, 1, 28, 28}, gen).to(device);

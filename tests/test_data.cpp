@@ -19,6 +19,7 @@
 #include "data/idx.h"
 #include "data/image_folder.h"
 #include "data/loader.h"
+#include "kernels/threads.h"
 #include "tests/support.h"
 
 #include <stb/stb_image_write.h>  // the implementation is compiled in core/io/image.cpp

@@ -20,6 +20,7 @@
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
 #include "core/ops.h"
+#include "kernels/threads.h"
 #include "optim/optim.h"
 #include "optim/replay.h"
 #include "kernels/kernels.h"
@@ -78,7 +79,7 @@ Hyperparams hyper_from_config(const json::Value& c) {
   }
   if (const json::Value* v = c.find("eps")) h.eps = v->as_double();
   if (const json::Value* v = c.find("weight_decay")) h.weight_decay = v->as_double();
-  if (const json::Value* v = c.find("lam")) h.weight_decay = v->as_double();
+  if (const json::Value* v = c.find("lam")) h.lambda = v->as_double();  // the official SPD code's name
   if (const json::Value* v = c.find("momentum")) h.momentum = v->as_double();
   if (const json::Value* v = c.find("nesterov")) h.nesterov = v->as_bool();
   if (const json::Value* v = c.find("amsgrad")) h.amsgrad = v->as_bool();
@@ -146,7 +147,7 @@ TEST_CASE("replay: anchors from param.<name>, explicit anchor.<name>, --no-ancho
   Trace trace = load_trace(path);
   Hyperparams h;
   h.lr = 1e-2;
-  h.weight_decay = 1.0;
+  h.lambda = 1.0;
   // No anchors means w0 = 0: the same as explicit zero anchors.
   ReplayOptions none;
   none.use_anchors = false;
@@ -204,7 +205,7 @@ TEST_CASE("spdlab replay: end to end against the fixture, --every-step, and its 
       {"replay --trace " + dir.file("absent.safetensors") + " --optim adam" + o, "absent.safetensors"},
       {"replay --trace " + trace + " --optim lion" + o, "valid names: sgd, adam, adamw, l2sp, spd"},
       {"replay --trace " + trace + " --optim adam --momentum 0.9" + o, "--momentum does not apply to --optim adam"},
-      {"replay --trace " + trace + " --optim spd --wd 1 --lambda 1" + o, "not both"},
+      {"replay --trace " + trace + " --optim spd --wd 1" + o, "--wd does not apply to --optim spd"},
       {"replay --trace " + trace + " --optim adam --betas 0.9" + o, "--betas expects two numbers"},
       {"replay --trace " + trace + " --optim adam --betas 0.9,1.5" + o, "beta2 must be in [0, 1)"},
       {"replay --trace " + trace + " --optim sgd --lr -1" + o, "--lr"},
@@ -300,7 +301,7 @@ TEST_CASE("optimizers skip frozen tensors and tensors without a gradient on a st
     Hyperparams h;
     h.lr = 1e-2;
     h.momentum = 0.9;
-    h.weight_decay = 0.5;
+    (kind == "spd" ? h.lambda : h.weight_decay) = 0.5;
     auto opt = make_optimizer(kind, NamedTensors{{"a", a}, {"b", b}, {"frozen", frozen}}, h);
     auto solo = make_optimizer(kind, NamedTensors{{"b", b_alone}}, h);
     if (kind == "l2sp" || kind == "spd") {
@@ -355,7 +356,7 @@ TEST_CASE("resume: N steps, save_state, load into a new optimizer, M more == N+M
   wd.weight_decay = 0.05;
   Hyperparams spd;
   spd.lr = 1e-2;
-  spd.weight_decay = 1.0;
+  spd.lambda = 1.0;
   const std::vector<Kind> kinds = {{"sgd", sgd}, {"adam", ams}, {"adamw", wd}, {"l2sp", Hyperparams{}}, {"spd", spd}};
   TempDir dir;
   for (const Kind& k : kinds) {
@@ -365,8 +366,9 @@ TEST_CASE("resume: N steps, save_state, load into a new optimizer, M more == N+M
     NamedTensors base = {{"big", leaf({300, 200}, gen, 0.05)}, {"w", leaf({16, 10}, gen)}, {"head.bias", leaf({3}, gen)}};
     const bool anchored = k.kind == "l2sp" || k.kind == "spd";
     auto setup = [&](const NamedTensors& ps) {
-      std::vector<ParamGroup> groups = timm_param_groups(ps, 0.5);
+      std::vector<ParamGroup> groups = timm_param_groups(ps);
       groups.back().lr_scale = 0.5;
+      groups.back().decay_scale = 0.5;
       auto opt = make_optimizer(k.kind, groups, k.h);
       if (anchored) {
         std::map<std::string, Tensor> anchors;
@@ -453,6 +455,13 @@ TEST_CASE("options are checked on construction, with the option's name") {
   CHECK_THROWS_WITH_AS(SPD(ps, SPDOptions{.lambda = -1}), doctest::Contains("SPDOptions: lambda must be >= 0"), Error);
   CHECK_THROWS_WITH_AS(SPD(ps, SPDOptions{.adam = {.weight_decay = 0.1}}),
                        doctest::Contains("adam.weight_decay must be 0"), Error);
+  // SPD's one decay is lambda, in every struct: a weight_decay given to it is a mistake, not a synonym.
+  CHECK_THROWS_WITH_AS(make_optimizer("spd", ps, Hyperparams{.weight_decay = 1.0}),
+                       doctest::Contains("spd has no weight_decay (its only decay is lambda"), Error);
+  std::vector<ParamGroup> bad = one_group(ps);
+  bad[0].decay_scale = -1;
+  CHECK_THROWS_WITH_AS(AdamW(bad, AdamOptions{}), doctest::Contains("group 0 has decay_scale -1; it must be >= 0"),
+                       Error);
   CHECK_THROWS_WITH_AS(make_optimizer("rmsprop", ps, Hyperparams{}),
                        doctest::Contains("unknown optimizer 'rmsprop'; valid names: sgd, adam, adamw, l2sp, spd"), Error);
   // Parameters.
@@ -492,26 +501,26 @@ TEST_CASE("timm_param_groups: no decay for 1-D tensors, biases, cls_token and po
       {"head.weight", leaf({10, 8}, gen)},      {"head.bias", leaf({10}, gen)},
       {"frozen.weight", leaf({4, 4}, gen)}};
   named.back().second.requires_grad_(false);
-  std::vector<ParamGroup> groups = timm_param_groups(named, 0.05);
+  std::vector<ParamGroup> groups = timm_param_groups(named);
   REQUIRE(groups.size() == 2);
   auto names = [](const ParamGroup& g) {
     std::set<std::string> s;
     for (const auto& [n, t] : g.params) s.insert(n);
     return s;
   };
-  CHECK(groups[0].weight_decay == 0.0);
+  CHECK(groups[0].decay_scale == 0.0);
   CHECK(names(groups[0]) == std::set<std::string>{"cls_token", "pos_embed", "patch_embed.proj.bias",
                                                    "blocks.0.norm1.weight", "blocks.0.norm1.bias",
                                                    "blocks.0.attn.qkv.bias", "norm.weight", "head.bias"});
-  CHECK(groups[1].weight_decay == 0.05);
+  CHECK(groups[1].decay_scale == 1.0);
   CHECK(names(groups[1]) == std::set<std::string>{"patch_embed.proj.weight", "blocks.0.attn.qkv.weight",
                                                    "blocks.0.mlp.fc1.weight", "head.weight"});
   // The groups drive the optimizer: lr scales and per-group decay.
   groups[0].lr_scale = 0.0;
   AdamW opt(groups, AdamOptions{.lr = 0.1, .weight_decay = 0.3});
   CHECK(opt.num_groups() == 2);
-  CHECK(opt.group_weight_decay(0) == 0.0);
-  CHECK(opt.group_weight_decay(1) == 0.05);
+  CHECK(opt.group_decay(0) == 0.0);
+  CHECK(opt.group_decay(1) == 0.3);
   opt.set_lr(0.2);
   CHECK(opt.lr() == 0.2);
   CHECK(opt.group_lr(0) == 0.0);

@@ -133,18 +133,18 @@ TEST_CASE("Block::forward_reference equals Block::forward, values and gradients 
 TEST_CASE("Adam, AdamW and SPD steps equal their plain-loop references, in float and in double") {
   int projected = 0;  // SPD steps that fired with r > 0, over every shape
   for (const std::vector<int64_t>& shape : {std::vector<int64_t>{7}, std::vector<int64_t>{16, 9}, std::vector<int64_t>{3, 40, 11}}) {
-    for (const char* kind : {"adam", "adamw", "spd"}) {
+    for (const std::string kind : {"adam", "adamw", "spd"}) {
       Generator gen(static_cast<uint64_t>(shape.back()));
       Tensor w = Tensor::randn(shape, gen);
       const int64_t n = w.numel();
       std::vector<float> w32 = w.to_vector_f32(), anchor32 = w32;
       std::vector<double> w64(w32.begin(), w32.end()), anchor64 = w64;
       Tensor param = w.clone().requires_grad_(true);
-      optim::AdamOptions adam{.lr = 0.05, .weight_decay = std::string(kind) == "spd" ? 0.0 : 0.1,
-                              .decoupled = std::string(kind) == "adamw"};
+      optim::AdamOptions adam{.lr = 0.05, .weight_decay = kind == "spd" ? 0.0 : 0.1,
+                              .decoupled = kind == "adamw"};
       optim::SPDOptions spd_opt{.adam = {.lr = 0.05}, .lambda = 0.7};
       std::unique_ptr<optim::Optimizer> fast;
-      if (std::string(kind) == "spd") fast = std::make_unique<optim::SPD>(optim::NamedTensors{{"w", param}}, spd_opt);
+      if (kind == "spd") fast = std::make_unique<optim::SPD>(optim::NamedTensors{{"w", param}}, spd_opt);
       else fast = std::make_unique<optim::Adam>(optim::NamedTensors{{"w", param}}, adam);
       fast->capture_anchors();
       optim::reference::AdamState<float> s32;
@@ -159,7 +159,7 @@ TEST_CASE("Adam, AdamW and SPD steps equal their plain-loop references, in float
         const std::vector<double> g64(g32.begin(), g32.end());
         param.set_grad(g);
         fast->step();
-        if (std::string(kind) == "spd") {
+        if (kind == "spd") {
           const auto r32 = optim::reference::spd_step(w32, g32, anchor32, s32, spd_opt);
           const auto r64 = optim::reference::spd_step(w64, g64, anchor64, s64, spd_opt);
           const optim::TensorStats& st = fast->stats()[0];  // the base class's accessor
@@ -189,12 +189,12 @@ TEST_CASE("Adam, AdamW and SPD steps equal their plain-loop references, in float
         CAPTURE(kind);
         CAPTURE(step);
         CAPTURE(n);
-        if (step == 5) MESSAGE(std::string(kind), " n ", n, " after 6 steps: fused vs float reference ", err32 / scale,
+        if (step == 5) MESSAGE(kind, " n ", n, " after 6 steps: fused vs float reference ", err32 / scale,
                                ", vs double reference ", err64 / scale, " (max relative)");
         CHECK(err32 / scale < 1e-6);  // the same float arithmetic, up to the order of a few operations
         CHECK(err64 / scale < 1e-5);  // float against double
       }
-      if (std::string(kind) == "spd") CHECK(fired >= 2);
+      if (kind == "spd") CHECK(fired >= 2);
     }
   }
   CHECK(projected >= 2);

@@ -21,6 +21,7 @@
 #include "examples/cli/study.h"
 #include "core/io/svg.h"
 #include "examples/cli/train.h"
+#include "kernels/threads.h"
 
 namespace spdlab::cli {
 namespace {

@@ -27,8 +27,8 @@ int run_replay(int argc, char** argv) {
                 {"lr", "F", "learning rate", "1e-3"},
                 {"betas", "B1,B2", "Adam betas (adam, adamw, l2sp, spd)", "0.9,0.999"},
                 {"eps", "F", "Adam eps (adam, adamw, l2sp, spd)", "1e-8"},
-                {"wd", "F", "weight decay: coupled (sgd, adam, l2sp), decoupled (adamw), lambda (spd)", "0"},
-                {"lambda", "F", "SPD's lambda (the same as --wd for spd)", ""},
+                {"wd", "F", "weight decay: coupled (sgd, adam, l2sp), decoupled (adamw)", "0"},
+                {"lambda", "F", "SPD's projection strength (spd's only decay)", "1"},
                 {"momentum", "F", "SGD momentum", "0"},
                 {"dampening", "F", "SGD dampening", "0"},
                 {"nesterov", "", "SGD with Nesterov momentum", ""},
@@ -54,12 +54,11 @@ int run_replay(int argc, char** argv) {
   // A flag the chosen optimizer would ignore is a mistake in the command line, not a no-op.
   const std::map<std::string, std::set<std::string>> applies = {
       {"betas", {"adam", "adamw", "l2sp", "spd"}}, {"eps", {"adam", "adamw", "l2sp", "spd"}},
-      {"lambda", {"spd"}}, {"momentum", {"sgd"}}, {"dampening", {"sgd"}}, {"nesterov", {"sgd"}},
+      {"wd", {"sgd", "adam", "adamw", "l2sp"}}, {"lambda", {"spd"}}, {"momentum", {"sgd"}}, {"dampening", {"sgd"}}, {"nesterov", {"sgd"}},
       {"amsgrad", {"adam", "adamw", "l2sp"}}, {"alpha", {"l2sp"}}, {"beta", {"l2sp"}},
       {"no-anchor", {"l2sp", "spd"}}, {"unanchored", {"l2sp", "spd"}}};
   for (const auto& [flag, ok] : applies)
     SPDLAB_CHECK(!args.has(flag) || ok.count(kind), "replay: --", flag, " does not apply to --optim ", kind);
-  SPDLAB_CHECK(!(args.has("lambda") && args.has("wd")), "replay: give SPD's lambda as --lambda or --wd, not both");
   SPDLAB_CHECK(!(args.has("no-anchor") && args.has("unanchored")),
                "replay: --no-anchor already leaves every tensor unanchored; drop --unanchored");
 
@@ -70,7 +69,10 @@ int run_replay(int argc, char** argv) {
   h.beta1 = betas[0];
   h.beta2 = betas[1];
   h.eps = args.positive("eps");
-  h.weight_decay = args.has("lambda") ? args.nonneg("lambda") : args.nonneg("wd");
+  if (kind == "spd")
+    h.lambda = args.nonneg("lambda");
+  else
+    h.weight_decay = args.nonneg("wd");
   h.momentum = args.nonneg("momentum");
   h.dampening = args.nonneg("dampening");
   h.nesterov = args.flag("nesterov");

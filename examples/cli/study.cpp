@@ -14,6 +14,7 @@
 #include "examples/cli/run_state.h"
 #include "examples/cli/study.h"
 #include "examples/cli/train.h"
+#include "kernels/threads.h"
 
 namespace spdlab::cli {
 
@@ -54,7 +55,7 @@ optim::Hyperparams hyperparams_for(const std::string& kind, double lr, double wd
   optim::Hyperparams h;
   h.lr = lr;
   if (kind == "adamw" || kind == "sgd" || kind == "adam") h.weight_decay = kind == "adam" ? 0.0 : wd;
-  if (kind == "spd") h.weight_decay = lambda;
+  if (kind == "spd") h.lambda = lambda;
   h.alpha = alpha;
   h.beta = beta;
   return h;

@@ -17,6 +17,7 @@
 #include "examples/cli/data_source.h"
 #include "examples/cli/study.h"
 #include "examples/cli/train.h"
+#include "kernels/threads.h"
 #include "models/vit.h"
 
 namespace spdlab::cli {

@@ -1,78 +1,19 @@
-// The CPU backend: OpenBLAS for products, OpenMP loops for everything else. The loops live in
-// kernels_impl.h and are compiled twice here: for the baseline target, and (on x86-64) for AVX2 with FMA,
-// picked at run time by what the CPU supports, as PyTorch does with its CPU capability levels. The AVX2
-// copy is compiled under `#pragma GCC target`, not with -mavx2 on the file, so that no inline function
-// from a shared header (std::vector's, say) is ever emitted with AVX2 instructions and then chosen by the
-// linker for the baseline copy.
-#include <cblas.h>
-
-#include <algorithm>
-#include <bit>
-#include <cmath>
+// The CPU backend: OpenBLAS for products, OpenMP loops for everything else. The loops are compiled twice, for
+// the baseline target (kernels/cpu/isa_base.cpp) and, on x86-64, for AVX2 with FMA (isa_avx2.cpp); this file
+// picks one at run time by what the CPU supports. What does not depend on the instruction set (memory, copies,
+// products, gathers) is compiled once, in shared.cpp. Thread control is kernels/threads.h.
 #include <cstdlib>
-#include <cstring>
 #include <string>
-#include <type_traits>
-#include <vector>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
-#include "core/allocator.h"
-#include "kernels/cpu/parallel.h"
+#include "kernels/cpu/common.h"
 #include "kernels/kernels.h"
-#include "kernels/philox.h"
+#include "kernels/threads.h"
 
-extern "C" void openblas_set_num_threads(int);
+namespace spdlab::kernels {
 
-namespace spdlab {
-
-namespace {
-int g_threads = 0;
-int initial_threads() {
-  if (const char* env = std::getenv("SPDLAB_NUM_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-  return std::max(1, omp_get_num_procs());
-}
-}  // namespace
-
-void set_num_threads(int n) {
-  SPDLAB_CHECK(n >= 1, "set_num_threads: expected at least 1 thread, got ", n);
-  g_threads = n;
-  omp_set_num_threads(n);
-  openblas_set_num_threads(n);
-}
-
-int get_num_threads() {
-  if (g_threads == 0) set_num_threads(initial_threads());
-  return g_threads;
-}
-
-#define SPDLAB_CPU_AVX2 0
-namespace cpu::base {
-#include "kernels/cpu/kernels_impl.h"
-}  // namespace cpu::base
-#undef SPDLAB_CPU_AVX2
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SPDLAB_HAVE_AVX2_KERNELS 1
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#define SPDLAB_CPU_AVX2 1
-namespace cpu::avx2 {
-#include "kernels/cpu/kernels_impl.h"
-}  // namespace cpu::avx2
-#undef SPDLAB_CPU_AVX2
-#pragma GCC pop_options
-#endif
-
-namespace kernels {
 namespace {
 bool cpu_has_avx2() {
-#ifdef SPDLAB_HAVE_AVX2_KERNELS
+#if SPDLAB_HAVE_AVX2_KERNELS
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
   return false;
@@ -93,7 +34,7 @@ CpuChoice choose_cpu() {
   if (avx2) {
     SPDLAB_CHECK(cpu_has_avx2(), "SPDLAB_CPU_ISA=avx2: this CPU (or this build) has no AVX2+FMA kernels; "
                                  "use SPDLAB_CPU_ISA=base or leave it unset");
-#ifdef SPDLAB_HAVE_AVX2_KERNELS
+#if SPDLAB_HAVE_AVX2_KERNELS
     return {"avx2", &cpu::avx2::instance()};
 #endif
   }
@@ -115,6 +56,5 @@ Kernels& cpu_kernels() {
   }();
   return *k;
 }
-}  // namespace kernels
 
-}  // namespace spdlab
+}  // namespace spdlab::kernels

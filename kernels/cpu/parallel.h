@@ -3,9 +3,10 @@
 #pragma once
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
 
-#include "core/tensor.h"
+#include "kernels/threads.h"
 
 namespace spdlab::cpu {
 
@@ -23,6 +24,18 @@ void parallel_for(int64_t n, int64_t grain, F&& f) {
   for (int64_t c = 0; c < chunks; ++c) {
     int64_t b = n * c / chunks, e = n * (c + 1) / chunks;
     f(b, e);
+  }
+}
+
+// Runs f(i) for i in [0, n) where each i is one product of `work_each` multiply-adds: one product per thread
+// when they are small, or serially when each is big enough for BLAS's own threads.
+template <typename F>
+void run_pairs(int64_t n, int64_t work_each, F&& f) {
+  if (n >= 2 && work_each < (1 << 18) && get_num_threads() > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static) num_threads(get_num_threads())
+    for (int64_t i = 0; i < n; ++i) f(i);
+  } else {
+    for (int64_t i = 0; i < n; ++i) f(i);
   }
 }
 

@@ -12,7 +12,7 @@ int main() {
   models::ViTConfig cfg = models::vit_preset("vit_fmnist_tiny");
   cfg.depth = 1;
   models::VisionTransformer model(cfg, 0);
-  auto opt = optim::make_optimizer("spd", model.named_parameters(), {.lr = 1e-3, .weight_decay = 1.0});
+  auto opt = optim::make_optimizer("spd", model.named_parameters(), {.lr = 1e-3, .lambda = 1.0});
   opt->capture_anchors();
   Generator gen(0);
   const Tensor x = Tensor::rand({4, 1, 28, 28}, gen);

@@ -1,0 +1,187 @@
+// Attention, one (batch, head) pair at a time. One body, attention_heads_fwd/bwd below, serves every path; what
+// differs is where its five kinds of product come from:
+//   - BlasProducts<T>: OpenBLAS, for f64, for large heads, and for every head on CPUs without AVX2;
+//   - SmallProducts (AVX2 only, f32): register-blocked kernels that keep one head's operands in L1/L2.
+// core/ops.h's attention_reference is the same computation as plain tensor ops (matmul, softmax, matmul), and
+// tests/test_reference_paths.cpp checks this kernel against it.
+#ifndef SPDLAB_CPU_VARIANT
+#error "kernels/cpu/variant.h includes this file, inside an instruction set's namespace; include that instead"
+#endif
+
+// Per-thread scratch, reused across heads and steps: slot 0 for a transposed operand (SmallProducts), slot 1
+// for the score gradients of the head being differentiated.
+template <typename T>
+T* head_scratch(size_t slot, size_t n) {
+  thread_local std::vector<T> bufs[2];
+  if (bufs[slot].size() < n) bufs[slot].resize(n);
+  return bufs[slot].data();
+}
+
+// The products of one head, on row-major operands with the given leading dimensions:
+//   ab:  C [m, n] = A [m, k] B [k, n]
+//   abt: C [m, n] = A [m, k] B^T, B stored [n, k]
+//   atb: C [m, n] = A^T B [k, n], A stored [k, m]
+// and for_heads(n, work, f), which runs f(bh) for every head, each product of about `work` multiply-adds.
+template <typename T>
+struct BlasProducts {
+  static void ab(int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                 int64_t ldc) {
+    blas_gemm(false, false, m, n, k, T(1), A, lda, B, ldb, T(0), C, ldc);
+  }
+  static void abt(int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                  int64_t ldc) {
+    blas_gemm(false, true, m, n, k, T(1), A, lda, B, ldb, T(0), C, ldc);
+  }
+  static void atb(int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                  int64_t ldc) {
+    blas_gemm(true, false, m, n, k, T(1), A, lda, B, ldb, T(0), C, ldc);
+  }
+  // Small heads one per thread on single-threaded BLAS; large ones in turn, each on BLAS's threads.
+  template <typename F>
+  static void for_heads(int64_t n, int64_t work, F&& f) {
+    run_pairs(n, work, f);
+  }
+};
+
+// out = softmax(scale q k^T) v for every head; the probabilities [B, H, N, M] are kept in P for backward.
+template <typename T, typename Products>
+void attention_heads_fwd(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const T* Q, const int64_t* qs,
+                         const T* K, const int64_t* ks, const T* V, const int64_t* vs, T* O, const int64_t* os, T* P,
+                         double scale) {
+  Products::for_heads(B * H, N * M * D, [&](int64_t bh) {
+    const int64_t b = bh / H, h = bh % H;
+    T* p = P + bh * N * M;
+    Products::abt(N, M, D, Q + b * qs[0] + h * qs[1], qs[2], K + b * ks[0] + h * ks[1], ks[2], p, M);  // q k^T
+    softmax_fwd_t<T>(p, p, N, M, scale, false);
+    Products::ab(N, D, M, p, M, V + b * vs[0] + h * vs[1], vs[2], O + b * os[0] + h * os[1], os[2]);  // p v
+  });
+}
+
+// dv = p^T dout; dp = dout v^T; ds = scale * softmax'(p) dp; dq = ds k; dk = ds^T q.
+template <typename T, typename Products>
+void attention_heads_bwd(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const T* Q, const int64_t* qs,
+                         const T* K, const int64_t* ks, const T* V, const int64_t* vs, const T* P, const T* dO,
+                         const int64_t* ds, T* dQ, const int64_t* dqs, T* dK, const int64_t* dks, T* dV,
+                         const int64_t* dvs, double scale) {
+  Products::for_heads(B * H, N * M * D, [&](int64_t bh) {
+    const int64_t b = bh / H, h = bh % H;
+    const T* p = P + bh * N * M;
+    const T* q = Q + b * qs[0] + h * qs[1];
+    const T* k = K + b * ks[0] + h * ks[1];
+    const T* v = V + b * vs[0] + h * vs[1];
+    const T* dout = dO + b * ds[0] + h * ds[1];
+    T* dp = head_scratch<T>(1, N * M);
+    Products::atb(M, D, N, p, M, dout, ds[2], dV + b * dvs[0] + h * dvs[1], dvs[2]);
+    Products::abt(N, M, D, dout, ds[2], v, vs[2], dp, M);
+    softmax_bwd_t<T>(p, dp, dp, N, M, scale, false);
+    Products::ab(N, D, M, dp, M, k, ks[2], dQ + b * dqs[0] + h * dqs[1], dqs[2]);
+    Products::atb(M, D, N, dp, M, q, qs[2], dK + b * dks[0] + h * dks[1], dks[2]);
+  });
+}
+
+#if SPDLAB_CPU_AVX2
+// ---- SmallProducts (AVX2, f32) ----
+// OpenBLAS runs the small products of one head (197 x 197 x 64 in vit_tiny) at a third of its large-matrix
+// rate: packing and call overhead dominate. Here each product is C = A B with A broadcast one element at a
+// time and B read as rows of 16 floats, C held in registers for the whole inner dimension; the operands of
+// one head stay in L1/L2. Sums run in a fixed order, so results do not depend on the thread count.
+
+// C [R rows, n] = A [R, k] B [k, n]. A's element (r, kk) is at A[r * lda + kk * ak], so a transposed A
+// costs nothing (each is a broadcast load); B and C are row-major, rows ldb and ldc apart.
+template <int R>
+void small_gemm_rows(int64_t n, int64_t k, const float* A, int64_t lda, int64_t ak, const float* B, int64_t ldb,
+                     float* C, int64_t ldc) {
+  alignas(32) static const int32_t kMaskSrc[32] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                   0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0};
+  for (int64_t j = 0; j < n; j += 16) {
+    const int64_t w = std::min<int64_t>(16, n - j);
+    __m256 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    if (w == 16) {
+      const float* a_k = A;  // A's column kk
+      for (int64_t kk = 0; kk < k; ++kk, a_k += ak) {
+        const float* b = B + kk * ldb + j;
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        for (int r = 0; r < R; ++r) {
+          __m256 a = _mm256_broadcast_ss(a_k + r * lda);
+          acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+          acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        _mm256_storeu_ps(C + r * ldc + j, acc[r][0]);
+        _mm256_storeu_ps(C + r * ldc + j + 8, acc[r][1]);
+      }
+    } else {  // the last, narrower block of columns: masked loads read nothing past column n
+      const __m256i m0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskSrc + 16 - w));
+      const __m256i m1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskSrc + 24 - w));
+      const float* a_k = A;  // A's column kk
+      for (int64_t kk = 0; kk < k; ++kk, a_k += ak) {
+        const float* b = B + kk * ldb + j;
+        __m256 b0 = _mm256_maskload_ps(b, m0), b1 = _mm256_maskload_ps(b + 8, m1);
+        for (int r = 0; r < R; ++r) {
+          __m256 a = _mm256_broadcast_ss(a_k + r * lda);
+          acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+          acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        _mm256_maskstore_ps(C + r * ldc + j, m0, acc[r][0]);
+        _mm256_maskstore_ps(C + r * ldc + j + 8, m1, acc[r][1]);
+      }
+    }
+  }
+}
+
+// C [m, n] = A [m, k] B [k, n], six rows of C at a time; A strided as in small_gemm_rows.
+inline void small_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, int64_t ak, const float* B,
+                       int64_t ldb, float* C, int64_t ldc) {
+  int64_t i = 0;
+  for (; i + 6 <= m; i += 6) small_gemm_rows<6>(n, k, A + i * lda, lda, ak, B, ldb, C + i * ldc, ldc);
+  const float* a = A + i * lda;
+  float* c = C + i * ldc;
+  switch (m - i) {
+    case 5: small_gemm_rows<5>(n, k, a, lda, ak, B, ldb, c, ldc); break;
+    case 4: small_gemm_rows<4>(n, k, a, lda, ak, B, ldb, c, ldc); break;
+    case 3: small_gemm_rows<3>(n, k, a, lda, ak, B, ldb, c, ldc); break;
+    case 2: small_gemm_rows<2>(n, k, a, lda, ak, B, ldb, c, ldc); break;
+    case 1: small_gemm_rows<1>(n, k, a, lda, ak, B, ldb, c, ldc); break;
+    default: break;
+  }
+}
+
+// dst [cols, rows] = src [rows, cols]^T, src rows ld apart.
+inline void transpose_into(const float* src, int64_t ld, int64_t rows, int64_t cols, float* dst) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * ld + c];
+}
+
+struct SmallProducts {
+  static void ab(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+                 int64_t ldc) {
+    small_gemm(m, n, k, A, lda, 1, B, ldb, C, ldc);
+  }
+  // B^T is copied out (small_gemm reads B by rows) into slot 0 of the scratch.
+  static void abt(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
+                  float* C, int64_t ldc) {
+    float* bt = head_scratch<float>(0, k * n);
+    transpose_into(B, ldb, n, k, bt);
+    small_gemm(m, n, k, A, lda, 1, bt, n, C, ldc);
+  }
+  // A^T costs nothing: small_gemm reads A through two strides.
+  static void atb(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+                  int64_t ldc) {
+    small_gemm(m, n, k, A, 1, lda, B, ldb, C, ldc);
+  }
+  // Every head on one thread, the heads split across threads.
+  template <typename F>
+  static void for_heads(int64_t n, int64_t, F&& f) {
+    parallel_for(n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) f(i);
+    });
+  }
+};
+
+// Sizes SmallProducts serve; beyond them one head's scores outgrow the caches and BLAS does better.
+inline bool small_attention(int64_t N, int64_t M) { return N <= 1024 && M <= 1024; }
+#endif  // SPDLAB_CPU_AVX2

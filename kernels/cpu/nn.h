@@ -1,0 +1,197 @@
+// Neural-network kernels: softmax and log-softmax, layer norm, cross-entropy, and the patch unfold of a ViT's
+// embedding. Compiled once per instruction set (kernels/cpu/variant.h).
+#ifndef SPDLAB_CPU_VARIANT
+#error "kernels/cpu/variant.h includes this file, inside an instruction set's namespace; include that instead"
+#endif
+
+template <typename T>
+void softmax_fwd_t(const T* x, T* y, int64_t rows, int64_t cols, double scale, bool log) {
+  parallel_for(rows, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
+    const T s = static_cast<T>(scale);
+    for (int64_t r = b; r < e; ++r) {
+      const T* px = x + r * cols;
+      T* py = y + r * cols;
+      T mx = -INFINITY;
+      _Pragma("omp simd reduction(max : mx)") for (int64_t c = 0; c < cols; ++c) {
+        T v = px[c] * s;
+        mx = v > mx ? v : mx;
+      }
+      double sum = 0;
+      if (log) {
+        _Pragma("omp simd reduction(+ : sum)") for (int64_t c = 0; c < cols; ++c) sum += fast_exp(px[c] * s - mx);
+        T lse = mx + static_cast<T>(std::log(sum));
+        SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) py[c] = px[c] * s - lse;
+      } else {
+        _Pragma("omp simd reduction(+ : sum)") for (int64_t c = 0; c < cols; ++c) {
+          T ev = fast_exp(px[c] * s - mx);
+          py[c] = ev;
+          sum += ev;
+        }
+        T inv = static_cast<T>(1.0 / sum);
+        SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) py[c] *= inv;
+      }
+    }
+  });
+}
+
+template <typename T>
+void softmax_bwd_t(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols, double scale, bool log) {
+  parallel_for(rows, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
+    const T s = static_cast<T>(scale);
+    for (int64_t r = b; r < e; ++r) {
+      const T* py = y + r * cols;
+      const T* pd = dy + r * cols;
+      T* px = dx + r * cols;
+      double acc = 0;
+      if (log) {
+        _Pragma("omp simd reduction(+ : acc)") for (int64_t c = 0; c < cols; ++c) acc += pd[c];
+        T a = static_cast<T>(acc);
+        SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) px[c] = s * (pd[c] - fast_exp(py[c]) * a);
+      } else {
+        _Pragma("omp simd reduction(+ : acc)") for (int64_t c = 0; c < cols; ++c)
+          acc += static_cast<double>(pd[c]) * py[c];
+        T a = static_cast<T>(acc);
+        SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) px[c] = s * py[c] * (pd[c] - a);
+      }
+    }
+  });
+}
+
+// A missing LayerNorm weight or bias reads as ones or zeros, so the loops below have no branches in them.
+template <typename T>
+const T* or_fill(const T* p, std::vector<T>& fallback, int64_t n, T value) {
+  if (p) return p;
+  fallback.assign(n, value);
+  return fallback.data();
+}
+
+template <typename T>
+void layer_norm_fwd_t(const T* x, const T* w_in, const T* bias_in, T* y, double* mean, double* rstd, int64_t rows,
+                      int64_t cols, double eps) {
+  std::vector<T> ones, zeros;
+  const T* w = or_fill(w_in, ones, cols, T(1));
+  const T* bias = or_fill(bias_in, zeros, cols, T(0));
+  parallel_for(rows, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const T* px = x + r * cols;
+      T* py = y + r * cols;
+      double s = 0;
+      _Pragma("omp simd reduction(+ : s)") for (int64_t c = 0; c < cols; ++c) s += px[c];
+      double mu = s / cols, v = 0;
+      _Pragma("omp simd reduction(+ : v)") for (int64_t c = 0; c < cols; ++c) {
+        double d = px[c] - mu;
+        v += d * d;
+      }
+      double rs = 1.0 / std::sqrt(v / cols + eps);
+      mean[r] = mu;
+      rstd[r] = rs;
+      T m = static_cast<T>(mu), q = static_cast<T>(rs);
+      SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) py[c] = (px[c] - m) * q * w[c] + bias[c];
+    }
+  });
+}
+
+// One pass over the rows: each fixed block of rows writes its dx rows and its own partial sums of the
+// parameter gradients, which are then added in block order.
+template <typename T>
+void layer_norm_bwd_t(const T* x, const T* w_in, const double* mean, const double* rstd, const T* dy, T* dx, T* dw,
+                      T* db, int64_t rows, int64_t cols) {
+  std::vector<T> ones;
+  const T* w = or_fill(w_in, ones, cols, T(1));
+  const bool params = dw || db;
+  const int64_t rb = row_block(cols), nblk = (rows + rb - 1) / rb;
+  std::vector<double> part(params ? nblk * 2 * cols : 0);
+  parallel_for(nblk, std::max<int64_t>(1, kParallelGrain / (rb * std::max<int64_t>(cols, 1))), [&](int64_t b0,
+                                                                                                   int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      double* pw = params ? part.data() + blk * 2 * cols : nullptr;
+      double* pb = params ? pw + cols : nullptr;
+      if (params) std::fill(pw, pw + 2 * cols, 0.0);
+      for (int64_t r = blk * rb; r < std::min(rows, (blk + 1) * rb); ++r) {
+        const T* px = x + r * cols;
+        const T* pd = dy + r * cols;
+        T* po = dx + r * cols;
+        const T m = static_cast<T>(mean[r]), q = static_cast<T>(rstd[r]);
+        double sg = 0, sgh = 0;
+        _Pragma("omp simd reduction(+ : sg, sgh)") for (int64_t c = 0; c < cols; ++c) {
+          T g = pd[c] * w[c];
+          T h = (px[c] - m) * q;
+          sg += g;
+          sgh += static_cast<double>(g) * h;
+        }
+        const T mg = static_cast<T>(sg / cols), mgh = static_cast<T>(sgh / cols);
+        SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) {
+          T h = (px[c] - m) * q;
+          po[c] = q * (pd[c] * w[c] - mg - h * mgh);
+        }
+        if (params) {
+          SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) {
+            pw[c] += static_cast<double>(pd[c]) * ((px[c] - m) * q);
+            pb[c] += pd[c];
+          }
+        }
+      }
+    }
+  });
+  if (!params) return;
+  for (int64_t c = 0; c < cols; ++c) {
+    double aw = 0, ab = 0;
+    for (int64_t blk = 0; blk < nblk; ++blk) {
+      aw += part[blk * 2 * cols + c];
+      ab += part[blk * 2 * cols + cols + c];
+    }
+    if (dw) dw[c] += static_cast<T>(aw);
+    if (db) db[c] += static_cast<T>(ab);
+  }
+}
+
+template <typename T>
+void cross_entropy_fwd_t(const T* logits, const int64_t* target, T* probs, double* loss, int64_t rows, int64_t cols,
+                         double smoothing) {
+  parallel_for(rows, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const T* px = logits + r * cols;
+      T* pp = probs + r * cols;
+      double mx = -INFINITY;
+      for (int64_t c = 0; c < cols; ++c) mx = std::max(mx, static_cast<double>(px[c]));
+      double sum = 0;
+      for (int64_t c = 0; c < cols; ++c) sum += std::exp(px[c] - mx);
+      double lse = mx + std::log(sum), sum_logp = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        double lp = px[c] - lse;
+        pp[c] = static_cast<T>(std::exp(lp));
+        sum_logp += lp;
+      }
+      double lp_t = px[target[r]] - lse;
+      loss[r] = -((1.0 - smoothing) * lp_t + smoothing / cols * sum_logp);
+    }
+  });
+}
+
+template <typename T>
+void cross_entropy_bwd_t(const T* probs, const int64_t* target, T* dl, int64_t rows, int64_t cols, double smoothing,
+                         double scale) {
+  T s = static_cast<T>(scale), off = static_cast<T>(smoothing / cols), on = static_cast<T>(1.0 - smoothing);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      dl[r * cols + c] = (probs[r * cols + c] - off - (c == target[r] ? on : T(0))) * s;
+}
+
+template <typename T>
+void unfold_t(const T* x, T* y, int64_t B, int64_t C, int64_t H, int64_t W, int64_t P, bool backward) {
+  int64_t gh = H / P, gw = W / P, L = C * P * P;
+  parallel_for(B * gh, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(gw * L, 1)), [&](int64_t b0,
+                                                                                                 int64_t b1) {
+    for (int64_t bg = b0; bg < b1; ++bg) {
+      int64_t b = bg / gh, gy = bg % gh;
+      for (int64_t gx = 0; gx < gw; ++gx)
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t py = 0; py < P; ++py) {
+            int64_t xo = ((b * C + c) * H + gy * P + py) * W + gx * P;
+            int64_t yo = ((b * gh + gy) * gw + gx) * L + (c * P + py) * P;
+            if (backward) for (int64_t px = 0; px < P; ++px) y[xo + px] += x[yo + px];
+            else for (int64_t px = 0; px < P; ++px) y[yo + px] = x[xo + px];
+          }
+    }
+  });
+}

@@ -1,0 +1,153 @@
+// The half of the CPU backend compiled once per instruction set: every arithmetic loop, as CpuKernels on top
+// of CpuKernelsShared (kernels/cpu/common.h, compiled once). kernels/cpu/isa_base.cpp includes this file inside
+// namespace spdlab::cpu::base for the compiler's default target; kernels/cpu/isa_avx2.cpp includes it inside
+// spdlab::cpu::avx2 under `#pragma GCC target("avx2,fma")`; kernels/cpu/cpu_kernels.cpp picks one at run time
+// from what the CPU supports, as PyTorch does with its CPU capability levels.
+//
+// Not a normal header: no include guard, included only by those two files, inside their namespace, with
+// SPDLAB_CPU_AVX2 defined to 0 or 1 and after the headers listed in isa_base.cpp. The loops are written once
+// as templates over float and double; reductions accumulate in a fixed order, so results are identical for any
+// thread count (for one instruction set).
+//
+// The files, by kind:
+//   math.h         fast float exp and erf, GELU
+//   elementwise.h  unary ops and their derivatives, binary ops, where
+//   reductions.h   sum, max, max's backward
+//   nn.h           softmax, layer norm, cross-entropy, patch unfold
+//   attention.h    one attention body over per-head products (OpenBLAS, or AVX2 kernels for small heads)
+//   optimizers.h   fused SGD, Adam and SPD passes
+#define SPDLAB_CPU_VARIANT 1
+
+namespace {
+
+using kernels::Binary;
+using kernels::Reduce;
+using kernels::Strided;
+using kernels::Unary;
+
+#include "kernels/cpu/math.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/reductions.h"
+#include "kernels/cpu/nn.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/optimizers.h"
+
+class CpuKernels final : public CpuKernelsShared {
+ public:
+  std::string name() const override { return SPDLAB_CPU_AVX2 ? "cpu (avx2)" : "cpu (base)"; }
+
+  void unary_fwd(Unary op, DType dt, const void* x, void* y, int64_t n, double alpha) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "unary", unary_fwd_t<T>(op, cp<T>(x), mp<T>(y), n, alpha));
+  }
+  void unary_bwd(Unary op, DType dt, const void* x, const void* y, const void* dy, void* dx, int64_t n,
+                 double alpha) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "unary_bwd", unary_bwd_t<T>(op, cp<T>(x), cp<T>(y), cp<T>(dy), mp<T>(dx), n, alpha));
+  }
+  void binary_fwd(Binary op, DType dt, Strided a, Strided b, void* out, const int64_t* shape, int ndim) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "binary", binary_fwd_t<T>(op, a, b, mp<T>(out), shape, ndim));
+  }
+  void where_fwd(DType cond_dt, Strided cond, DType dt, Strided a, Strided b, void* out, const int64_t* shape,
+                 int ndim) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "where", where_t<T>(cond_dt, cond, a, b, mp<T>(out), shape, ndim));
+  }
+  void reduce(Reduce op, DType dt, const void* x, void* y, int64_t outer, int64_t r, int64_t inner,
+              int64_t* argmax) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "reduce", reduce_t<T>(op, cp<T>(x), mp<T>(y), outer, r, inner, argmax));
+  }
+  void max_bwd(DType dt, const void* dy, const int64_t* argmax, void* dx, int64_t outer, int64_t r,
+               int64_t inner) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "max_bwd", max_bwd_t<T>(cp<T>(dy), argmax, mp<T>(dx), outer, r, inner));
+  }
+
+  void softmax_fwd(DType dt, const void* x, void* y, int64_t rows, int64_t cols, double scale, bool log) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "softmax", softmax_fwd_t<T>(cp<T>(x), mp<T>(y), rows, cols, scale, log));
+  }
+  void softmax_bwd(DType dt, const void* y, const void* dy, void* dx, int64_t rows, int64_t cols, double scale,
+                   bool log) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "softmax_bwd", softmax_bwd_t<T>(cp<T>(y), cp<T>(dy), mp<T>(dx), rows, cols, scale, log));
+  }
+  void layer_norm_fwd(DType dt, const void* x, const void* w, const void* b, void* y, double* mean, double* rstd,
+                      int64_t rows, int64_t cols, double eps) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "layer_norm",
+                          layer_norm_fwd_t<T>(cp<T>(x), cp<T>(w), cp<T>(b), mp<T>(y), mean, rstd, rows, cols, eps));
+  }
+  void layer_norm_bwd(DType dt, const void* x, const void* w, const double* mean, const double* rstd, const void* dy,
+                      void* dx, void* dw, void* db, int64_t rows, int64_t cols) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "layer_norm_bwd",
+                          layer_norm_bwd_t<T>(cp<T>(x), cp<T>(w), mean, rstd, cp<T>(dy), mp<T>(dx), mp<T>(dw),
+                                              mp<T>(db), rows, cols));
+  }
+  void cross_entropy_fwd(DType dt, const void* logits, const int64_t* target, void* probs, double* loss, int64_t rows,
+                         int64_t cols, double smoothing) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "cross_entropy",
+                          cross_entropy_fwd_t<T>(cp<T>(logits), target, mp<T>(probs), loss, rows, cols, smoothing));
+  }
+  void cross_entropy_bwd(DType dt, const void* probs, const int64_t* target, void* dl, int64_t rows, int64_t cols,
+                         double smoothing, double scale) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "cross_entropy_bwd",
+                          cross_entropy_bwd_t<T>(cp<T>(probs), target, mp<T>(dl), rows, cols, smoothing, scale));
+  }
+  void unfold_patches_fwd(DType dt, const void* x, void* y, int64_t B, int64_t C, int64_t H, int64_t W,
+                          int64_t P) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "unfold_patches", unfold_t<T>(cp<T>(x), mp<T>(y), B, C, H, W, P, false));
+  }
+  void unfold_patches_bwd(DType dt, const void* dy, void* dx, int64_t B, int64_t C, int64_t H, int64_t W,
+                          int64_t P) override {
+    SPDLAB_FLOAT_DISPATCH(dt, "unfold_patches_bwd", unfold_t<T>(cp<T>(dy), mp<T>(dx), B, C, H, W, P, true));
+  }
+
+  void attention_fwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const void* q, const int64_t* qs,
+                     const void* k, const int64_t* ks, const void* v, const int64_t* vs, void* out,
+                     const int64_t* os, void* probs, double scale) override {
+#if SPDLAB_CPU_AVX2
+    if (dt == DType::f32 && small_attention(N, M))
+      return attention_heads_fwd<float, SmallProducts>(B, H, N, M, D, cp<float>(q), qs, cp<float>(k), ks,
+                                                       cp<float>(v), vs, mp<float>(out), os, mp<float>(probs), scale);
+#endif
+    SPDLAB_FLOAT_DISPATCH(dt, "attention",
+                          attention_heads_fwd<T, BlasProducts<T>>(B, H, N, M, D, cp<T>(q), qs, cp<T>(k), ks, cp<T>(v),
+                                                                  vs, mp<T>(out), os, mp<T>(probs), scale));
+  }
+  void attention_bwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const void* q, const int64_t* qs,
+                     const void* k, const int64_t* ks, const void* v, const int64_t* vs, const void* probs,
+                     const void* dout, const int64_t* ds, void* dq, const int64_t* dqs, void* dk,
+                     const int64_t* dks, void* dv, const int64_t* dvs, double scale) override {
+#if SPDLAB_CPU_AVX2
+    if (dt == DType::f32 && small_attention(N, M))
+      return attention_heads_bwd<float, SmallProducts>(B, H, N, M, D, cp<float>(q), qs, cp<float>(k), ks,
+                                                       cp<float>(v), vs, cp<float>(probs), cp<float>(dout), ds,
+                                                       mp<float>(dq), dqs, mp<float>(dk), dks, mp<float>(dv), dvs,
+                                                       scale);
+#endif
+    SPDLAB_FLOAT_DISPATCH(dt, "attention_bwd",
+                          attention_heads_bwd<T, BlasProducts<T>>(B, H, N, M, D, cp<T>(q), qs, cp<T>(k), ks, cp<T>(v),
+                                                                  vs, cp<T>(probs), cp<T>(dout), ds, mp<T>(dq), dqs,
+                                                                  mp<T>(dk), dks, mp<T>(dv), dvs, scale));
+  }
+
+  void sgd_step(float* p, const float* g, float* buf, int64_t n, float lr, float momentum, float dampening,
+                float wd, bool nesterov, bool first) override {
+    fused_sgd(p, g, buf, n, lr, momentum, dampening, wd, nesterov, first);
+  }
+  void adam_step(float* p, const float* g, float* m, float* v, float* vmax, const float* anchor, int64_t n,
+                 const kernels::AdamStep& h) override {
+    fused_adam(p, g, m, v, vmax, anchor, n, h);
+  }
+  void spd_adam_pass(float* p, const float* g, float* m, float* v, const float* anchor, int64_t n,
+                     const kernels::AdamStep& h, kernels::SpdSums* sums) override {
+    fused_spd_adam(p, g, m, v, anchor, n, h, sums);
+  }
+  void spd_project(float* p, const float* anchor, int64_t n, float scale) override {
+    fused_spd_project(p, anchor, n, scale);
+  }
+};
+
+}  // namespace
+
+// This instruction set's kernels, built on first use.
+kernels::Kernels& instance() {
+  static CpuKernels k;
+  return k;
+}
+
+#undef SPDLAB_CPU_VARIANT
