@@ -1,7 +1,11 @@
-// Adam, AdamW and L2-SP: option checks and the one fused kernel call per tensor.
+// Adam, AdamW, L2-SP and MARS-SP: option checks and the one fused kernel call per tensor.
 #include "optim/adam.h"
 
+#include <algorithm>
 #include <cmath>
+
+#include "core/autograd.h"
+#include "core/ops.h"
 
 namespace spdlab::optim {
 
@@ -12,6 +16,15 @@ const AdamOptions& check_adam_options(const AdamOptions& o, const char* who) {
   SPDLAB_CHECK(std::isfinite(o.eps) && o.eps > 0, who, ": eps must be > 0; got ", o.eps);
   SPDLAB_CHECK(std::isfinite(o.weight_decay) && o.weight_decay >= 0, who, ": weight_decay must be >= 0; got ",
                o.weight_decay);
+  return o;
+}
+
+const MarsSPOptions& checked(const MarsSPOptions& o) {
+  check_adam_options(o.adam, "MarsSPOptions.adam");
+  SPDLAB_CHECK(o.adam.weight_decay == 0 && !o.adam.decoupled,
+               "MarsSPOptions: adam.weight_decay must be 0 (MARS-SP's one regularizer is the radius gamma); got ",
+               o.adam.weight_decay);
+  SPDLAB_CHECK(std::isfinite(o.gamma) && o.gamma > 0, "MarsSPOptions: gamma must be > 0; got ", o.gamma);
   return o;
 }
 
@@ -79,5 +92,31 @@ L2SP::L2SP(NamedTensors params, L2SPOptions options) : L2SP(one_group(std::move(
 
 L2SP::L2SP(std::vector<ParamGroup> groups, L2SPOptions options)
     : Adam(std::move(groups), checked(options).adam, options.alpha, options.beta), opt_(options) {}
+
+MarsSP::MarsSP(NamedTensors params, MarsSPOptions options) : MarsSP(one_group(std::move(params)), options) {}
+
+MarsSP::MarsSP(std::vector<ParamGroup> groups, MarsSPOptions options)
+    : Adam(std::move(groups), checked(options).adam, 0.0, 0.0), opt_(options) {}
+
+void mars_project(Tensor& w, const Tensor& w0, double gamma) {
+  SPDLAB_CHECK(w.shape() == w0.shape() && w.device() == w0.device() && w.dim() >= 1, "mars_project: w is ",
+               shape_str(w.shape()), " on ", w.device(), " and w0 ", shape_str(w0.shape()), " on ", w0.device(),
+               "; expected one shape (at least 1-D) and one device");
+  SPDLAB_CHECK(std::isfinite(gamma) && gamma > 0, "mars_project: gamma must be > 0; got ", gamma);
+  autograd::NoGradGuard no_grad;
+  const Shape rows = {w.shape()[0], w.numel() / std::max<int64_t>(w.shape()[0], 1)};
+  const Tensor base = w0.detach().reshape(rows);
+  const Tensor d = w.detach().reshape(rows) - base;
+  // max(1, n_j / gamma) for every row j: the factor each row's distance is divided by.
+  const Tensor over = maximum(sum(abs(d), {1}, true) * (1.0 / gamma), Tensor::ones({1}, w.dtype(), w.device()));
+  w.copy_((base + d / over).reshape(w.shape()));
+}
+
+void MarsSP::finish_step(const std::vector<Work>& work, const std::vector<Piece>&) {
+  for (const Work& w : work) {
+    Param& p = *w.param;
+    if (p.anchor.defined() && (p.value.dim() == 2 || p.value.dim() == 4)) mars_project(p.value, p.anchor, opt_.gamma);
+  }
+}
 
 }  // namespace spdlab::optim

@@ -1,6 +1,7 @@
 // Adam (coupled weight decay and AMSGrad as in torch.optim.Adam), AdamW (decoupled decay, applied first:
-// p *= 1 - lr wd) and L2-SP (Li et al. 2018: g += alpha (w - w0) on anchored tensors, g += beta w on the
-// others, then Adam). Each is one fused kernel pass per tensor; SPD is in spd.h.
+// p *= 1 - lr wd), L2-SP (Li et al. 2018: g += alpha (w - w0) on anchored tensors, g += beta w on the
+// others, then Adam) and MARS-SP (Gouk et al. 2021: Adam, then each layer projected back into a MARS-norm ball
+// around w0). Each Adam step is one fused kernel pass per tensor; SPD is in spd.h.
 #pragma once
 #include "kernels/kernels.h"
 #include "optim/optimizer.h"
@@ -59,6 +60,34 @@ class L2SP : public Adam {
  private:
   L2SPOptions opt_;
 };
+
+struct MarsSPOptions {
+  AdamOptions adam = {};  // weight_decay must stay 0: the constraint is MARS-SP's only regularizer
+  double gamma = 1.0;     // the ball's radius: every row's L1 distance from its anchor stays <= gamma
+};
+
+// MARS-SP: a plain Adam step, then every anchored layer weight (2-D [out, in] or 4-D [out, in, kh, kw]) projected
+// into {W : ||W - W0||_MARS <= gamma}, where the MARS norm is the maximum absolute row sum (the infinity operator
+// norm). As in the authors' projected-gradient method, each output row j whose L1 distance n_j = sum |W_j - W0_j|
+// exceeds gamma is scaled back: W_j = W0_j + (W_j - W0_j) / max(1, n_j / gamma). 1-D tensors (biases, norms),
+// tokens and unanchored tensors are unconstrained.
+class MarsSP : public Adam {
+ public:
+  MarsSP(NamedTensors params, MarsSPOptions options);
+  MarsSP(std::vector<ParamGroup> groups, MarsSPOptions options);
+  std::string kind() const override { return "mars_sp"; }
+  const MarsSPOptions& options() const { return opt_; }
+
+ protected:
+  void finish_step(const std::vector<Work>& work, const std::vector<Piece>& pieces) override;
+
+ private:
+  MarsSPOptions opt_;
+};
+
+// MARS-SP's projection of one tensor, in place: w viewed as [rows = w.shape(0), the rest], each row scaled
+// towards w0 until its L1 distance is at most gamma. w and w0 have one shape and device.
+void mars_project(Tensor& w, const Tensor& w0, double gamma);
 
 // Shared by Adam, L2-SP and SPD: validates the options; `who` names the options struct in errors.
 const AdamOptions& check_adam_options(const AdamOptions& o, const char* who);

@@ -4,7 +4,7 @@
 namespace spdlab::optim {
 
 const std::vector<std::string>& optimizer_kinds() {
-  static const std::vector<std::string> kinds = {"sgd", "adam", "adamw", "l2sp", "spd"};
+  static const std::vector<std::string> kinds = {"sgd", "adam", "adamw", "l2sp", "spd", "mars_sp"};
   return kinds;
 }
 
@@ -17,6 +17,11 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, std::vector<P
   if (kind == "adam") return std::make_unique<Adam>(std::move(groups), adam);
   if (kind == "adamw") return std::make_unique<AdamW>(std::move(groups), adam);
   if (kind == "l2sp") return std::make_unique<L2SP>(std::move(groups), L2SPOptions{adam, h.alpha, h.beta});
+  if (kind == "mars_sp") {
+    SPDLAB_CHECK(h.weight_decay == 0, "make_optimizer: mars_sp has no weight_decay (its one regularizer is the radius "
+                                      "gamma); got weight_decay ", h.weight_decay);
+    return std::make_unique<MarsSP>(std::move(groups), MarsSPOptions{adam, h.gamma});
+  }
   if (kind == "spd") {
     SPDLAB_CHECK(h.weight_decay == 0, "make_optimizer: spd has no weight_decay (its only decay is lambda, "
                                       "Hyperparams::lambda); got weight_decay ", h.weight_decay);

@@ -7,6 +7,7 @@
 
 #include "optim/adam.h"
 #include "optim/optimizer.h"
+#include "optim/param_groups.h"
 #include "optim/schedulers.h"
 #include "optim/sgd.h"
 #include "optim/spd.h"
@@ -23,9 +24,10 @@ struct Hyperparams {
   bool nesterov = false;                          // sgd
   bool amsgrad = false;                           // adam, adamw, l2sp
   double alpha = 0.1, beta = 0.01;                // l2sp
+  double gamma = 1.0;                             // mars_sp: the radius of the MARS-norm ball around w0
 };
 
-const std::vector<std::string>& optimizer_kinds();  // sgd, adam, adamw, l2sp, spd
+const std::vector<std::string>& optimizer_kinds();  // sgd, adam, adamw, l2sp, spd, mars_sp
 // An unknown kind is an Error listing the valid names.
 std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, std::vector<ParamGroup> groups, const Hyperparams& h);
 std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, NamedTensors params, const Hyperparams& h);

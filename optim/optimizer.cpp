@@ -19,15 +19,6 @@ namespace spdlab::optim {
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-std::string last_segment(const std::string& name) {
-  size_t dot = name.rfind('.');
-  return dot == std::string::npos ? name : name.substr(dot + 1);
-}
-
 // A contiguous f32 copy on `device` that shares nothing with `src` (state must not alias caller tensors).
 Tensor owned_copy(const Tensor& src, Device device) {
   Tensor out = Tensor::empty(src.shape(), DType::f32, device);
@@ -50,22 +41,6 @@ std::string join_limited(const std::vector<std::string>& items, size_t limit = 1
 std::vector<ParamGroup> one_group(NamedTensors params) {
   std::vector<ParamGroup> groups(1);
   groups[0].params = std::move(params);
-  return groups;
-}
-
-std::vector<ParamGroup> timm_param_groups(const NamedTensors& named) {
-  static const std::set<std::string> no_decay_names = {"cls_token", "pos_embed", "dist_token", "reg_token"};
-  ParamGroup no_decay, decay;
-  no_decay.decay_scale = 0.0;
-  for (const auto& [name, t] : named) {
-    SPDLAB_CHECK(t.defined(), "timm_param_groups: parameter '", name, "' is an undefined tensor");
-    if (!t.requires_grad()) continue;
-    bool skip = t.dim() <= 1 || ends_with(name, ".bias") || no_decay_names.count(last_segment(name));
-    (skip ? no_decay : decay).params.emplace_back(name, t);
-  }
-  std::vector<ParamGroup> groups;
-  for (ParamGroup* g : {&no_decay, &decay})
-    if (!g->params.empty()) groups.push_back(std::move(*g));
   return groups;
 }
 

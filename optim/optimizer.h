@@ -32,10 +32,7 @@ struct ParamGroup {
 // All parameters in one group with the optimizer's own lr and weight decay.
 std::vector<ParamGroup> one_group(NamedTensors params);
 
-// timm's split: 1-D tensors, biases, cls_token, pos_embed (and dist_token, reg_token) get no decay (weight
-// decay, or SPD's projection). Returns {no-decay group (decay_scale 0), decay group (1)} as timm does, without
-// empty groups; frozen tensors are left out.
-std::vector<ParamGroup> timm_param_groups(const NamedTensors& named);
+// Groups for timm's decay split, linear probing, BitFit and layer-wise lr decay: optim/param_groups.h.
 
 // Per-tensor diagnostics of an optimizer that keeps them (SPD; the others keep none): where SPD's condition fired
 // and how far each tensor has moved from its anchor.

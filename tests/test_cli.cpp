@@ -286,6 +286,78 @@ TEST_CASE("finetune, eval and a tiny compare run end to end and are deterministi
   fs::remove_all(d);
 }
 
+TEST_CASE("compare runs the other methods (LP, BitFit, LLRD, LP-FT, MARS-SP), and interpolate mixes checkpoints") {
+  if (!fs::exists("/usr/share/datasets/fashion-mnist")) {
+    MESSAGE("skipped: dataset-fashion-mnist is not installed");
+    return;
+  }
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
+  const std::string model = tiny_model(d);
+  Result r = run("compare --init " + model + " --range 50000:50128 --epochs 1 --batch-size 32 --seeds 1 --eval-images 50"
+                 " --optims lp,bitfit,llrd,lpft,mars_sp --gamma 0.5 --layer-decay 0.5 --out " + (d / "m").string());
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  std::ifstream f(d / "m" / "results.json");
+  json::Value v = json::parse(std::string(std::istreambuf_iterator<char>(f), {}), "results.json");
+  std::map<std::string, const json::Value*> runs;
+  for (const auto& run : v.find("runs")->as_array()) runs[run.find("optim")->as_string()] = &run;
+  REQUIRE(runs.size() == 5);
+  auto dev = [&](const std::string& m, const std::string& layer) {
+    return runs.at(m)->find("deviation_per_layer")->find(layer)->as_double();
+  };
+  // Linear probing moves the head alone; BitFit moves biases, so every layer with one; the others move all.
+  CHECK(dev("lp", "blocks.0") == 0.0);
+  CHECK(dev("lp", "patch_embed") == 0.0);
+  CHECK(dev("lp", "head") > 0.0);
+  CHECK(dev("bitfit", "blocks.0") > 0.0);
+  CHECK(dev("lpft", "blocks.0") > 0.0);
+  CHECK(v.find("protocol")->find("mars_sp_gamma")->as_double() == 0.5);
+  CHECK(fs::exists(d / "m" / "lpft-seed0.lp.safetensors"));  // LP-FT's probe, kept
+  std::ifstream rep(d / "m" / "report.md");
+  const std::string report(std::istreambuf_iterator<char>(rep), {});
+  for (const char* row : {"LP (AdamW, head only)", "BitFit", "LLRD (decay 0.5)", "LP-FT", "MARS-SP (γ 0.5)"})
+    CHECK_MESSAGE(report.find(row) != std::string::npos, row);
+
+  // WiSE-FT between the pre-trained and the LP-FT checkpoints: alpha 0 and 1 are the two files' tensors exactly.
+  const std::string ft = (d / "m" / "lpft-seed0.safetensors").string();
+  for (const char* alpha : {"0", "1", "0.5"}) {
+    const std::string out = (d / (std::string("mix") + alpha + ".safetensors")).string();
+    Result m = run("interpolate --a " + model + " --b " + ft + " --alpha " + alpha + " --out " + out);
+    INFO(m.output);
+    REQUIRE(m.status == 0);
+    std::map<std::string, std::string> meta;
+    auto mix = io::load_safetensors(out, &meta);
+    auto a = io::load_safetensors(model), b = io::load_safetensors(ft);
+    CHECK(meta.count("spdlab.interpolate") == 1);
+    CHECK(meta.at("spdlab.classes") == io::SafetensorsFile(ft).metadata().at("spdlab.classes"));  // B's metadata
+    for (const auto& [name, t] : mix) {
+      CAPTURE(name);
+      const std::vector<float> x = t.to_vector_f32(), xa = a.at(name).to_vector_f32(), xb = b.at(name).to_vector_f32();
+      if (std::string(alpha) == "0") CHECK(x == xa);
+      if (std::string(alpha) == "1") CHECK(x == xb);
+      if (std::string(alpha) == "0.5")
+        for (size_t i = 0; i < x.size(); ++i) CHECK(x[i] == doctest::Approx(0.5 * xa[i] + 0.5 * xb[i]).epsilon(1e-6));
+    }
+    Result e = run("eval --model " + out + " --domain edge");
+    CHECK(e.status == 0);
+  }
+  // Errors: different architectures (every differing tensor named, both files named), a pattern that matches
+  // nothing, a missing alpha; no output is left behind.
+  models::ViTConfig c = models::vit_preset("vit_fmnist_tiny");
+  c.depth = 2;
+  c.embed_dim = 32;
+  c.num_heads = 2;
+  const std::string other = (d / "other.safetensors").string();
+  models::save_vit(models::VisionTransformer(c, 1), other);
+  const fs::path bad = d / "bad.safetensors";
+  check_fails("interpolate --a " + model + " --b " + other + " --alpha 0.5 --out " + bad.string(),
+              "'blocks.1.attn.qkv.weight' is in the second model only", bad);
+  check_fails("interpolate --a " + model + " --b " + ft + " --alpha 0.5 --take-b 'heads.*' --out " + bad.string(),
+              "--take-b: 'heads.*' matches no tensor of", bad);
+  check_fails("interpolate --a " + model + " --b " + ft + " --out " + bad.string(), "--alpha", bad);
+}
+
 TEST_CASE("integer and float flags: out of range is one error naming the flag, never a wrap or a clamp") {
   test::TempDir tmp("cli");
   const fs::path& d = tmp.path;

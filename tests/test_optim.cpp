@@ -160,7 +160,7 @@ TEST_CASE("replay: anchors from param.<name>, explicit anchor.<name>, --no-ancho
   bad.unanchored = {"heads.*"};
   CHECK_THROWS_WITH_AS(replay(trace, "spd", h, bad), doctest::Contains("'heads.*' matches no tensor"), Error);
   CHECK_THROWS_WITH_AS(replay(trace, "lion", h, ReplayOptions{}),
-                       doctest::Contains("valid names: sgd, adam, adamw, l2sp, spd"), Error);
+                       doctest::Contains("valid names: sgd, adam, adamw, l2sp, spd, mars_sp"), Error);
 }
 
 TEST_CASE("spdlab replay: end to end against the fixture, --every-step, and its errors") {
@@ -203,7 +203,7 @@ TEST_CASE("spdlab replay: end to end against the fixture, --every-step, and its 
       {"replay --trace " + stray + " --optim adam" + o, "grad.0.c has no param.c"},
       {"replay --trace " + anchor + " --optim spd" + o, "anchor.a is [6] but param.a is [2, 3]"},
       {"replay --trace " + dir.file("absent.safetensors") + " --optim adam" + o, "absent.safetensors"},
-      {"replay --trace " + trace + " --optim lion" + o, "valid names: sgd, adam, adamw, l2sp, spd"},
+      {"replay --trace " + trace + " --optim lion" + o, "valid names: sgd, adam, adamw, l2sp, spd, mars_sp"},
       {"replay --trace " + trace + " --optim adam --momentum 0.9" + o, "--momentum does not apply to --optim adam"},
       {"replay --trace " + trace + " --optim spd --wd 1" + o, "--wd does not apply to --optim spd"},
       {"replay --trace " + trace + " --optim adam --betas 0.9" + o, "--betas expects two numbers"},
@@ -301,10 +301,12 @@ TEST_CASE("optimizers skip frozen tensors and tensors without a gradient on a st
     Hyperparams h;
     h.lr = 1e-2;
     h.momentum = 0.9;
-    (kind == "spd" ? h.lambda : h.weight_decay) = 0.5;
+    if (kind == "spd") h.lambda = 0.5;
+    else if (kind == "mars_sp") h.gamma = 0.5;
+    else h.weight_decay = 0.5;
     auto opt = make_optimizer(kind, NamedTensors{{"a", a}, {"b", b}, {"frozen", frozen}}, h);
     auto solo = make_optimizer(kind, NamedTensors{{"b", b_alone}}, h);
-    if (kind == "l2sp" || kind == "spd") {
+    if (opt->uses_anchors()) {
       opt->capture_anchors();
       solo->capture_anchors();
     }
@@ -463,7 +465,7 @@ TEST_CASE("options are checked on construction, with the option's name") {
   CHECK_THROWS_WITH_AS(AdamW(bad, AdamOptions{}), doctest::Contains("group 0 has decay_scale -1; it must be >= 0"),
                        Error);
   CHECK_THROWS_WITH_AS(make_optimizer("rmsprop", ps, Hyperparams{}),
-                       doctest::Contains("unknown optimizer 'rmsprop'; valid names: sgd, adam, adamw, l2sp, spd"), Error);
+                       doctest::Contains("unknown optimizer 'rmsprop'; valid names: sgd, adam, adamw, l2sp, spd, mars_sp"), Error);
   // Parameters.
   CHECK_THROWS_WITH_AS(Adam(NamedTensors{}, AdamOptions{}), doctest::Contains("empty parameter list"), Error);
   CHECK_THROWS_WITH_AS(Adam(NamedTensors{{"w", ps[0].second}, {"w", leaf({1}, gen)}}, AdamOptions{}),

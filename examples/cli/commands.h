@@ -15,6 +15,7 @@ int run_inspect(int argc, char** argv);   // tools.cpp
 int run_predict(int argc, char** argv);
 int run_cache(int argc, char** argv);
 int run_export(int argc, char** argv);
+int run_interpolate(int argc, char** argv);
 
 struct Command {
   const char* name;
@@ -33,6 +34,7 @@ inline constexpr Command kCommands[] = {
     {"predict", "classify image files or a tensor of images with a checkpoint", run_predict},
     {"cache", "decode an image folder once into a memory-mapped cache file", run_cache},
     {"export", "write Fashion-MNIST in a domain as an image folder", run_export},
+    {"interpolate", "WiSE-FT: mix a pre-trained and a fine-tuned checkpoint, (1 - alpha) A + alpha B", run_interpolate},
 };
 
 }  // namespace spdlab::cli

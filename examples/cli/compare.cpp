@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/io/json.h"
+#include "core/io/safetensors.h"
 #include "data/image_folder.h"
 #include "kernels/kernels.h"
 #include "examples/cli/args.h"
@@ -171,7 +172,9 @@ int run_compare(int argc, char** argv) {
           {"quick", "", "1 seed, 2000 test images per domain (the default)", ""},
           {"full", "", "3 seeds, the whole test set", ""},
           {"seeds", "N", "number of seeds (overrides the mode)", ""},
-          {"optims", "LIST", "optimizers to compare", "adam,adamw,l2sp,spd"},
+          {"optims", "LIST", "methods to compare: optimizers (sgd, adam, adamw, l2sp, spd, mars_sp) and lp, bitfit, "
+                             "llrd, lpft (AdamW on the head, the biases, with layer-wise lr decay, or after a linear probe)",
+           "adam,adamw,l2sp,spd"},
           {"init", "FILE", "the pre-trained checkpoint (spdlab, timm, Hugging Face or CLIP safetensors)", kDefaultInit},
           {"train", "SRC", "your own training images, folder:DIR or cache:FILE (instead of --data, --domain, --range)", ""},
           {"eval", "LIST", "with --train: NAME=folder:DIR or NAME=cache:FILE, comma-separated; the first is the "
@@ -208,7 +211,7 @@ int run_compare(int argc, char** argv) {
   int64_t seeds = a.has("seeds") ? a.integer("seeds", 1, 1000) : (full ? 3 : 1);
   int64_t eval_images = a.has("eval-images") ? a.integer("eval-images", 1, kMaxImages) : (full ? 10000 : 2000);
   std::vector<std::string> optims = a.list("optims");
-  for (const auto& o : optims) check_optimizer_name(o);
+  for (const auto& o : optims) method_named(o);  // an unknown name fails before any data is read
   data::Domain id_domain = data::parse_domain(a.str("domain"));
   const bool own_data = a.has("train");
   SPDLAB_CHECK(own_data == a.has("eval"), "compare: --train and --eval go together (your own training and test sets)");
@@ -217,8 +220,8 @@ int run_compare(int argc, char** argv) {
       SPDLAB_CHECK(!a.has(f), "compare: --", f, " is for the Fashion-MNIST study; --train and --eval bring their own images");
   const data::SampleTransform train_augment = own_data ? augment_transform_for(a.str("augment")) : nullptr;
   const std::vector<NamedSource> eval_sources = own_data ? parse_eval_sets(a.list("eval")) : std::vector<NamedSource>{};
-  double lr = a.positive("lr"), wd = a.nonneg("wd"), lambda = a.nonneg("lambda"), alpha = a.nonneg("alpha"),
-         beta = a.nonneg("beta"), warmup = a.nonneg("warmup");
+  const Regularizers reg = regularizers_from(a);
+  double lr = a.positive("lr"), warmup = a.nonneg("warmup");
   int64_t epochs = a.integer("epochs", 1, kMaxEpochs), batch = a.integer("batch-size", 1, kMaxBatch);
   std::string out = a.str("out");
   const int64_t checkpoint_every = a.integer("checkpoint-every", 0, kMaxEpochs * kMaxImages);
@@ -351,9 +354,12 @@ int run_compare(int argc, char** argv) {
                                            "; resume with: ", resume_hint("compare", out)));
       auto run_dir = std::make_unique<RunDir>(stem + ".run");
       auto model = models::load_model(init_path, spec, device);
+      const Method method = method_named(kind);
       TrainOptions opt;
-      opt.optim = kind;
-      opt.hp = hyperparams_for(kind, lr, wd, lambda, alpha, beta);
+      opt.optim = method.optim;
+      opt.params = method.params;
+      opt.layer_decay = reg.layer_decay;
+      opt.hp = hyperparams_for(method.optim, lr, reg);
       opt.epochs = epochs;
       opt.batch_size = batch;
       opt.warmup_frac = warmup;
@@ -363,9 +369,31 @@ int run_compare(int argc, char** argv) {
       opt.run = run_dir.get();
       opt.resume = true;  // where an earlier attempt left a state, go on from it
       opt.checkpoint_every = checkpoint_every;
+      const data::SampleTransform transform = own_data ? train_augment : data::domain_transform(id_domain);
       TrainResult tr;
       try {
-        tr = train(*model, train_set, own_data ? train_augment : data::domain_transform(id_domain), opt);
+        if (method.probe_first) {
+          // LP-FT: the head is probed first (its own run directory and checkpoint, kept as <run>.lp.safetensors);
+          // a resumed study loads that checkpoint instead of probing again.
+          const std::string probed = stem + ".lp.safetensors";
+          if (!std::filesystem::exists(probed)) {
+            auto lp_dir = std::make_unique<RunDir>(stem + ".lp.run");
+            TrainOptions lp = opt;
+            lp.params = "head";
+            lp.label = std::string(label) + " linear probe";
+            lp.metrics_path = stem + ".lp.jsonl";
+            lp.run = lp_dir.get();
+            train(*model, train_set, transform, lp);
+            save_vit(*model, probed, with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())},
+                                                   {"spdlab.optim", "lp"}, {"spdlab.seed", std::to_string(seed)},
+                                                   {"spdlab.commit", SPDLAB_GIT_COMMIT}},
+                                                  train_set));
+            lp_dir->remove_all();
+          } else {
+            model->load_state_dict(io::load_safetensors(probed));
+          }
+        }
+        tr = train(*model, train_set, transform, opt);
       } catch (const Interrupted& e) {
         throw Interrupted(e.signal(), std::string(e.what()) + "; resume with: " + resume_hint("compare", out));
       }
@@ -475,10 +503,11 @@ int run_compare(int argc, char** argv) {
                                 {"lr", Value::number(lr)},
                                 {"schedule", Value::string("linear warmup then cosine to 0")},
                                 {"warmup_fraction", Value::number(warmup)},
-                                {"adamw_weight_decay", Value::number(wd)},
-                                {"spd_lambda", Value::number(lambda)},
-                                {"l2sp_alpha", Value::number(alpha)},
-                                {"l2sp_beta", Value::number(beta)},
+                                {"adamw_weight_decay", Value::number(reg.wd)},
+                                {"spd_lambda", Value::number(reg.lambda)},
+                                {"l2sp_alpha", Value::number(reg.alpha)},
+                                {"l2sp_beta", Value::number(reg.beta)},
+                                {"mars_sp_gamma", Value::number(reg.gamma)},
                                 {"seeds", Value::integer(seeds)}})
     protocol.push_back(kv);
   if (!own_data) protocol.emplace_back("eval_images_per_domain", Value::integer(eval_images));
@@ -539,10 +568,15 @@ int run_compare(int argc, char** argv) {
   md << " | " << pct({ood_mean(pre_acc), 0}, false) << " | — |\n";
   auto hp_note = [&](const std::string& k) -> std::string {
     char b[64];
-    if (k == "adamw") std::snprintf(b, sizeof b, "AdamW (wd %g)", wd);
-    else if (k == "l2sp") std::snprintf(b, sizeof b, "L2-SP (α %g)", alpha);
-    else if (k == "spd") std::snprintf(b, sizeof b, "SPD (λ %g)", lambda);
+    if (k == "adamw") std::snprintf(b, sizeof b, "AdamW (wd %g)", reg.wd);
+    else if (k == "l2sp") std::snprintf(b, sizeof b, "L2-SP (α %g)", reg.alpha);
+    else if (k == "spd") std::snprintf(b, sizeof b, "SPD (λ %g)", reg.lambda);
+    else if (k == "mars_sp") std::snprintf(b, sizeof b, "MARS-SP (γ %g)", reg.gamma);
     else if (k == "adam") std::snprintf(b, sizeof b, "Adam");
+    else if (k == "lp") std::snprintf(b, sizeof b, "LP (AdamW, head only)");
+    else if (k == "bitfit") std::snprintf(b, sizeof b, "BitFit (AdamW, biases and head)");
+    else if (k == "llrd") std::snprintf(b, sizeof b, "AdamW + LLRD (decay %g)", reg.layer_decay);
+    else if (k == "lpft") std::snprintf(b, sizeof b, "LP-FT (AdamW)");
     else std::snprintf(b, sizeof b, "%s", k.c_str());
     return b;
   };

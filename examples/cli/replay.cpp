@@ -22,11 +22,11 @@ int run_replay(int argc, char** argv) {
             "optimizer at a constant lr,\nin sorted name order, and writes param.<name> after the last step.",
             {
                 {"trace", "PATH", "input trace (safetensors)", ""},
-                {"optim", "NAME", "sgd, adam, adamw, l2sp or spd", ""},
+                {"optim", "NAME", "sgd, adam, adamw, l2sp, spd or mars_sp", ""},
                 {"out", "PATH", "output file (safetensors), written atomically", ""},
                 {"lr", "F", "learning rate", "1e-3"},
-                {"betas", "B1,B2", "Adam betas (adam, adamw, l2sp, spd)", "0.9,0.999"},
-                {"eps", "F", "Adam eps (adam, adamw, l2sp, spd)", "1e-8"},
+                {"betas", "B1,B2", "Adam betas (adam, adamw, l2sp, spd, mars_sp)", "0.9,0.999"},
+                {"eps", "F", "Adam eps (adam, adamw, l2sp, spd, mars_sp)", "1e-8"},
                 {"wd", "F", "weight decay: coupled (sgd, adam, l2sp), decoupled (adamw)", "0"},
                 {"lambda", "F", "SPD's projection strength (spd's only decay)", "1"},
                 {"momentum", "F", "SGD momentum", "0"},
@@ -35,6 +35,7 @@ int run_replay(int argc, char** argv) {
                 {"amsgrad", "", "AMSGrad (adam, adamw, l2sp)", ""},
                 {"alpha", "F", "L2-SP pull towards the anchor", "0.1"},
                 {"beta", "F", "L2-SP decay of tensors without an anchor", "0.01"},
+                {"gamma", "F", "MARS-SP's radius", "1"},
                 {"no-anchor", "", "no anchors at all (spd: w0 = 0; l2sp: beta on every tensor)", ""},
                 {"unanchored", "GLOBS", "comma-separated name patterns without an anchor, e.g. 'head.*'", ""},
                 {"every-step", "", "also write step.<t>.<name> after every step", ""},
@@ -53,10 +54,10 @@ int run_replay(int argc, char** argv) {
   }
   // A flag the chosen optimizer would ignore is a mistake in the command line, not a no-op.
   const std::map<std::string, std::set<std::string>> applies = {
-      {"betas", {"adam", "adamw", "l2sp", "spd"}}, {"eps", {"adam", "adamw", "l2sp", "spd"}},
+      {"betas", {"adam", "adamw", "l2sp", "spd", "mars_sp"}}, {"eps", {"adam", "adamw", "l2sp", "spd", "mars_sp"}},
       {"wd", {"sgd", "adam", "adamw", "l2sp"}}, {"lambda", {"spd"}}, {"momentum", {"sgd"}}, {"dampening", {"sgd"}}, {"nesterov", {"sgd"}},
       {"amsgrad", {"adam", "adamw", "l2sp"}}, {"alpha", {"l2sp"}}, {"beta", {"l2sp"}},
-      {"no-anchor", {"l2sp", "spd"}}, {"unanchored", {"l2sp", "spd"}}};
+      {"gamma", {"mars_sp"}}, {"no-anchor", {"l2sp", "spd", "mars_sp"}}, {"unanchored", {"l2sp", "spd", "mars_sp"}}};
   for (const auto& [flag, ok] : applies)
     SPDLAB_CHECK(!args.has(flag) || ok.count(kind), "replay: --", flag, " does not apply to --optim ", kind);
   SPDLAB_CHECK(!(args.has("no-anchor") && args.has("unanchored")),
@@ -71,8 +72,9 @@ int run_replay(int argc, char** argv) {
   h.eps = args.positive("eps");
   if (kind == "spd")
     h.lambda = args.nonneg("lambda");
-  else
+  else if (kind != "mars_sp")
     h.weight_decay = args.nonneg("wd");
+  h.gamma = args.positive("gamma");
   h.momentum = args.nonneg("momentum");
   h.dampening = args.nonneg("dampening");
   h.nesterov = args.flag("nesterov");

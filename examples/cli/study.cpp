@@ -50,26 +50,57 @@ void check_optimizer_name(const std::string& kind) {
   SPDLAB_FAIL("--optim: unknown optimizer '", kind, "'; expected one of: ", all);
 }
 
-optim::Hyperparams hyperparams_for(const std::string& kind, double lr, double wd, double lambda, double alpha,
-                                   double beta) {
+const std::vector<std::string>& method_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v = optim::optimizer_kinds();
+    for (const char* m : {"lp", "bitfit", "llrd", "lpft"}) v.push_back(m);
+    return v;
+  }();
+  return names;
+}
+
+Method method_named(const std::string& name) {
+  for (const auto& k : optim::optimizer_kinds())
+    if (k == name) return {name, "all", false};
+  if (name == "lp") return {"adamw", "head", false};
+  if (name == "bitfit") return {"adamw", "bitfit", false};
+  if (name == "llrd") return {"adamw", "llrd", false};
+  if (name == "lpft") return {"adamw", "all", true};
+  std::string all;
+  for (const auto& m : method_names()) all += (all.empty() ? "" : ", ") + m;
+  SPDLAB_FAIL("--optims: unknown method '", name, "'; expected one of: ", all);
+}
+
+optim::Hyperparams hyperparams_for(const std::string& kind, double lr, const Regularizers& r) {
   optim::Hyperparams h;
   h.lr = lr;
-  if (kind == "adamw" || kind == "sgd" || kind == "adam") h.weight_decay = kind == "adam" ? 0.0 : wd;
-  if (kind == "spd") h.lambda = lambda;
-  h.alpha = alpha;
-  h.beta = beta;
+  if (kind == "adamw" || kind == "sgd") h.weight_decay = r.wd;
+  h.lambda = r.lambda;
+  h.alpha = r.alpha;
+  h.beta = r.beta;
+  h.gamma = r.gamma;
   return h;
 }
 
 std::vector<Flag> regularizer_flags() {
-  return {{"wd", "W", "weight decay: decoupled for adamw, coupled for sgd (adam: none)", "0.05"},
-          {"lambda", "L", "SPD's projection strength", "1"},
-          {"alpha", "A", "L2-SP's pull towards the pre-trained weights", "0.1"},
-          {"beta", "B", "L2-SP's decay of tensors without an anchor", "0.01"}};
+  const Regularizers d;
+  auto g = [](double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%g", v);
+    return std::string(b);
+  };
+  return {{"wd", "W", "weight decay: decoupled for adamw, coupled for sgd (adam: none)", g(d.wd)},
+          {"lambda", "L", "SPD's projection strength", g(d.lambda)},
+          {"alpha", "A", "L2-SP's pull towards the pre-trained weights", g(d.alpha)},
+          {"beta", "B", "L2-SP's decay of tensors without an anchor", g(d.beta)},
+          {"gamma", "G", "MARS-SP's radius: each row's L1 distance from the pre-trained row", g(d.gamma)},
+          {"layer-decay", "D", "layer-wise lr decay: each block below the head trains D times slower (llrd)",
+           g(d.layer_decay)}};
 }
 
-optim::Hyperparams regularizer_hyperparams(const std::string& kind, double lr, const Args& a) {
-  return hyperparams_for(kind, lr, a.nonneg("wd"), a.nonneg("lambda"), a.nonneg("alpha"), a.nonneg("beta"));
+Regularizers regularizers_from(const Args& a) {
+  return {.wd = a.nonneg("wd"), .lambda = a.nonneg("lambda"), .alpha = a.nonneg("alpha"), .beta = a.nonneg("beta"),
+          .gamma = a.positive("gamma"), .layer_decay = a.positive("layer-decay")};
 }
 
 models::ModelInfo probe_model(const std::string& path, const models::ModelSpec& spec) {
@@ -212,7 +243,7 @@ int run_pretrain(int argc, char** argv) {
   models::ViTConfig cfg = models::vit_preset(a.str("arch"));
   auto domains = parse_domains(a.list("domains"));
   TrainOptions opt =
-      train_options(a, "adamw", hyperparams_for("adamw", a.positive("lr"), a.nonneg("wd"), 0, 0, 0), "pretrain");
+      train_options(a, "adamw", hyperparams_for("adamw", a.positive("lr"), {.wd = a.nonneg("wd")}), "pretrain");
   opt.anchor_to_init = false;
   std::string out = a.str("out");
   check_out_path(out);
@@ -239,7 +270,9 @@ int run_finetune(int argc, char** argv) {
                              {"augment", "A", "with --train: rrc (timm's random resized crop and flip) or none", "rrc"},
                              {"domain", "D", "the fine-tuning domain", "edge"},
                              {"range", "B:E", "training images used", "50000:60000"},
-                             {"optim", "NAME", "adam, adamw, l2sp, spd or sgd", "spd"}};
+                             {"optim", "NAME", "adam, adamw, l2sp, spd, mars_sp or sgd", "spd"},
+                             {"params", "WHICH", "what trains: all, head (linear probing), bitfit (biases and head) or "
+                                                 "llrd (all, with layer-wise lr decay --layer-decay)", "all"}};
   for (auto& f : regularizer_flags()) flags.push_back(f);
   for (auto& f : common_train_flags()) flags.push_back(f);
   for (auto& f : model_flags()) flags.push_back(f);
@@ -252,7 +285,11 @@ int run_finetune(int argc, char** argv) {
   apply_threads(a);
   std::string kind = a.str("optim");
   check_optimizer_name(kind);
-  TrainOptions opt = train_options(a, kind, regularizer_hyperparams(kind, a.positive("lr"), a), "finetune " + kind);
+  const Regularizers reg = regularizers_from(a);
+  TrainOptions opt = train_options(a, kind, hyperparams_for(kind, a.positive("lr"), reg), "finetune " + kind);
+  opt.params = a.str("params");
+  opt.layer_decay = reg.layer_decay;
+  check_params_name(opt.params);  // before any data is read
   data::Domain domain = data::parse_domain(a.str("domain"));
   std::string out = a.str("out");
   check_out_path(out);

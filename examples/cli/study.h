@@ -17,15 +17,31 @@ std::pair<int64_t, int64_t> parse_range(const std::string& flag, const std::stri
 std::vector<data::Domain> parse_domains(const std::vector<std::string>& names);
 // Fails with the list of valid names, before any data is loaded.
 void check_optimizer_name(const std::string& kind);
-// The regularizers' flags, defined once for finetune and compare: --wd (AdamW's decoupled decay, SGD's coupled
-// one), --lambda (SPD's projection strength), --alpha and --beta (L2-SP), and the Hyperparams they make for `kind`.
+
+// The study's methods (compare --optims): an optimizer on every tensor (sgd, adam, adamw, l2sp, spd, mars_sp), or a
+// choice of what trains, with AdamW: lp (linear probing: the head alone), bitfit (biases and the head), llrd
+// (layer-wise lr decay), lpft (lp, then adamw on every tensor from the probed head; Kumar et al. 2022).
+struct Method {
+  std::string optim;           // the optimizer
+  std::string params = "all";  // TrainOptions::params
+  bool probe_first = false;    // LP-FT: a linear-probing run before the fine-tuning one
+};
+const std::vector<std::string>& method_names();
+Method method_named(const std::string& name);  // an unknown name is an error listing the methods
+// The regularizers' flags, defined once for finetune and compare, and their values: each optimizer reads its own.
 std::vector<struct Flag> regularizer_flags();
+struct Regularizers {
+  double wd = 0.05;      // --wd: AdamW's decoupled weight decay, SGD's coupled one (plain adam: none)
+  double lambda = 1.0;   // --lambda: SPD's projection strength
+  double alpha = 0.1;    // --alpha: L2-SP's pull towards the pre-trained weights
+  double beta = 0.01;    // --beta: L2-SP's decay of tensors without an anchor
+  double gamma = 1.0;    // --gamma: MARS-SP's radius
+  double layer_decay = 0.75;  // --layer-decay: LLRD's factor per block (the llrd method, finetune --params llrd)
+};
 class Args;
-optim::Hyperparams regularizer_hyperparams(const std::string& kind, double lr, const Args& a);
-// Maps the study's flags onto one optimizer's hyperparameters: wd for adamw/sgd, lambda for spd, alpha/beta for
-// l2sp; plain adam gets no decay.
-optim::Hyperparams hyperparams_for(const std::string& kind, double lr, double wd, double lambda, double alpha,
-                                   double beta);
+Regularizers regularizers_from(const Args& a);
+// One optimizer's hyperparameters: wd for adamw/sgd, lambda for spd, alpha/beta for l2sp, gamma for mars_sp.
+optim::Hyperparams hyperparams_for(const std::string& kind, double lr, const Regularizers& r);
 
 // The model a checkpoint would build, from its header alone (a head-less tower is described with one class), so
 // that data can be loaded at its input size before the model with the right head is.

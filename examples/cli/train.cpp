@@ -268,6 +268,22 @@ void check_batch_fits(models::VisionTransformer& model, optim::Optimizer& optimi
 
 }  // namespace
 
+void check_params_name(const std::string& params) {
+  SPDLAB_CHECK(params == "all" || params == "head" || params == "bitfit" || params == "llrd",
+               "--params: expected all, head, bitfit or llrd; got '", params, "'");
+}
+
+std::vector<optim::ParamGroup> training_groups(const optim::NamedTensors& named, const std::string& params,
+                                               double layer_decay) {
+  check_params_name(params);
+  if (params == "all") return optim::one_group(named);
+  std::vector<optim::ParamGroup> groups = params == "head"     ? optim::linear_probe_groups(named)
+                                          : params == "bitfit" ? optim::bitfit_groups(named)
+                                                               : optim::layer_decay_groups(named, layer_decay);
+  for (auto& g : groups) g.decay_scale = 1.0;  // the study decays every tensor it trains (README, PROTOCOL.md)
+  return groups;
+}
+
 TrainResult train(models::VisionTransformer& model, const data::Dataset& train_set, data::SampleTransform transform,
                   const TrainOptions& opt) {
   SPDLAB_CHECK(train_set.num_classes <= model.config().num_classes, "train: the data has ", train_set.num_classes,
@@ -278,7 +294,16 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
   int64_t total = 0;
   SPDLAB_CHECK(!__builtin_mul_overflow(per_epoch, opt.epochs, &total), "train: ", opt.epochs, " epochs of ",
                per_epoch, " steps overflow");
-  auto optimizer = optim::make_optimizer(opt.optim, model.named_parameters(), opt.hp);
+  const optim::NamedTensors named = model.named_parameters();
+  std::vector<optim::ParamGroup> groups = training_groups(named, opt.params, opt.layer_decay);
+  // Tensors outside the groups are frozen, so backward skips them; they are unfrozen however the run ends.
+  struct Unfreeze {
+    optim::NamedTensors frozen;
+    ~Unfreeze() {
+      for (auto& [n, t] : frozen) t.requires_grad_(true);
+    }
+  } unfreeze{optim::freeze_unlisted(named, groups)};
+  auto optimizer = optim::make_optimizer(opt.optim, std::move(groups), opt.hp);
   if (opt.anchor_to_init) optimizer->capture_anchors();
   int64_t warmup = static_cast<int64_t>(opt.warmup_frac * total);
   optim::CosineSchedule schedule(opt.hp.lr, warmup, total);

@@ -32,6 +32,11 @@ double now_seconds();
 struct TrainOptions {
   std::string optim = "adamw";
   optim::Hyperparams hp;
+  // Which tensors train (optim/param_groups.h): "all"; "head" (linear probing); "bitfit" (biases and the head);
+  // "llrd" (all, with layer-wise lr decay `layer_decay`). The others are frozen for the run and unfrozen after.
+  // Every trained tensor gets the optimizer's decay, as in the study's protocol.
+  std::string params = "all";
+  double layer_decay = 0.75;
   int64_t epochs = 1, batch_size = 64;
   double warmup_frac = 0.05;  // linear warmup, then cosine to 0
   double clip = 0;            // global grad-norm clip; 0 = off
@@ -54,6 +59,11 @@ struct TrainResult {
   int64_t resumed_at = 0;  // the step a resumed run continued from (0: from the start)
   std::vector<optim::SpdTensorStats> spd_stats;  // empty unless optim == spd
 };
+
+// The parameter groups TrainOptions::params names; check_params_name fails on an unknown name, listing them.
+void check_params_name(const std::string& params);
+std::vector<optim::ParamGroup> training_groups(const optim::NamedTensors& named, const std::string& params,
+                                               double layer_decay);
 
 // Trains in place. `transform` maps each stored image to its training domain(s).
 TrainResult train(models::VisionTransformer& model, const data::Dataset& train_set, data::SampleTransform transform,
