@@ -1,5 +1,5 @@
 // Attention, one (batch, head) pair at a time. One body, attention_heads_fwd/bwd below, serves every path; what
-// differs is where its five kinds of product come from:
+// differs is where its products (of three kinds: A B, A B^T, A^T B) come from:
 //   - BlasProducts<T>: OpenBLAS, for f64, for large heads, and for every head on CPUs without AVX2;
 //   - SmallProducts (AVX2 only, f32): register-blocked kernels that keep one head's operands in L1/L2.
 // core/ops.h's attention_reference is the same computation as plain tensor ops (matmul, softmax, matmul), and

@@ -56,6 +56,10 @@ TEST_CASE("3.1 square as a recorded op") {
   const Tensor x = Tensor::randn({3, 2}, gen, DType::f64);
   CHECK(ex::square(x).to_vector_f64() == mul(x, x).to_vector_f64());
   CHECK(gradcheck([](const std::vector<Tensor>& v) { return ex::square(v[0]); }, {x}).ok);
+  // Your own op, recorded under its name, not mul(x, x) (which passes the checks above too).
+  const Tensor y = ex::square(x.detach().requires_grad_(true));
+  REQUIRE(y.grad_fn() != nullptr);
+  CHECK(y.grad_fn()->name == "square");
 }
 
 TEST_CASE("3.2 grad_of_cube_sum") {
