@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/io/svg.h"
 #include "core/ops.h"
 #include "nn/interpolate.h"
 #include "optim/optim.h"
@@ -202,6 +203,37 @@ TEST_CASE("MARS-SP: rows farther than gamma (in L1) from the anchor are scaled b
   CHECK_THROWS_WITH_AS(make_optimizer("mars_sp", NamedTensors{{"w", Tensor::zeros({2, 2}).requires_grad_(true)}},
                                       Hyperparams{.weight_decay = 0.1}),
                        doctest::Contains("mars_sp has no weight_decay"), Error);
+}
+
+TEST_CASE("plots: round ticks, every point labelled apart from the others, legends as wide as their names") {
+  svg::Ticks t = svg::nice_ticks(72.9, 84.3);  // accuracies in %: ticks every 2.5 from 72.5 to 85
+  CHECK(t.step == 2.5);
+  CHECK(t.first == 72.5);
+  CHECK(t.last == 85.0);
+  t = svg::nice_ticks(0.3965, 0.4913);  // the old plot's axis ran from 0.3965: now 0.38 ... 0.5 by 0.02
+  CHECK(t.step == doctest::Approx(0.02));
+  CHECK(t.first == doctest::Approx(0.38));
+  CHECK(t.last == doctest::Approx(0.5));
+  t = svg::nice_ticks(3, 3);  // one value: a range around it
+  CHECK(t.first < 3);
+  CHECK(t.last > 3);
+
+  // Two methods at the same point (Adam under AdamW) both get a label, at different heights.
+  const std::string s = svg::scatter("t", "x", "y", {{"adam", 45.8, 80.8, 0, 0}, {"adamw", 45.8, 80.8, 0, 0},
+                                                    {"spd", 49.9, 80.2, 0.8, 0.1}});
+  auto label_y = [&](const std::string& name) {
+    const size_t at = s.find(">" + name + "</text>");
+    REQUIRE(at != std::string::npos);
+    const size_t y = s.rfind(" y=\"", at);
+    return std::stod(s.substr(y + 4));
+  };
+  CHECK(label_y("adam") != label_y("adamw"));
+  // A legend entry of 40 characters widens the chart rather than being cut off at its edge.
+  const std::string long_name(40, 'n');
+  const std::string l = svg::lines("t", "x", "y", {{long_name, {0, 1}, {0, 1}}});
+  const size_t w = l.find("width=\"");
+  CHECK(std::stod(l.substr(w + 7)) >= 70 + 560 + 16 + 40 * 7);
+  CHECK(svg::palette(0) != svg::palette(1));
 }
 
 }  // TEST_SUITE

@@ -603,32 +603,33 @@ int run_compare(int argc, char** argv) {
         "`results.csv`.\n";
   write_text_atomic(out + "/report.md", md.str());
 
-  // ---- plots ----
-  std::vector<svg::Point> pts{{"pretrained", ood_mean(pre_acc), pre_acc.at(id_name), 0, 0}};
+  // ---- plots: accuracy in %, one colour per method in every plot (method_color) ----
+  std::vector<svg::Point> pts{
+      {"pretrained", 100 * ood_mean(pre_acc), 100 * pre_acc.at(id_name), 0, 0, method_color("pretrained")}};
   for (const auto& kind : optims) {
     auto& s = sm[kind];
-    pts.push_back({kind, s["ood_mean"].mean, s[id_name].mean, s["ood_mean"].std, s[id_name].std});
+    pts.push_back({kind, 100 * s["ood_mean"].mean, 100 * s[id_name].mean, 100 * s["ood_mean"].std,
+                   100 * s[id_name].std, method_color(kind)});
   }
   write_text_atomic(out + "/id_vs_ood.svg",
-                    svg::scatter("ID vs OOD accuracy", "OOD mean accuracy", "ID accuracy (" +
-                                 id_name + ")", pts));
+                    svg::scatter("ID vs OOD accuracy (mean ± std over seeds)", "OOD mean accuracy (%)",
+                                 "ID accuracy, " + id_name + " (%)", pts));
   std::vector<std::string> dnames;
   for (const auto& n : set_names) dnames.push_back(n);
-  std::vector<svg::Series> bars{{"pretrained", {}, {}}};
-  for (const auto& n : set_names) bars[0].values.push_back(pre_acc.at(n));
+  std::vector<svg::Series> bars{{"pretrained", {}, {}, method_color("pretrained")}};
+  for (const auto& n : set_names) bars[0].values.push_back(100 * pre_acc.at(n));
   for (const auto& kind : optims) {
-    svg::Series s{kind, {}, {}};
+    svg::Series s{kind, {}, {}, method_color(kind)};
     for (const auto& n : set_names) {
-      s.values.push_back(sm[kind][n].mean);
-      s.errors.push_back(sm[kind][n].std);
+      s.values.push_back(100 * sm[kind][n].mean);
+      s.errors.push_back(100 * sm[kind][n].std);
     }
     bars.push_back(s);
   }
-  bars[0].errors.assign(set_names.size(), 0.0);
-  write_text_atomic(out + "/per_domain.svg", svg::grouped_bars("Accuracy per domain", "accuracy", dnames, bars));
+  write_text_atomic(out + "/per_domain.svg", svg::grouped_bars("Accuracy per domain", "accuracy (%)", dnames, bars));
   std::vector<svg::Series> devs;
   for (const auto& kind : optims) {
-    svg::Series s{kind, {}, {}};
+    svg::Series s{kind, {}, {}, method_color(kind)};
     for (const auto& l : layers) s.values.push_back(sm[kind]["dev:" + l].mean);
     devs.push_back(s);
   }

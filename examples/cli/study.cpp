@@ -1,5 +1,6 @@
 // The study's commands: pretrain the foundation ViT, fine-tune it on a new domain, evaluate it per domain.
 // `compare` (the whole study) lives in compare.cpp.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -7,6 +8,7 @@
 
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
+#include "core/io/svg.h"
 #include "data/image_folder.h"
 #include "examples/cli/args.h"
 #include "examples/cli/commands.h"
@@ -57,6 +59,15 @@ const std::vector<std::string>& method_names() {
     return v;
   }();
   return names;
+}
+
+std::string method_color(const std::string& name) {
+  if (name == "pretrained") return "#555555";
+  // Ten methods, the palette's ten colours; AdamW (the baseline) and SPD get the two most distinct.
+  static const std::vector<std::string> order = {"adamw", "adam", "spd",   "l2sp",   "mars_sp",
+                                                 "lp",    "bitfit", "llrd", "lpft", "sgd"};
+  const size_t i = std::find(order.begin(), order.end(), name) - order.begin();
+  return svg::palette(i);
 }
 
 Method method_named(const std::string& name) {

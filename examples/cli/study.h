@@ -27,6 +27,8 @@ struct Method {
   bool probe_first = false;    // LP-FT: a linear-probing run before the fine-tuning one
 };
 const std::vector<std::string>& method_names();
+// The colour a method (or "pretrained") has in every plot of a study.
+std::string method_color(const std::string& name);
 Method method_named(const std::string& name);  // an unknown name is an error listing the methods
 // The regularizers' flags, defined once for finetune and compare, and their values: each optimizer reads its own.
 std::vector<struct Flag> regularizer_flags();
