@@ -11,6 +11,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <utility>
+
+#include "core/ops.h"
 
 namespace spdlab::data {
 namespace {
@@ -223,6 +226,47 @@ Dataset subset(const Dataset& d, int64_t begin, int64_t end) {
     out.pixels.n = end - begin;
   }
   return out;
+}
+
+Dataset select(const Dataset& d, const std::vector<int64_t>& indices) {
+  const int64_t n = d.size();
+  for (int64_t i : indices)
+    SPDLAB_CHECK(0 <= i && i < n, "select: index ", i, " is outside a dataset of ", n, " samples");
+  const Tensor idx = Tensor::from_vector(indices, {static_cast<int64_t>(indices.size())});
+  Dataset out;
+  const std::vector<int64_t> labels = d.labels.to_vector_i64();
+  std::vector<int64_t> picked;
+  picked.reserve(indices.size());
+  for (int64_t i : indices) picked.push_back(labels[i]);
+  out.labels = Tensor::from_vector(picked, {static_cast<int64_t>(indices.size())});
+  out.num_classes = d.num_classes;
+  out.class_names = d.class_names;
+  if (d.images.defined()) {
+    out.images = index_select(d.images, 0, idx);
+    return out;
+  }
+  const int64_t per = d.pixels.per_image();
+  auto bytes = std::make_shared<std::vector<uint8_t>>(indices.size() * per);
+  for (size_t k = 0; k < indices.size(); ++k)
+    std::memcpy(bytes->data() + k * per, d.pixels.data + indices[k] * per, per);
+  out.pixels = d.pixels;
+  out.pixels.data = bytes->data();
+  out.pixels.n = static_cast<int64_t>(indices.size());
+  out.pixels.owner = bytes;
+  return out;
+}
+
+std::pair<Dataset, Dataset> split_holdout(const Dataset& d, int64_t n, uint64_t seed) {
+  SPDLAB_CHECK(0 < n && n < d.size(), "split_holdout: cannot hold out ", n, " of ", d.size(),
+               " samples; expected at least 1 and fewer than all");
+  std::vector<int64_t> perm(d.size());
+  for (int64_t i = 0; i < d.size(); ++i) perm[i] = i;
+  Generator gen(seed);  // Fisher-Yates with spdlab's generator: the same split on every platform
+  for (int64_t i = d.size() - 1; i > 0; --i) std::swap(perm[i], perm[gen.next_u64() % static_cast<uint64_t>(i + 1)]);
+  std::vector<int64_t> val(perm.end() - n, perm.end()), train(perm.begin(), perm.end() - n);
+  std::sort(val.begin(), val.end());
+  std::sort(train.begin(), train.end());
+  return {select(d, train), select(d, val)};
 }
 
 }  // namespace spdlab::data

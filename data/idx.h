@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -59,5 +60,12 @@ Dataset load_fashion_mnist(const std::string& root = kFashionMnistRoot, bool tra
 
 // Samples [begin, end) of `d`, sharing its memory (the protocol's disjoint pre-train / fine-tune splits).
 Dataset subset(const Dataset& d, int64_t begin, int64_t end);
+
+// The samples at `indices` (each in [0, size), any order, repeats allowed), copied.
+Dataset select(const Dataset& d, const std::vector<int64_t>& indices);
+
+// A held-out split: `n` samples drawn at random (a permutation seeded by `seed`) for validation, the rest for
+// training, each in its original order. The draw depends only on the size, n and the seed.
+std::pair<Dataset, Dataset> split_holdout(const Dataset& d, int64_t n, uint64_t seed);
 
 }  // namespace spdlab::data

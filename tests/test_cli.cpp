@@ -103,6 +103,19 @@ std::string random_idx_data(const fs::path& dir, int n) {
   return "idx:" + (dir / "rimg.idx").string() + "," + (dir / "rlab.idx").string();
 }
 
+// A whole file's bytes.
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// The end-to-end tests train on Fashion-MNIST; without Debian's dataset-fashion-mnist they say so and skip.
+bool have_fashion_mnist() {
+  if (fs::exists("/usr/share/datasets/fashion-mnist")) return true;
+  MESSAGE("skipped: dataset-fashion-mnist is not installed");
+  return false;
+}
+
 // Files under `dir` whose name holds ".tmp." or ends in ".run": what an interrupted or failed write leaves.
 std::vector<std::string> leftovers(const fs::path& dir) {
   std::vector<std::string> out;
@@ -238,10 +251,7 @@ TEST_CASE("a bad SPDLAB_CPU_ISA is explained") {
 }
 
 TEST_CASE("finetune, eval and a tiny compare run end to end and are deterministic") {
-  if (!fs::exists("/usr/share/datasets/fashion-mnist")) {
-    MESSAGE("skipped: dataset-fashion-mnist is not installed");
-    return;
-  }
+  if (!have_fashion_mnist()) return;
   test::TempDir tmp("cli");
   const fs::path& d = tmp.path;
   std::string model = tiny_model(d);
@@ -252,10 +262,6 @@ TEST_CASE("finetune, eval and a tiny compare run end to end and are deterministi
   REQUIRE(a.status == 0);
   Result b = run("compare" + common + " --out " + (d / "b").string());
   REQUIRE(b.status == 0);
-  auto slurp = [](const fs::path& p) {
-    std::ifstream f(p);
-    return std::string(std::istreambuf_iterator<char>(f), {});
-  };
   std::string ra = slurp(d / "a" / "results.json"), rb = slurp(d / "b" / "results.json");
   CHECK(ra == rb);
   // The same flags into a finished study: continued, every run kept, the same results; other flags: refused.
@@ -287,10 +293,7 @@ TEST_CASE("finetune, eval and a tiny compare run end to end and are deterministi
 }
 
 TEST_CASE("compare runs the other methods (LP, BitFit, LLRD, LP-FT, MARS-SP), and interpolate mixes checkpoints") {
-  if (!fs::exists("/usr/share/datasets/fashion-mnist")) {
-    MESSAGE("skipped: dataset-fashion-mnist is not installed");
-    return;
-  }
+  if (!have_fashion_mnist()) return;
   test::TempDir tmp("cli");
   const fs::path& d = tmp.path;
   const std::string model = tiny_model(d);
@@ -356,6 +359,79 @@ TEST_CASE("compare runs the other methods (LP, BitFit, LLRD, LP-FT, MARS-SP), an
   check_fails("interpolate --a " + model + " --b " + ft + " --alpha 0.5 --take-b 'heads.*' --out " + bad.string(),
               "--take-b: 'heads.*' matches no tensor of", bad);
   check_fails("interpolate --a " + model + " --b " + ft + " --out " + bad.string(), "--alpha", bad);
+}
+
+TEST_CASE("compare --tune: each method's value chosen on the validation split, then every seed; WiSE-FT curves") {
+  if (!have_fashion_mnist()) return;
+  test::TempDir tmp("cli");
+  const fs::path& d = tmp.path;
+  const std::string model = tiny_model(d);
+  const std::string common = "compare --init " + model + " --range 50000:50160 --epochs 1 --batch-size 32 --seeds 2"
+                             " --eval-images 40 --optims adamw,spd,adam --tune --val-images 32 --grid spd=0.5:2"
+                             " --wise-ft 0.5";
+  Result r = run(common + " --out " + (d / "t").string());
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  const std::string text = slurp(d / "t" / "results.json");
+  json::Value v = json::parse(text, "results.json");
+  const json::Value* tuning = v.find("protocol")->find("tuning");
+  REQUIRE(tuning != nullptr);
+  CHECK(tuning->find("validation_images")->as_int() == 32);
+  const json::Value* grids = tuning->find("grids");
+  CHECK(grids->find("adam") == nullptr);  // nothing to tune: one run per seed with the flags' values
+  CHECK(grids->find("adamw")->find("values")->as_array().size() == 3);
+  REQUIRE(grids->find("spd")->find("values")->as_array().size() == 2);
+  const double spd_choice = grids->find("spd")->find("chosen")->as_double();
+  CHECK((spd_choice == 0.5 || spd_choice == 2.0));
+  // 3 adamw + 2 spd + 1 adam at seed 0, then one run per method at seed 1: 9 runs.
+  const auto& runs = v.find("runs")->as_array();
+  REQUIRE(runs.size() == 9);
+  std::map<std::string, int> chosen_at_0;
+  std::map<std::string, double> best_val;
+  for (const auto& run : runs) {
+    const std::string m = run.find("optim")->as_string();
+    const int64_t seed = run.find("seed")->as_int();
+    const bool chosen = run.find("chosen")->as_bool();
+    CHECK(run.find("val_accuracy")->as_double() >= 0);
+    if (seed == 0) {
+      chosen_at_0[m] += chosen;
+      best_val[m] = std::max(best_val[m], run.find("val_accuracy")->as_double());
+    } else {
+      CHECK(chosen);
+      if (m == "spd") CHECK(run.find("hp_value")->as_double() == spd_choice);
+    }
+    // WiSE-FT on every chosen AdamW run (both seeds), at alpha 0.5.
+    if (m == "adamw" && chosen) {
+      REQUIRE(run.find("wise_ft") != nullptr);
+      CHECK(run.find("wise_ft")->as_array().at(0).find("alpha")->as_double() == 0.5);
+    }
+  }
+  for (const char* m : {"adamw", "spd", "adam"}) CHECK_MESSAGE(chosen_at_0[m] == 1, m);
+  for (const auto& run : runs)  // the chosen value has the best validation accuracy of its grid
+    if (run.find("seed")->as_int() == 0 && run.find("chosen")->as_bool())
+      CHECK(run.find("val_accuracy")->as_double() == best_val[run.find("optim")->as_string()]);
+  // Two seeds: paired differences against AdamW with an interval; the matched-ID table and the front.
+  CHECK(v.find("paired_vs_adamw")->find("spd")->find("id")->find("ci95_half_width")->is_number());
+  CHECK(v.find("pareto_front")->as_array().size() >= 1);
+  CHECK(fs::exists(d / "t" / "spd-lambda0.5-seed0.safetensors"));
+  CHECK(fs::exists(d / "t" / "adam-seed1.safetensors"));
+  const std::string report = slurp(d / "t" / "report.md");
+  for (const char* part : {"## Tuning on the in-distribution validation split", "## Against AdamW, seed by seed",
+                           "## Robustness at matched in-distribution accuracy", "WiSE-FT: θ(α)"})
+    CHECK_MESSAGE(report.find(part) != std::string::npos, part);
+  // The same command again gives the same results.json, byte for byte.
+  Result again = run(common + " --out " + (d / "t2").string());
+  REQUIRE(again.status == 0);
+  CHECK(slurp(d / "t2" / "results.json") == text);
+
+  const std::string base = "compare --init " + model + " --optims adamw,spd --out " + (d / "bad").string();
+  check_fails(base + " --grid spd=1:2", "--grid goes with --tune", d / "bad");
+  check_fails(base + " --tune --grid adam=1:2", "'adam' is not among --optims", d / "bad");
+  check_fails("compare --init " + model + " --optims adam --tune --grid adam=1:2 --out " + (d / "bad").string(),
+              "adam has no hyperparameter to tune", d / "bad");
+  check_fails(base + " --tune --grid spd=0:1", "expected positive numbers separated by ':', got '0'", d / "bad");
+  check_fails(base + " --wise-ft 1", "strictly between 0 and 1", d / "bad");
+  check_fails(base + " --wise-ft 0.5 --wise-ft-methods lp", "'lp' is not among --optims", d / "bad");
 }
 
 TEST_CASE("integer and float flags: out of range is one error naming the flag, never a wrap or a clamp") {
@@ -553,10 +629,6 @@ TEST_CASE("SIGTERM checkpoints and says how to resume; the resumed run ends with
   CAPTURE(res.output);
   REQUIRE(res.status == 0);
   CHECK(res.output.find("resuming at step") != std::string::npos);
-  auto slurp = [](const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(f), {});
-  };
   io::SafetensorsFile a((d / "ref.safetensors").string()), b(out);
   for (auto& [k, t] : a.load_all()) CHECK(t.to_vector_f32() == b.load(k).to_vector_f32());
   CHECK(slurp(d / "ref.jsonl") == slurp(metrics));

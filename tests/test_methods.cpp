@@ -10,6 +10,7 @@
 
 #include "core/io/svg.h"
 #include "core/ops.h"
+#include "core/stats.h"
 #include "nn/interpolate.h"
 #include "optim/optim.h"
 
@@ -234,6 +235,24 @@ TEST_CASE("plots: round ticks, every point labelled apart from the others, legen
   const size_t w = l.find("width=\"");
   CHECK(std::stod(l.substr(w + 7)) >= 70 + 560 + 16 + 40 * 7);
   CHECK(svg::palette(0) != svg::palette(1));
+}
+
+TEST_CASE("study statistics: paired differences with a 95% t interval, and the ID-OOD Pareto front") {
+  // By hand: differences 1, 2, 3 -> mean 2, sd 1, half-width t(0.975, 2) / sqrt(3) = 4.303 / 1.732 = 2.484.
+  stats::PairedDiff d = stats::paired_difference({2, 4, 6}, {1, 2, 3});
+  CHECK(d.mean == doctest::Approx(2.0));
+  CHECK(d.half_width == doctest::Approx(4.303 / std::sqrt(3.0)));
+  CHECK(d.n == 3);
+  CHECK(stats::paired_difference({0.5}, {0.25}).half_width < 0);  // one pair: no interval
+  CHECK(stats::t_quantile_975(1) == doctest::Approx(12.706));
+  CHECK(stats::t_quantile_975(100) == doctest::Approx(1.96));
+  CHECK_THROWS_WITH_AS(stats::paired_difference({1, 2}, {1}), doctest::Contains("two equal, non-empty lists"), Error);
+  // (OOD, ID): (1, 5) and (3, 4) and (4, 1) are on the front; (2, 3) is beaten by (3, 4); (3, 2) too.
+  const auto f = stats::pareto_front({{2, 3}, {1, 5}, {3, 4}, {4, 1}, {3, 2}});
+  REQUIRE(f.size() == 3);
+  CHECK(f[0] == std::pair<double, double>{1, 5});
+  CHECK(f[1] == std::pair<double, double>{3, 4});
+  CHECK(f[2] == std::pair<double, double>{4, 1});
 }
 
 }  // TEST_SUITE

@@ -289,7 +289,9 @@ std::string scatter(const std::string& title, const std::string& x_label, const 
     if (std::abs(y0 + h / 2 - py) > h)  // moved away: a thin leader back to the point
       o << "<line x1=\"" << px << "\" y1=\"" << py << "\" x2=\"" << (x0 > px ? x0 - 2 : x0 + w + 2) << "\" y2=\""
         << y0 + h / 2 << "\" stroke=\"#999\" stroke-width=\"0.7\"/>\n";
-    o << "<text x=\"" << x0 << "\" y=\"" << y0 + 10 << "\" fill=\"" << c << "\">" << esc(p.name) << "</text>\n";
+    // A white halo under the letters keeps a label readable where it crosses a curve.
+    o << "<text x=\"" << x0 << "\" y=\"" << y0 + 10 << "\" fill=\"" << c << "\" stroke=\"white\" stroke-width=\"3\" "
+      << "paint-order=\"stroke\">" << esc(p.name) << "</text>\n";
   }
   legend(o, f, entries);
   border(o);

@@ -1,28 +1,32 @@
 // `spdlab compare`: the robust fine-tuning study of PROTOCOL.md. Fine-tunes the shipped foundation ViT on the
-// edge domain with each optimizer and seed, evaluates every domain, and writes results.json, results.csv,
+// edge domain with each method and seed, evaluates every domain, and writes results.json, results.csv,
 // report.md, SVG plots and every fine-tuned checkpoint into one directory. With --train and --eval it runs the
 // same study on a user's own checkpoint and image folders: fine-tune on one set, test on all (the first --eval
-// set is in-distribution, the rest out-of-distribution).
+// set is in-distribution, the rest out-of-distribution). With --tune, each method's hyperparameter is first chosen
+// on a validation split held out of the training images; --wise-ft adds WiSE-FT curves. The outputs are written by
+// compare_report.cpp.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <memory>
 #include <map>
+#include <memory>
 #include <sstream>
 
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
 #include "data/image_folder.h"
-#include "kernels/kernels.h"
 #include "examples/cli/args.h"
 #include "examples/cli/commands.h"
+#include "examples/cli/compare_report.h"
 #include "examples/cli/data_source.h"
 #include "examples/cli/run_state.h"
 #include "examples/cli/study.h"
-#include "core/io/svg.h"
 #include "examples/cli/train.h"
+#include "kernels/kernels.h"
 #include "kernels/threads.h"
+#include "nn/interpolate.h"
 
 namespace spdlab::cli {
 namespace {
@@ -31,130 +35,10 @@ using json::Value;
 
 const char* kDefaultInit = "models/pretrained/fmnist_foundation.safetensors";
 
-struct Run {
-  std::string optim;
-  int64_t seed;
-  std::map<std::string, double> acc;  // per domain
-  double id = 0, ood_mean = 0, deviation = 0, final_loss = 0, seconds = 0;
-  std::vector<std::pair<std::string, double>> dev_tensor;
-  std::map<std::string, double> dev_layer;              // sqrt of the sum of squares over the layer's tensors
-  std::map<std::string, double> spd_rate_layer;          // fired / steps, pooled over the layer's tensors
-  std::vector<optim::SpdTensorStats> spd;
-};
-
-struct MeanStd {
-  double mean = 0, std = 0;
-};
-MeanStd mean_std(const std::vector<double>& v) {
-  MeanStd m;
-  for (double x : v) m.mean += x;
-  m.mean /= std::max<size_t>(v.size(), 1);
-  if (v.size() > 1) {
-    for (double x : v) m.std += (x - m.mean) * (x - m.mean);
-    m.std = std::sqrt(m.std / (v.size() - 1));  // sample standard deviation over seeds
-  }
-  return m;
-}
-
-std::string pct(MeanStd m, bool with_std) {
-  char b[64];
-  if (with_std) std::snprintf(b, sizeof b, "%.1f ± %.1f", 100 * m.mean, 100 * m.std);
-  else std::snprintf(b, sizeof b, "%.1f", 100 * m.mean);
-  return b;
-}
-
-std::string fixed(MeanStd m, bool with_std) {
-  char b[64];
-  if (with_std) std::snprintf(b, sizeof b, "%.2f ± %.2f", m.mean, m.std);
-  else std::snprintf(b, sizeof b, "%.2f", m.mean);
-  return b;
-}
-
 std::string resolve_init(const std::string& given, bool explicit_flag) {
   if (explicit_flag || std::filesystem::exists(given)) return given;
   std::string in_source = std::string(SPDLAB_SOURCE_DIR) + "/" + given;
   return std::filesystem::exists(in_source) ? in_source : given;
-}
-
-// What a finished run leaves in DIR/<optim>-seed<N>.json: everything results.json needs from it, exactly (JSON
-// numbers round-trip), so a resumed study writes the same bytes as an uninterrupted one.
-Value run_record(const Run& r) {
-  Value::Object acc, dev;
-  for (auto& [d, v] : r.acc) acc.emplace_back(d, Value::number(v));
-  for (auto& [n, d] : r.dev_tensor) dev.emplace_back(n, Value::number(d));
-  Value::Array spd;
-  for (const auto& s : r.spd)
-    spd.push_back(Value::object({{"name", Value::string(s.name)},
-                                 {"steps", Value::integer(s.steps)},
-                                 {"fired", Value::integer(s.fired)},
-                                 {"fired_last", Value::boolean(s.fired_last)},
-                                 {"last_r", Value::number(s.last_r)},
-                                 {"r_sum", Value::number(s.r_sum)},
-                                 {"dev_norm", Value::number(s.dev_norm)}}));
-  return Value::object({{"optim", Value::string(r.optim)},
-                        {"seed", Value::integer(r.seed)},
-                        {"final_loss", Value::number(r.final_loss)},
-                        {"seconds", Value::number(r.seconds)},
-                        {"accuracy", Value::object(acc)},
-                        {"deviation_per_tensor", Value::object(dev)},
-                        {"spd", Value::array(spd)}});
-}
-
-Run read_run_record(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const Value v = json::parse(ss.str(), path);
-  auto get = [&](const Value& o, const char* key) -> const Value& {
-    const Value* x = o.find(key);
-    SPDLAB_CHECK(x != nullptr, path, ": missing \"", key, "\"; expected a run record written by spdlab compare");
-    return *x;
-  };
-  Run r;
-  r.optim = get(v, "optim").as_string();
-  r.seed = get(v, "seed").as_int();
-  r.final_loss = get(v, "final_loss").as_double();
-  r.seconds = get(v, "seconds").as_double();
-  for (auto& [d, x] : get(v, "accuracy").as_object()) r.acc[d] = x.as_double();
-  for (auto& [n, x] : get(v, "deviation_per_tensor").as_object()) r.dev_tensor.emplace_back(n, x.as_double());
-  for (const auto& s : get(v, "spd").as_array())
-    r.spd.push_back({get(s, "name").as_string(), get(s, "steps").as_int(), get(s, "fired").as_int(),
-                     get(s, "fired_last").as_bool(), get(s, "last_r").as_double(), get(s, "r_sum").as_double(),
-                     get(s, "dev_norm").as_double()});
-  return r;
-}
-
-double mean_over(const std::map<std::string, double>& acc, const std::vector<std::string>& names) {
-  double s = 0;
-  for (const auto& n : names) s += acc.at(n);
-  return names.empty() ? 0.0 : s / names.size();
-}
-
-// The measures computed from a run's accuracies, per-tensor deviations and SPD statistics.
-void derive(Run& r, const std::string& id_name, const std::vector<std::string>& ood) {
-  r.id = r.acc.at(id_name);
-  r.ood_mean = mean_over(r.acc, ood);
-  double total = 0;
-  r.dev_layer.clear();
-  for (auto& [n, d] : r.dev_tensor) {
-    total += d * d;
-    r.dev_layer[layer_of(n)] += d * d;
-  }
-  r.deviation = std::sqrt(total);
-  for (auto& [l, v] : r.dev_layer) v = std::sqrt(v);
-  std::map<std::string, std::pair<int64_t, int64_t>> fired;
-  for (const auto& st : r.spd) {
-    fired[layer_of(st.name)].first += st.fired;
-    fired[layer_of(st.name)].second += st.steps;
-  }
-  r.spd_rate_layer.clear();
-  for (auto& [l, f] : fired) r.spd_rate_layer[l] = f.second ? static_cast<double>(f.first) / f.second : 0.0;
-}
-
-Value acc_object(const std::map<std::string, double>& acc, const std::vector<std::string>& order) {
-  Value::Object o;
-  for (const auto& n : order) o.emplace_back(n, Value::number(acc.at(n)));
-  return Value::object(o);
 }
 
 // A test set of the study: a Fashion-MNIST domain (the test split seen through a transform), or a user's folder.
@@ -163,6 +47,88 @@ struct EvalSet {
   data::Dataset data;
   data::SampleTransform transform;  // empty: the images as stored
 };
+
+// The hyperparameter --tune sweeps for a method, and its values: the method's own regularizer (or the lr where
+// the method has none that matters). Methods without one run once, with the flags' values.
+struct Grid {
+  std::string hp;  // wd, lambda, alpha, gamma, layer_decay or lr; empty: nothing to tune
+  std::vector<double> values;
+};
+
+Grid default_grid(const std::string& method) {
+  if (method == "adamw") return {"wd", {0.01, 0.1, 1}};
+  if (method == "l2sp") return {"alpha", {0.01, 0.1, 1}};
+  if (method == "spd") return {"lambda", {0.5, 1, 2}};
+  if (method == "mars_sp") return {"gamma", {0.1, 0.3, 1}};
+  if (method == "llrd") return {"layer_decay", {0.5, 0.65, 0.8}};
+  if (method == "lp" || method == "bitfit") return {"lr", {1e-3, 3e-3, 1e-2}};
+  return {};  // adam, sgd, lpft: the flags' values
+}
+
+// --grid spd=0.5:1:2,l2sp=0.01:0.1: each named method's values replace its default grid.
+void apply_grid_flag(const std::vector<std::string>& items, const std::vector<std::string>& methods,
+                     std::map<std::string, Grid>& grids) {
+  for (const auto& item : items) {
+    const size_t eq = item.find('=');
+    SPDLAB_CHECK(eq != std::string::npos && eq > 0, "--grid: expected METHOD=V1:V2:..., got '", item, "'");
+    const std::string m = item.substr(0, eq);
+    SPDLAB_CHECK(std::find(methods.begin(), methods.end(), m) != methods.end(), "--grid: '", m,
+                 "' is not among --optims");
+    SPDLAB_CHECK(!grids[m].hp.empty(), "--grid: ", m, " has no hyperparameter to tune (adam, sgd and lpft run with "
+                 "the flags' values)");
+    std::vector<double> values;
+    std::stringstream ss(item.substr(eq + 1));
+    std::string v;
+    while (std::getline(ss, v, ':')) {
+      char* end = nullptr;
+      const double x = std::strtod(v.c_str(), &end);
+      SPDLAB_CHECK(!v.empty() && end && *end == '\0' && std::isfinite(x) && x > 0, "--grid: ", m,
+                   ": expected positive numbers separated by ':', got '", v, "'");
+      values.push_back(x);
+    }
+    SPDLAB_CHECK(!values.empty(), "--grid: ", m, ": no values");
+    grids[m].values = values;
+  }
+}
+
+std::string value_text(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  return b;
+}
+
+// A run's file stem in the study directory: <method>-seed<N>, or <method>-<hp><value>-seed<N> when tuned.
+std::string run_name(const std::string& method, const std::string& hp, double value, int64_t seed) {
+  return method + (hp.empty() ? "" : "-" + hp + value_text(value)) + "-seed" + std::to_string(seed);
+}
+
+// The regularizers and lr with one hyperparameter set.
+void apply_hp(const std::string& hp, double v, Regularizers& reg, double& lr) {
+  if (hp == "wd") reg.wd = v;
+  else if (hp == "lambda") reg.lambda = v;
+  else if (hp == "alpha") reg.alpha = v;
+  else if (hp == "gamma") reg.gamma = v;
+  else if (hp == "layer_decay") reg.layer_decay = v;
+  else if (hp == "lr") lr = v;
+}
+
+// A method's row label in the report, with the hyperparameter values it ran with.
+std::string method_label(const std::string& k, const Regularizers& reg, double lr, double base_lr) {
+  char b[96];
+  const std::string at_lr = lr != base_lr ? ", lr " + value_text(lr) : "";
+  if (k == "adamw") std::snprintf(b, sizeof b, "AdamW (wd %g)", reg.wd);
+  else if (k == "l2sp") std::snprintf(b, sizeof b, "L2-SP (α %g)", reg.alpha);
+  else if (k == "spd") std::snprintf(b, sizeof b, "SPD (λ %g)", reg.lambda);
+  else if (k == "mars_sp") std::snprintf(b, sizeof b, "MARS-SP (γ %g)", reg.gamma);
+  else if (k == "adam") std::snprintf(b, sizeof b, "Adam");
+  else if (k == "sgd") std::snprintf(b, sizeof b, "SGD (wd %g)", reg.wd);
+  else if (k == "lp") std::snprintf(b, sizeof b, "LP (AdamW, head only%s)", at_lr.c_str());
+  else if (k == "bitfit") std::snprintf(b, sizeof b, "BitFit (AdamW, biases and head%s)", at_lr.c_str());
+  else if (k == "llrd") std::snprintf(b, sizeof b, "AdamW + LLRD (decay %g)", reg.layer_decay);
+  else if (k == "lpft") std::snprintf(b, sizeof b, "LP-FT (AdamW)");
+  else std::snprintf(b, sizeof b, "%s", k.c_str());
+  return b;
+}
 
 }  // namespace
 
@@ -191,6 +157,15 @@ int run_compare(int argc, char** argv) {
           {"threads", "N", "CPU threads", ""},
           device_flag(),
           {"out", "DIR", "output directory", ""},
+          {"tune", "", "choose each method's hyperparameter on a validation split held out of the training images, "
+                       "at seed 0, over a small grid (--grid); then run every seed with the choice", ""},
+          {"grid", "LIST", "with --tune: METHOD=V1:V2:..., comma-separated, replacing a method's default grid "
+                           "(e.g. spd=0.5:1:2; the values are of the method's hyperparameter: see the README)", ""},
+          {"val-images", "N", "with --tune: training images held out for validation (default: a tenth, at most 2000)",
+           ""},
+          {"wise-ft", "ALPHAS", "WiSE-FT: also evaluate (1 - a) theta0 + a theta_ft for each a, e.g. 0.25,0.5,0.75, "
+                                "for the methods in --wise-ft-methods", ""},
+          {"wise-ft-methods", "LIST", "the methods whose fine-tuned models get a WiSE-FT curve", "adamw"},
           {"checkpoint-every", "N", "save a resumable state of the current run every N steps (SIGINT/SIGTERM always do)",
            "0"},
           {"resume", "DIR", "continue the study in DIR: finished runs are kept, the rest is done", ""}};
@@ -212,6 +187,24 @@ int run_compare(int argc, char** argv) {
   int64_t eval_images = a.has("eval-images") ? a.integer("eval-images", 1, kMaxImages) : (full ? 10000 : 2000);
   std::vector<std::string> optims = a.list("optims");
   for (const auto& o : optims) method_named(o);  // an unknown name fails before any data is read
+  const bool tune = a.flag("tune");
+  for (const char* f : {"grid", "val-images"})
+    SPDLAB_CHECK(tune || !a.has(f), "compare: --", f, " goes with --tune");
+  std::map<std::string, Grid> grids;
+  for (const auto& m : optims) grids[m] = default_grid(m);
+  if (a.has("grid")) apply_grid_flag(a.list("grid"), optims, grids);
+  std::vector<double> wise_alphas;
+  if (a.has("wise-ft"))
+    for (double x : a.num_list("wise-ft")) {
+      SPDLAB_CHECK(x > 0 && x < 1, "--wise-ft: each alpha must be strictly between 0 and 1 (0 and 1 are the two "
+                                   "models themselves); got ", x);
+      wise_alphas.push_back(x);
+    }
+  std::vector<std::string> wise_methods = a.list("wise-ft-methods");
+  SPDLAB_CHECK(a.has("wise-ft") || !a.has("wise-ft-methods"), "compare: --wise-ft-methods goes with --wise-ft");
+  for (const auto& m : wise_alphas.empty() ? std::vector<std::string>{} : wise_methods)
+    SPDLAB_CHECK(std::find(optims.begin(), optims.end(), m) != optims.end(), "--wise-ft-methods: '", m,
+                 "' is not among --optims");
   data::Domain id_domain = data::parse_domain(a.str("domain"));
   const bool own_data = a.has("train");
   SPDLAB_CHECK(own_data == a.has("eval"), "compare: --train and --eval go together (your own training and test sets)");
@@ -258,6 +251,15 @@ int run_compare(int argc, char** argv) {
     for (auto d : data::all_domains()) sets.push_back({data::domain_name(d), test, data::domain_transform(d)});
     id_name = data::domain_name(id_domain);
   }
+  // With --tune, a validation split is held out of the training images (the same draw for every method and
+  // seed); every run then trains on the rest, and only the choice of hyperparameter looks at the split.
+  data::Dataset val_set;
+  if (tune) {
+    const int64_t n = a.has("val-images") ? a.integer("val-images", 1, kMaxImages)
+                                          : std::min<int64_t>(2000, std::max<int64_t>(1, train_set.size() / 10));
+    SPDLAB_CHECK(n < train_set.size(), "compare: --val-images ", n, " leaves no training images of ", train_set.size());
+    std::tie(train_set, val_set) = data::split_holdout(train_set, n, /*seed=*/20241203);
+  }
   models::ModelInfo init_info;
   auto init = models::load_model(init_path, spec, device, &init_info);
   print_model_info("compare", init_path, init_info);
@@ -292,7 +294,7 @@ int run_compare(int argc, char** argv) {
   // run.json: the flags, the study's status, and the runs complete so far (each also has its <run>.json).
   auto write_manifest = [&](const char* status, const std::vector<Run>& done) {
     Value::Array complete;
-    for (const Run& r : done) complete.push_back(Value::string(r.optim + "-seed" + std::to_string(r.seed)));
+    for (const Run& r : done) complete.push_back(Value::string(run_name(r.optim, r.hp, r.hp_value, r.seed)));
     study.write_manifest(Value::object({{"command", Value::string("compare")},
                                         {"args", Value::array(manifest.is_null() ? args_json : Value::Array(
                                                                   manifest.find("args")->as_array()))},
@@ -305,14 +307,20 @@ int run_compare(int argc, char** argv) {
                         "per_layer_deviation.svg", "timing.json"})
     std::filesystem::remove(out + "/" + f);
 
-  int64_t total_runs = seeds * static_cast<int64_t>(optims.size());
+  // The plan: seed 0 of every method at every grid value (one value without --tune), method by method; then the
+  // other seeds, with each method's chosen value. Without --tune this is the study's old order (seed by seed).
+  int64_t total_runs = 0;
+  for (const auto& m : optims)
+    total_runs += (tune && !grids[m].hp.empty() ? static_cast<int64_t>(grids[m].values.size()) : 1) + (seeds - 1);
   int64_t eval_total = 0;
   for (const auto& st : sets) eval_total += st.data.size();
   const std::string train_what = own_data ? a.str("train") : data::domain_name(id_domain);
-  std::fprintf(stderr, "compare: %lld fine-tuning runs (%zu optimizers x %lld seeds), %lld epochs each on %lld %s images; "
-               "evaluating %lld test images in %zu sets\n",
+  std::fprintf(stderr, "compare: %lld fine-tuning runs (%zu methods, %lld seeds%s), %lld epochs each on %lld %s "
+               "images%s; evaluating %lld test images in %zu sets\n",
                static_cast<long long>(total_runs), optims.size(), static_cast<long long>(seeds),
-               static_cast<long long>(epochs), static_cast<long long>(train_set.size()), train_what.c_str(),
+               tune ? ", tuned at seed 0" : "", static_cast<long long>(epochs), static_cast<long long>(train_set.size()),
+               train_what.c_str(),
+               tune ? (" (" + std::to_string(val_set.size()) + " more held out for validation)").c_str() : "",
                static_cast<long long>(eval_total), sets.size());
   double t_start = now_seconds();
 
@@ -325,160 +333,214 @@ int run_compare(int argc, char** argv) {
     p.finish();
     return acc;
   };
-  auto ood_mean = [&](const std::map<std::string, double>& acc) { return mean_over(acc, ood); };
+  const data::SampleTransform id_transform = own_data ? data::SampleTransform{} : data::domain_transform(id_domain);
+  // WiSE-FT: the fine-tuned head at every alpha when the pre-trained one was replaced (it knows nothing of these
+  // classes); otherwise both heads are mixed like every other tensor.
+  const std::vector<std::string> wise_take_b =
+      init_info.fresh_head ? std::vector<std::string>{"head.*"} : std::vector<std::string>{};
+  auto add_wise = [&](Run& r, models::VisionTransformer& ft, const std::string& label) {
+    if (wise_alphas.empty() || std::find(wise_methods.begin(), wise_methods.end(), r.optim) == wise_methods.end())
+      return;
+    auto mix = models::load_model(init_path, spec, device);
+    const nn::NamedTensors a0 = init->state_dict(), a1 = ft.state_dict();
+    for (double alpha : wise_alphas) {
+      std::map<std::string, Tensor> state;
+      for (auto& [n, t] : nn::interpolate(a0, a1, alpha, wise_take_b)) state[n] = t;
+      mix->load_state_dict(state);
+      WisePoint p;
+      p.alpha = alpha;
+      p.acc = eval_all(*mix, label + " WiSE-FT alpha " + value_text(alpha));
+      r.wise.push_back(std::move(p));
+    }
+  };
 
   std::map<std::string, double> pre_acc = eval_all(*init, "pretrained");
   std::vector<Run> runs;
-  for (int64_t seed = 0; seed < seeds; ++seed) {
-    for (const auto& kind : optims) {
-      Run r;
-      r.optim = kind;
-      r.seed = seed;
-      std::string stem = out + "/" + kind + "-seed" + std::to_string(seed);
-      const std::string record = stem + ".json";
-      char label[64];
-      std::snprintf(label, sizeof label, "[%zu/%lld] %s seed %lld", runs.size() + 1,
-                    static_cast<long long>(total_runs), kind.c_str(), static_cast<long long>(seed));
-      if (std::filesystem::exists(record)) {  // finished by an earlier attempt
-        Run done = read_run_record(record);
-        SPDLAB_CHECK(done.optim == kind && done.seed == seed, record, " is the record of ", done.optim, " seed ",
-                     done.seed, ", not ", kind, " seed ", seed);
-        derive(done, id_name, ood);
-        std::fprintf(stderr, "%s: finished earlier (ID %.1f%%, OOD mean %.1f%%)\n", label, 100 * done.id,
-                     100 * done.ood_mean);
-        runs.push_back(std::move(done));
-        continue;
-      }
-      if (const int sig = stop_requested())
-        throw Interrupted(sig, detail::cat("compare: stopped by ", signal_name(sig), " before ", label,
-                                           "; resume with: ", resume_hint("compare", out)));
-      auto run_dir = std::make_unique<RunDir>(stem + ".run");
-      auto model = models::load_model(init_path, spec, device);
-      const Method method = method_named(kind);
-      TrainOptions opt;
-      opt.optim = method.optim;
-      opt.params = method.params;
-      opt.layer_decay = reg.layer_decay;
-      opt.hp = hyperparams_for(method.optim, lr, reg);
-      opt.epochs = epochs;
-      opt.batch_size = batch;
-      opt.warmup_frac = warmup;
-      opt.seed = static_cast<uint64_t>(seed);
-      opt.metrics_path = stem + ".jsonl";
-      opt.label = label;
-      opt.run = run_dir.get();
-      opt.resume = true;  // where an earlier attempt left a state, go on from it
-      opt.checkpoint_every = checkpoint_every;
-      const data::SampleTransform transform = own_data ? train_augment : data::domain_transform(id_domain);
-      TrainResult tr;
-      try {
-        if (method.probe_first) {
-          // LP-FT: the head is probed first (its own run directory and checkpoint, kept as <run>.lp.safetensors);
-          // a resumed study loads that checkpoint instead of probing again.
-          const std::string probed = stem + ".lp.safetensors";
-          if (!std::filesystem::exists(probed)) {
-            auto lp_dir = std::make_unique<RunDir>(stem + ".lp.run");
-            TrainOptions lp = opt;
-            lp.params = "head";
-            lp.label = std::string(label) + " linear probe";
-            lp.metrics_path = stem + ".lp.jsonl";
-            lp.run = lp_dir.get();
-            train(*model, train_set, transform, lp);
-            save_vit(*model, probed, with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())},
-                                                   {"spdlab.optim", "lp"}, {"spdlab.seed", std::to_string(seed)},
-                                                   {"spdlab.commit", SPDLAB_GIT_COMMIT}},
-                                                  train_set));
-            lp_dir->remove_all();
-          } else {
-            model->load_state_dict(io::load_safetensors(probed));
-          }
+  std::map<std::string, double> chosen_value;  // method -> its value (tuned methods only)
+  auto run_one = [&](const std::string& kind, const std::string& hp, double value, int64_t seed, bool chosen) {
+    Run r;
+    r.optim = kind;
+    r.hp = hp;
+    r.hp_value = hp.empty() ? 0 : value;
+    r.seed = seed;
+    r.chosen = chosen;
+    const std::string stem = out + "/" + run_name(kind, hp, value, seed);
+    const std::string record = stem + ".json";
+    char label[96];
+    std::snprintf(label, sizeof label, "[%zu/%lld] %s%s seed %lld", runs.size() + 1,
+                  static_cast<long long>(total_runs), kind.c_str(),
+                  hp.empty() ? "" : (" " + hp + " " + value_text(value)).c_str(), static_cast<long long>(seed));
+    if (std::filesystem::exists(record)) {  // finished by an earlier attempt
+      Run done = read_run_record(record);
+      SPDLAB_CHECK(done.optim == kind && done.seed == seed && done.hp == hp, record, " is the record of ", done.optim,
+                   " seed ", done.seed, ", not ", kind, " seed ", seed);
+      done.chosen = chosen;
+      derive(done, id_name, ood);
+      std::fprintf(stderr, "%s: finished earlier (ID %.1f%%, OOD mean %.1f%%)\n", label, 100 * done.id,
+                   100 * done.ood_mean);
+      return done;
+    }
+    if (const int sig = stop_requested())
+      throw Interrupted(sig, detail::cat("compare: stopped by ", signal_name(sig), " before ", label,
+                                         "; resume with: ", resume_hint("compare", out)));
+    auto run_dir = std::make_unique<RunDir>(stem + ".run");
+    auto model = models::load_model(init_path, spec, device);
+    const Method method = method_named(kind);
+    Regularizers r_reg = reg;
+    double r_lr = lr;
+    apply_hp(hp, value, r_reg, r_lr);
+    TrainOptions opt;
+    opt.optim = method.optim;
+    opt.params = method.params;
+    opt.layer_decay = r_reg.layer_decay;
+    opt.hp = hyperparams_for(method.optim, r_lr, r_reg);
+    opt.epochs = epochs;
+    opt.batch_size = batch;
+    opt.warmup_frac = warmup;
+    opt.seed = static_cast<uint64_t>(seed);
+    opt.metrics_path = stem + ".jsonl";
+    opt.label = label;
+    opt.run = run_dir.get();
+    opt.resume = true;  // where an earlier attempt left a state, go on from it
+    opt.checkpoint_every = checkpoint_every;
+    const data::SampleTransform transform = own_data ? train_augment : data::domain_transform(id_domain);
+    TrainResult tr;
+    try {
+      if (method.probe_first) {
+        // LP-FT: the head is probed first (its own run directory and checkpoint, kept as <run>.lp.safetensors);
+        // a resumed study loads that checkpoint instead of probing again.
+        const std::string probed = stem + ".lp.safetensors";
+        if (!std::filesystem::exists(probed)) {
+          auto lp_dir = std::make_unique<RunDir>(stem + ".lp.run");
+          TrainOptions lp = opt;
+          lp.params = "head";
+          lp.label = std::string(label) + " linear probe";
+          lp.metrics_path = stem + ".lp.jsonl";
+          lp.run = lp_dir.get();
+          train(*model, train_set, transform, lp);
+          save_vit(*model, probed, with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())},
+                                                 {"spdlab.optim", "lp"}, {"spdlab.seed", std::to_string(seed)},
+                                                 {"spdlab.commit", SPDLAB_GIT_COMMIT}},
+                                                train_set));
+          lp_dir->remove_all();
+        } else {
+          model->load_state_dict(io::load_safetensors(probed));
         }
-        tr = train(*model, train_set, transform, opt);
-      } catch (const Interrupted& e) {
-        throw Interrupted(e.signal(), std::string(e.what()) + "; resume with: " + resume_hint("compare", out));
       }
-      r.final_loss = tr.final_loss;
-      r.seconds = tr.seconds;
-      r.spd = tr.spd_stats;
-      save_vit(*model, stem + ".safetensors",
-               with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())}, {"spdlab.optim", kind},
-                             {"spdlab.seed", std::to_string(seed)}, {"spdlab.commit", SPDLAB_GIT_COMMIT}},
-                            train_set));
-      r.acc = eval_all(*model, kind);
-      r.dev_tensor = deviation_per_tensor(*model, *init);
-      derive(r, id_name, ood);
-      write_text_atomic(record, json::dump(run_record(r)) + "\n");  // the run is complete once this exists
-      run_dir->remove_all();
-      double done = now_seconds() - t_start;
-      double per_run = done / (runs.size() + 1);
-      std::fprintf(stderr, "%s: ID %.1f%%, OOD mean %.1f%%, |theta - theta0| %.2f; %.0f s elapsed, about %.0f s left\n",
-                   label, 100 * r.id, 100 * r.ood_mean, r.deviation, done,
-                   per_run * (total_runs - static_cast<int64_t>(runs.size()) - 1));
-      runs.push_back(std::move(r));
+      tr = train(*model, train_set, transform, opt);
+    } catch (const Interrupted& e) {
+      throw Interrupted(e.signal(), std::string(e.what()) + "; resume with: " + resume_hint("compare", out));
+    }
+    r.final_loss = tr.final_loss;
+    r.seconds = tr.seconds;
+    r.spd = tr.spd_stats;
+    save_vit(*model, stem + ".safetensors",
+             with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())}, {"spdlab.optim", kind},
+                           {"spdlab.seed", std::to_string(seed)}, {"spdlab.commit", SPDLAB_GIT_COMMIT}},
+                          train_set));
+    if (tune) {
+      Progress p(std::string("validate ") + label, 1);
+      r.val_acc = evaluate(*model, val_set, id_transform, eval_seed);
+      p.finish();
+    }
+    r.acc = eval_all(*model, kind);
+    r.dev_tensor = deviation_per_tensor(*model, *init);
+    if (chosen) add_wise(r, *model, label);
+    derive(r, id_name, ood);
+    write_text_atomic(record, json::dump(run_record(r)) + "\n");  // the run is complete once this exists
+    run_dir->remove_all();
+    const double done = now_seconds() - t_start;
+    const double per_run = done / (runs.size() + 1);
+    std::fprintf(stderr, "%s: %sID %.1f%%, OOD mean %.1f%%, |theta - theta0| %.2f; %.0f s elapsed, about %.0f s left\n",
+                 label, tune ? ("validation " + value_text(std::round(1000 * r.val_acc) / 10) + "%, ").c_str() : "",
+                 100 * r.id, 100 * r.ood_mean, r.deviation, done,
+                 per_run * (total_runs - static_cast<int64_t>(runs.size()) - 1));
+    return r;
+  };
+
+  for (const auto& kind : optims) {  // seed 0, every grid value
+    const Grid& g = grids[kind];
+    if (!tune || g.hp.empty()) {
+      runs.push_back(run_one(kind, "", 0, 0, true));
+      write_manifest("running", runs);
+      continue;
+    }
+    const size_t first = runs.size();
+    for (double v : g.values) {
+      runs.push_back(run_one(kind, g.hp, v, 0, false));
       write_manifest("running", runs);
     }
+    size_t best = first;  // the highest validation accuracy; ties go to the earlier value in the grid
+    for (size_t i = first; i < runs.size(); ++i)
+      if (runs[i].val_acc > runs[best].val_acc) best = i;
+    runs[best].chosen = true;
+    chosen_value[kind] = runs[best].hp_value;
+    std::fprintf(stderr, "compare: %s: %s %s chosen on validation (%.1f%%)\n", kind.c_str(), g.hp.c_str(),
+                 value_text(runs[best].hp_value).c_str(), 100 * runs[best].val_acc);
+    if (!wise_alphas.empty() && runs[best].wise.empty() &&
+        std::find(wise_methods.begin(), wise_methods.end(), kind) != wise_methods.end()) {
+      const std::string stem = out + "/" + run_name(kind, g.hp, runs[best].hp_value, 0);
+      auto ft = models::load_model(stem + ".safetensors", spec, device);
+      add_wise(runs[best], *ft, kind + " seed 0");
+      derive(runs[best], id_name, ood);
+      write_text_atomic(stem + ".json", json::dump(run_record(runs[best])) + "\n");
+    }
   }
+  for (int64_t seed = 1; seed < seeds; ++seed)
+    for (const auto& kind : optims) {
+      const bool tuned = tune && !grids[kind].hp.empty();
+      runs.push_back(run_one(kind, tuned ? grids[kind].hp : "", tuned ? chosen_value[kind] : 0, seed, true));
+      write_manifest("running", runs);
+    }
 
-  // ---- results.json ----
-  std::vector<std::string> layers;
-  for (auto& [n, d] : runs.front().dev_tensor)
-    if (std::find(layers.begin(), layers.end(), layer_of(n)) == layers.end()) layers.push_back(layer_of(n));
-  Value::Array run_values;
-  for (const auto& r : runs) {
-    Value::Object dl, dt, rate;
-    for (auto& l : layers) dl.emplace_back(l, Value::number(r.dev_layer.at(l)));
-    for (auto& [n, d] : r.dev_tensor) dt.emplace_back(n, Value::number(d));
-    Value::Object run{{"optim", Value::string(r.optim)},
-                      {"seed", Value::integer(r.seed)},
-                      {"accuracy", acc_object(r.acc, set_names)},
-                      {"id", Value::number(r.id)},
-                      {"ood_mean", Value::number(r.ood_mean)},
-                      {"deviation", Value::number(r.deviation)},
-                      {"deviation_per_layer", Value::object(dl)},
-                      {"deviation_per_tensor", Value::object(dt)},
-                      {"final_loss", Value::number(r.final_loss)}};
-    if (!r.spd.empty()) {
-      Value::Array per;
-      double r_sum = 0;
-      int64_t r_count = 0;
-      for (const auto& s : r.spd) {
-        per.push_back(Value::object(Value::Object{{"name", Value::string(s.name)},
-                                                  {"steps", Value::integer(s.steps)},
-                                                  {"fired", Value::integer(s.fired)},
-                                                  {"mean_r", Value::number(s.fired ? s.r_sum / s.fired : 0.0)},
-                                                  {"deviation", Value::number(s.dev_norm)}}));
-        r_sum += s.r_sum;
-        r_count += s.fired;
-      }
-      for (auto& l : layers)
-        if (r.spd_rate_layer.count(l)) rate.emplace_back(l, Value::number(r.spd_rate_layer.at(l)));
-      run.emplace_back("spd", Value::object({{"condition_rate_per_layer", Value::object(rate)},
-                                             {"mean_r", Value::number(r_count ? r_sum / r_count : 0.0)},
-                                             {"per_tensor", Value::array(per)}}));
-    }
-    run_values.push_back(Value::object(run));
-  }
-  // Summary: mean and std over seeds per optimizer.
-  Value::Object summary;
-  std::map<std::string, std::map<std::string, MeanStd>> sm;  // optim -> metric -> stats
+  // ---- outputs ----
+  StudySetup setup;
+  setup.out = out;
+  setup.methods = optims;
+  setup.set_names = set_names;
+  setup.ood = ood;
+  setup.id_name = id_name;
+  setup.pre_acc = pre_acc;
+  setup.seeds = seeds;
+  setup.tuned = tune;
   for (const auto& kind : optims) {
-    std::map<std::string, std::vector<double>> cols;
-    for (const auto& r : runs) {
-      if (r.optim != kind) continue;
-      for (auto& [d, v] : r.acc) cols[d].push_back(v);
-      cols["ood_mean"].push_back(r.ood_mean);
-      cols["deviation"].push_back(r.deviation);
-      for (auto& [l, v] : r.dev_layer) cols["dev:" + l].push_back(v);
-      for (auto& [l, v] : r.spd_rate_layer) cols["rate:" + l].push_back(v);
-    }
-    Value::Object o;
-    for (auto& [k, v] : cols) {
-      MeanStd m = mean_std(v);
-      sm[kind][k] = m;
-      if (k.rfind("dev:", 0) == 0 || k.rfind("rate:", 0) == 0) continue;
-      o.emplace_back(k, Value::object({{"mean", Value::number(m.mean)}, {"std", Value::number(m.std)}}));
-    }
-    summary.emplace_back(kind, Value::object(o));
+    Regularizers r_reg = reg;
+    double r_lr = lr;
+    if (chosen_value.count(kind)) apply_hp(grids[kind].hp, chosen_value[kind], r_reg, r_lr);
+    setup.label[kind] = method_label(kind, r_reg, r_lr, lr);
+  }
+  std::ostringstream intro;
+  intro << "Fine-tuned on **" << train_what << "** (" << train_set.size() << " images, " << epochs << " epochs, batch "
+        << batch << ", lr " << lr << ", warmup then cosine";
+  if (own_data) {
+    intro << ", augmentation " << a.str("augment") << "), evaluated on";
+    for (size_t i = 0; i < sets.size(); ++i)
+      intro << (i ? ", " : " ") << sets[i].name << " (" << sets[i].data.size() << " images)";
+    intro << ". ";
+  } else {
+    intro << "), evaluated on " << eval_images << " test images per domain. ";
+  }
+  intro << seeds << (seeds > 1 ? " seeds, mean ± std" : " seed") << ". Accuracy in %.";
+  if (tune)
+    intro << " Hyperparameters were chosen on " << val_set.size()
+          << " training images held out for validation (in the in-distribution domain), one value per method at "
+             "seed 0; the tuning table below lists every value tried.";
+  if (init_info.fresh_head)
+    intro << " The pre-trained model's head was replaced by a fresh " << cfg.num_classes
+          << "-class head, so its row is at chance level: it measures nothing about the features.";
+  setup.intro = intro.str();
+  if (!wise_alphas.empty()) {
+    std::string alphas;
+    for (double x : wise_alphas) alphas += (alphas.empty() ? "" : ", ") + value_text(x);
+    std::string who;
+    for (const auto& m : wise_methods) who += (who.empty() ? "" : ", ") + m;
+    setup.wise_note = "θ(α) = (1 − α) θ0 + α θft for α = " + alphas + ", from the pre-trained model to each chosen " +
+                      who + " run; " +
+                      (init_info.fresh_head ? "the fine-tuned head at every α (the pre-trained model's head was "
+                                              "replaced, so it knows nothing of these classes)."
+                                            : "both heads mixed like every other tensor (the pre-trained head "
+                                              "already predicts these classes).") +
+                      " The curves are means over seeds.";
   }
   Value::Object protocol{{"init", Value::string(a.str("init"))},
                          {"architecture", Value::object({{"embed_dim", Value::integer(cfg.embed_dim)},
@@ -508,136 +570,33 @@ int run_compare(int argc, char** argv) {
                                 {"l2sp_alpha", Value::number(reg.alpha)},
                                 {"l2sp_beta", Value::number(reg.beta)},
                                 {"mars_sp_gamma", Value::number(reg.gamma)},
+                                {"layer_decay", Value::number(reg.layer_decay)},
                                 {"seeds", Value::integer(seeds)}})
     protocol.push_back(kv);
   if (!own_data) protocol.emplace_back("eval_images_per_domain", Value::integer(eval_images));
   protocol.emplace_back("eval_noise_seed", Value::integer(static_cast<int64_t>(eval_seed)));
-  Value results = Value::object(
-      {{"protocol", Value::object(protocol)},
-       {"pretrained", Value::object({{"accuracy", acc_object(pre_acc, set_names)},
-                                     {"ood_mean", Value::number(ood_mean(pre_acc))}})},
-       {"summary", Value::object(summary)},
-       {"runs", Value::array(run_values)}});
-  write_text_atomic(out + "/results.json", json::dump(results) + "\n");
-
-
-  // ---- results.csv ----
-  std::ostringstream csv;
-  csv << "optim,seed";
-  for (const auto& n : set_names) csv << "," << n;
-  csv << ",id,ood_mean,deviation\n";
-  auto csv_row = [&](const std::string& name, const std::string& seed, const std::map<std::string, double>& acc,
-                     double id, double om, const std::string& dev) {
-    csv << name << "," << seed;
-    for (const auto& n : set_names) csv << "," << acc.at(n);
-    csv << "," << id << "," << om << "," << dev << "\n";
-  };
-  csv.precision(6);
-  csv_row("pretrained", "", pre_acc, pre_acc.at(id_name), ood_mean(pre_acc), "0");
-  for (const auto& r : runs) {
-    std::ostringstream dev;
-    dev.precision(6);
-    dev << r.deviation;
-    csv_row(r.optim, std::to_string(r.seed), r.acc, r.id, r.ood_mean, dev.str());
-  }
-  write_text_atomic(out + "/results.csv", csv.str());
-
-  // ---- report.md ----
-  bool with_std = seeds > 1;
-  std::ostringstream md;
-  md << "# Robust fine-tuning study\n\nFine-tuned on **" << train_what << "** (" << train_set.size() << " images, "
-     << epochs << " epochs, batch " << batch << ", lr " << lr << ", warmup then cosine";
-  if (own_data) {
-    md << ", augmentation " << a.str("augment") << "), evaluated on";
-    for (size_t i = 0; i < sets.size(); ++i)
-      md << (i ? ", " : " ") << sets[i].name << " (" << sets[i].data.size() << " images)";
-    md << ". ";
-  } else {
-    md << "), evaluated on " << eval_images << " test images per domain. ";
-  }
-  md << seeds << (seeds > 1 ? " seeds, mean ± std" : " seed") << ". Accuracy in %.";
-  if (init_info.fresh_head)
-    md << " The pre-trained model's head was replaced by a fresh " << cfg.num_classes
-       << "-class head, so its row is at chance level: it measures nothing about the features.";
-  md << "\n\n| model | ID (" << id_name << ")";
-  for (const auto& n : ood) md << " | " << n;
-  md << " | OOD mean | ‖θ−θ0‖ |\n|---|---";
-  for (size_t i = 0; i < ood.size(); ++i) md << "|---";
-  md << "|---|---|\n| pretrained | " << pct({pre_acc.at(id_name), 0}, false);
-  for (const auto& n : ood) md << " | " << pct({pre_acc.at(n), 0}, false);
-  md << " | " << pct({ood_mean(pre_acc), 0}, false) << " | — |\n";
-  auto hp_note = [&](const std::string& k) -> std::string {
-    char b[64];
-    if (k == "adamw") std::snprintf(b, sizeof b, "AdamW (wd %g)", reg.wd);
-    else if (k == "l2sp") std::snprintf(b, sizeof b, "L2-SP (α %g)", reg.alpha);
-    else if (k == "spd") std::snprintf(b, sizeof b, "SPD (λ %g)", reg.lambda);
-    else if (k == "mars_sp") std::snprintf(b, sizeof b, "MARS-SP (γ %g)", reg.gamma);
-    else if (k == "adam") std::snprintf(b, sizeof b, "Adam");
-    else if (k == "lp") std::snprintf(b, sizeof b, "LP (AdamW, head only)");
-    else if (k == "bitfit") std::snprintf(b, sizeof b, "BitFit (AdamW, biases and head)");
-    else if (k == "llrd") std::snprintf(b, sizeof b, "AdamW + LLRD (decay %g)", reg.layer_decay);
-    else if (k == "lpft") std::snprintf(b, sizeof b, "LP-FT (AdamW)");
-    else std::snprintf(b, sizeof b, "%s", k.c_str());
-    return b;
-  };
-  for (const auto& kind : optims) {
-    auto& s = sm[kind];
-    md << "| " << hp_note(kind) << " | " << pct(s[id_name], with_std);
-    for (const auto& n : ood) md << " | " << pct(s[n], with_std);
-    md << " | " << pct(s["ood_mean"], with_std) << " | " << fixed(s["deviation"], with_std) << " |\n";
-  }
-  md << "\n## Deviation from the pre-trained weights per layer (‖θ−θ0‖)\n\n| layer";
-  for (const auto& kind : optims) md << " | " << kind;
-  if (sm.count("spd")) md << " | SPD condition rate";
-  md << " |\n|---";
-  for (size_t i = 0; i < optims.size(); ++i) md << "|---";
-  if (sm.count("spd")) md << "|---";
-  md << "|\n";
-  for (const auto& l : layers) {
-    md << "| " << l;
-    for (const auto& kind : optims) md << " | " << fixed(sm[kind]["dev:" + l], false);
-    if (sm.count("spd")) md << " | " << fixed(sm["spd"]["rate:" + l], false);
-    md << " |\n";
-  }
-  md << "\nPlots: `id_vs_ood.svg`, `per_domain.svg`, `per_layer_deviation.svg`. Raw numbers: `results.json`, "
-        "`results.csv`.\n";
-  write_text_atomic(out + "/report.md", md.str());
-
-  // ---- plots: accuracy in %, one colour per method in every plot (method_color) ----
-  std::vector<svg::Point> pts{
-      {"pretrained", 100 * ood_mean(pre_acc), 100 * pre_acc.at(id_name), 0, 0, method_color("pretrained")}};
-  for (const auto& kind : optims) {
-    auto& s = sm[kind];
-    pts.push_back({kind, 100 * s["ood_mean"].mean, 100 * s[id_name].mean, 100 * s["ood_mean"].std,
-                   100 * s[id_name].std, method_color(kind)});
-  }
-  write_text_atomic(out + "/id_vs_ood.svg",
-                    svg::scatter("ID vs OOD accuracy (mean ± std over seeds)", "OOD mean accuracy (%)",
-                                 "ID accuracy, " + id_name + " (%)", pts));
-  std::vector<std::string> dnames;
-  for (const auto& n : set_names) dnames.push_back(n);
-  std::vector<svg::Series> bars{{"pretrained", {}, {}, method_color("pretrained")}};
-  for (const auto& n : set_names) bars[0].values.push_back(100 * pre_acc.at(n));
-  for (const auto& kind : optims) {
-    svg::Series s{kind, {}, {}, method_color(kind)};
-    for (const auto& n : set_names) {
-      s.values.push_back(100 * sm[kind][n].mean);
-      s.errors.push_back(100 * sm[kind][n].std);
+  if (tune) {
+    Value::Object g;
+    for (const auto& kind : optims) {
+      if (grids[kind].hp.empty()) continue;
+      Value::Array vals;
+      for (double v : grids[kind].values) vals.push_back(Value::number(v));
+      g.emplace_back(kind, Value::object({{"hp", Value::string(grids[kind].hp)}, {"values", Value::array(vals)},
+                                          {"chosen", Value::number(chosen_value[kind])}}));
     }
-    bars.push_back(s);
+    protocol.emplace_back("tuning", Value::object({{"validation_images", Value::integer(val_set.size())},
+                                                   {"validation_split_seed", Value::integer(20241203)},
+                                                   {"grids", Value::object(g)}}));
   }
-  write_text_atomic(out + "/per_domain.svg", svg::grouped_bars("Accuracy per domain", "accuracy (%)", dnames, bars));
-  std::vector<svg::Series> devs;
-  for (const auto& kind : optims) {
-    svg::Series s{kind, {}, {}, method_color(kind)};
-    for (const auto& l : layers) s.values.push_back(sm[kind]["dev:" + l].mean);
-    devs.push_back(s);
+  if (!wise_alphas.empty()) {
+    Value::Array al, wm;
+    for (double x : wise_alphas) al.push_back(Value::number(x));
+    for (const auto& m : wise_methods) wm.push_back(Value::string(m));
+    protocol.emplace_back("wise_ft", Value::object({{"alphas", Value::array(al)}, {"methods", Value::array(wm)},
+                                                    {"fine_tuned_head", Value::boolean(init_info.fresh_head)}}));
   }
-  svg::Series rate{"SPD condition rate", {}, {}};
-  for (const auto& l : layers) rate.values.push_back(sm.count("spd") ? sm["spd"]["rate:" + l].mean : 0.0);
-  write_text_atomic(out + "/per_layer_deviation.svg",
-                    svg::grouped_bars("Deviation from the pre-trained weights per layer", "||theta - theta0||",
-                                      layers, devs, sm.count("spd") ? &rate : nullptr));
+  setup.protocol = Value::object(protocol);
+  const std::string report = write_study_outputs(setup, runs);
 
   double total = now_seconds() - t_start;
   write_text_atomic(out + "/timing.json",
@@ -648,10 +607,9 @@ int run_compare(int argc, char** argv) {
                                               {"cpu_isa", Value::string(kernels::cpu_isa())}})) +
                         "\n");
   write_manifest("complete", runs);
-  std::fputs(md.str().c_str(), stdout);
+  std::fputs(report.c_str(), stdout);
   std::fprintf(stderr, "compare: done in %.0f s; results in %s\n", total, out.c_str());
   return 0;
 }
-
 
 }  // namespace spdlab::cli
