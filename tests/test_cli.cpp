@@ -415,6 +415,16 @@ TEST_CASE("compare --tune: each method's value chosen on the validation split, t
   CHECK(v.find("pareto_front")->as_array().size() >= 1);
   CHECK(fs::exists(d / "t" / "spd-lambda0.5-seed0.safetensors"));
   CHECK(fs::exists(d / "t" / "adam-seed1.safetensors"));
+  // SPD's condition rate step by step, per layer (128 training images, batch 32: 4 steps), and its plot.
+  json::Value rec = json::parse(slurp(d / "t" / "spd-lambda0.5-seed0.json"), "spd record");
+  const auto& fired = rec.find("fired_by_step")->as_object();
+  REQUIRE(!fired.empty());
+  for (const auto& [layer, steps] : fired) {
+    CHECK_MESSAGE(steps.as_array().size() == 4, layer);
+    for (const auto& x : steps.as_array()) CHECK((x.as_double() >= 0 && x.as_double() <= 1));
+  }
+  CHECK(json::parse(slurp(d / "t" / "adam-seed0.json"), "adam record").find("fired_by_step")->as_object().empty());
+  CHECK(fs::exists(d / "t" / "spd_condition_rate.svg"));
   const std::string report = slurp(d / "t" / "report.md");
   for (const char* part : {"## Tuning on the in-distribution validation split", "## Against AdamW, seed by seed",
                            "## Robustness at matched in-distribution accuracy", "WiSE-FT: θ(α)"})

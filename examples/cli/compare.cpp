@@ -304,7 +304,7 @@ int run_compare(int argc, char** argv) {
   write_manifest("running", {});
   // Outputs of the whole study are written at the end; until then none from an earlier attempt may remain.
   for (const char* f : {"results.json", "results.csv", "report.md", "id_vs_ood.svg", "per_domain.svg",
-                        "per_layer_deviation.svg", "timing.json"})
+                        "per_layer_deviation.svg", "spd_condition_rate.svg", "timing.json"})
     std::filesystem::remove(out + "/" + f);
 
   // The plan: seed 0 of every method at every grid value (one value without --tune), method by method; then the
@@ -434,6 +434,7 @@ int run_compare(int argc, char** argv) {
     r.final_loss = tr.final_loss;
     r.seconds = tr.seconds;
     r.spd = tr.spd_stats;
+    if (!r.spd.empty()) r.fired_by_step = read_fired_by_step(opt.metrics_path);
     save_vit(*model, stem + ".safetensors",
              with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())}, {"spdlab.optim", kind},
                            {"spdlab.seed", std::to_string(seed)}, {"spdlab.commit", SPDLAB_GIT_COMMIT}},
@@ -451,8 +452,10 @@ int run_compare(int argc, char** argv) {
     run_dir->remove_all();
     const double done = now_seconds() - t_start;
     const double per_run = done / (runs.size() + 1);
+    char val[48] = "";
+    if (tune) std::snprintf(val, sizeof val, "validation %.1f%%, ", 100 * r.val_acc);
     std::fprintf(stderr, "%s: %sID %.1f%%, OOD mean %.1f%%, |theta - theta0| %.2f; %.0f s elapsed, about %.0f s left\n",
-                 label, tune ? ("validation " + value_text(std::round(1000 * r.val_acc) / 10) + "%, ").c_str() : "",
+                 label, val,
                  100 * r.id, 100 * r.ood_mean, r.deviation, done,
                  per_run * (total_runs - static_cast<int64_t>(runs.size()) - 1));
     return r;

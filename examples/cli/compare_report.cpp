@@ -112,6 +112,12 @@ Value run_record(const Run& r) {
     for (auto& [d, v] : w.acc) wa.emplace_back(d, Value::number(v));
     wise.push_back(Value::object({{"alpha", Value::number(w.alpha)}, {"accuracy", Value::object(wa)}}));
   }
+  Value::Object fired;
+  for (const auto& [layer, v] : r.fired_by_step) {
+    Value::Array a;
+    for (double x : v) a.push_back(Value::number(x));
+    fired.emplace_back(layer, Value::array(a));
+  }
   return Value::object({{"optim", Value::string(r.optim)},
                         {"hp", Value::string(r.hp)},
                         {"hp_value", Value::number(r.hp_value)},
@@ -122,7 +128,8 @@ Value run_record(const Run& r) {
                         {"accuracy", Value::object(acc)},
                         {"deviation_per_tensor", Value::object(dev)},
                         {"spd", Value::array(spd)},
-                        {"wise_ft", Value::array(wise)}});
+                        {"wise_ft", Value::array(wise)},
+                        {"fired_by_step", Value::object(fired)}});
 }
 
 Run read_run_record(const std::string& path) {
@@ -149,6 +156,8 @@ Run read_run_record(const std::string& path) {
     r.spd.push_back({get(s, "name").as_string(), get(s, "steps").as_int(), get(s, "fired").as_int(),
                      get(s, "fired_last").as_bool(), get(s, "last_r").as_double(), get(s, "r_sum").as_double(),
                      get(s, "dev_norm").as_double()});
+  for (const auto& [layer, a] : get(v, "fired_by_step").as_object())
+    for (const auto& x : a.as_array()) r.fired_by_step[layer].push_back(x.as_double());
   for (const auto& w : get(v, "wise_ft").as_array()) {
     WisePoint p;
     p.alpha = get(w, "alpha").as_double();
@@ -156,6 +165,21 @@ Run read_run_record(const std::string& path) {
     r.wise.push_back(std::move(p));
   }
   return r;
+}
+
+std::map<std::string, std::vector<double>> read_fired_by_step(const std::string& metrics_path) {
+  std::map<std::string, std::vector<double>> out;
+  std::ifstream f(metrics_path);
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(f, line)) {
+    ++n;
+    if (line.empty()) continue;
+    const Value v = json::parse(line, metrics_path + " line " + std::to_string(n));
+    if (const Value* fired = v.find("fired"))
+      for (const auto& [layer, x] : fired->as_object()) out[layer].push_back(x.as_double());
+  }
+  return out;
 }
 
 void derive(Run& r, const std::string& id_name, const std::vector<std::string>& ood) {
@@ -432,8 +456,10 @@ std::string write_study_outputs(const StudySetup& s, const std::vector<Run>& run
     if (sm.count("spd")) md << " | " << fixed(sm["spd"]["rate:" + l], false);
     md << " |\n";
   }
-  md << "\nPlots: `id_vs_ood.svg`, `per_domain.svg`, `per_layer_deviation.svg`. Raw numbers: `results.json`, "
-        "`results.csv`.\n";
+  const bool rate_plot = !chosen_runs(runs, "spd").empty() && !chosen_runs(runs, "spd").front()->fired_by_step.empty();
+  md << "\nPlots: `id_vs_ood.svg`, `per_domain.svg`, `per_layer_deviation.svg`"
+     << (rate_plot ? ", `spd_condition_rate.svg` (SPD's condition rate over training)" : "")
+     << ". Raw numbers: `results.json`, `results.csv`; per run, `<run>.json` and its metrics `<run>.jsonl`.\n";
   write_text_atomic(s.out + "/report.md", md.str());
 
   // ---- plots: accuracy in %, one colour per method in every plot (method_color) ----
@@ -500,6 +526,47 @@ std::string write_study_outputs(const StudySetup& s, const std::vector<Run>& run
   write_text_atomic(s.out + "/per_layer_deviation.svg",
                     svg::grouped_bars("Deviation from the pre-trained weights per layer", "||theta - theta0||", layers,
                                       devs, sm.count("spd") ? &rate : nullptr));
+  // SPD's condition rate over training for four layers (the patch embedding, the first and last blocks, the
+  // head): the fraction of the layer's tensors that fired, averaged over the chosen runs' seeds and over a
+  // window of 20 steps.
+  const auto spd_runs = chosen_runs(runs, "spd");
+  if (!spd_runs.empty() && !spd_runs.front()->fired_by_step.empty()) {
+    std::vector<std::string> blocks;
+    for (const auto& l : layers)
+      if (l.rfind("blocks.", 0) == 0) blocks.push_back(l);
+    std::vector<std::string> show = {"patch_embed"};
+    if (!blocks.empty()) show.push_back(blocks.front());
+    if (blocks.size() > 1) show.push_back(blocks.back());
+    show.push_back("head");
+    std::vector<svg::Line> rate_lines;
+    for (size_t k = 0; k < show.size(); ++k) {
+      std::vector<double> mean;  // over seeds, step by step
+      size_t seeds_with = 0;
+      for (const Run* r : spd_runs) {
+        auto it = r->fired_by_step.find(show[k]);
+        if (it == r->fired_by_step.end()) continue;
+        if (mean.size() < it->second.size()) mean.resize(it->second.size(), 0.0);
+        for (size_t i = 0; i < it->second.size(); ++i) mean[i] += it->second[i];
+        ++seeds_with;
+      }
+      if (!seeds_with) continue;
+      svg::Line line{show[k], {}, {}, {}, svg::palette(k), false, false};
+      const size_t window = 20;
+      double acc = 0;
+      for (size_t i = 0; i < mean.size(); ++i) {
+        acc += mean[i] / seeds_with;
+        if (i >= window) acc -= mean[i - window] / seeds_with;
+        if (i + 1 >= window) {
+          line.x.push_back(static_cast<double>(i + 1));
+          line.y.push_back(acc / window);
+        }
+      }
+      rate_lines.push_back(line);
+    }
+    write_text_atomic(s.out + "/spd_condition_rate.svg",
+                      svg::lines("SPD: fraction of a layer's tensors whose condition fired (20-step mean)",
+                                 "training step", "condition rate", rate_lines));
+  }
   return md.str();
 }
 

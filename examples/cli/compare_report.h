@@ -31,6 +31,8 @@ struct Run {
   std::vector<std::pair<std::string, double>> dev_tensor;  // ||theta - theta0|| per tensor
   std::vector<optim::SpdTensorStats> spd;
   std::vector<WisePoint> wise;
+  // SPD: per layer, the fraction of its tensors whose condition fired, step by step (from the run's metrics).
+  std::map<std::string, std::vector<double>> fired_by_step;
   // Derived (derive()):
   double id = 0, ood_mean = 0, deviation = 0;
   std::map<std::string, double> dev_layer;       // sqrt of the sum of squares over the layer's tensors
@@ -41,6 +43,8 @@ struct Run {
 // round-trip), so a resumed study writes the same bytes as an uninterrupted one.
 json::Value run_record(const Run& r);
 Run read_run_record(const std::string& path);
+// The per-step "fired" fractions a run's metrics file (JSON lines written by train()) holds, by layer.
+std::map<std::string, std::vector<double>> read_fired_by_step(const std::string& metrics_path);
 // The measures computed from a run's accuracies, deviations and SPD statistics (and its WiSE-FT points').
 void derive(Run& r, const std::string& id_name, const std::vector<std::string>& ood);
 double mean_over(const std::map<std::string, double>& acc, const std::vector<std::string>& names);

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -360,7 +361,25 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
         std::ostringstream line;
         line.precision(17);
         line << "{\"step\":" << st.step << ",\"epoch\":" << epoch << ",\"lr\":" << optimizer->lr()
-             << ",\"loss\":" << l << "}\n";
+             << ",\"loss\":" << l;
+        // An optimizer with per-tensor statistics (SPD): per layer, the fraction of its tensors whose condition
+        // fired on this step.
+        if (const auto& stats = optimizer->stats(); !stats.empty()) {
+          std::map<std::string, std::pair<int, int>> fired;  // layer -> (fired, tensors), in name order
+          for (const auto& s : stats) {
+            auto& f = fired[layer_of(s.name)];
+            f.first += s.fired_last;
+            f.second += 1;
+          }
+          line << ",\"fired\":{";
+          bool first = true;
+          for (const auto& [layer, f] : fired) {
+            line << (first ? "" : ",") << "\"" << layer << "\":" << double(f.first) / f.second;
+            first = false;
+          }
+          line << "}";
+        }
+        line << "}\n";
         st.metrics += line.str();
       }
       progress.update(st.step, st.loss_avg, (st.step - first_step) * opt.batch_size);
