@@ -771,6 +771,48 @@ TEST_CASE("loader: 8-bit pixels are read as value / 255, with and without a tran
   CHECK(b.x.to_vector_f32()[3] == -1.0f);
 }
 
+TEST_CASE("select and split_holdout: the samples asked for, a seeded disjoint split, f32 images and 8-bit pixels") {
+  // Ten samples whose label and every pixel value are their index, as f32 images and as 8-bit pixels.
+  std::vector<float> img;
+  std::vector<int64_t> lab;
+  auto bytes = std::make_shared<std::vector<uint8_t>>();
+  for (int i = 0; i < 10; ++i) {
+    for (int p = 0; p < 4; ++p) {
+      img.push_back(static_cast<float>(i));
+      bytes->push_back(static_cast<uint8_t>(i));
+    }
+    lab.push_back(i);
+  }
+  Dataset f32{Tensor::from_vector(img, {10, 1, 2, 2}), Tensor::from_vector(lab, {10}), 10, {}, {}};
+  Dataset u8;
+  u8.labels = Tensor::from_vector(lab, {10});
+  u8.num_classes = 10;
+  u8.pixels = Pixels{bytes->data(), 10, 1, 2, 2, bytes};
+  for (const Dataset* d : {&f32, &u8}) {
+    const Dataset picked = select(*d, {7, 2, 2});
+    CHECK(picked.labels.to_vector_i64() == std::vector<int64_t>{7, 2, 2});
+    std::vector<float> px(4);
+    picked.read_image(0, px.data());
+    CHECK(px[0] == doctest::Approx(d == &f32 ? 7.0f : 7 / 255.0f));
+    auto [train, val] = split_holdout(*d, 3, 5);
+    CHECK(train.size() == 7);
+    CHECK(val.size() == 3);
+    std::vector<int64_t> all = train.labels.to_vector_i64(), v = val.labels.to_vector_i64();
+    CHECK(std::is_sorted(all.begin(), all.end()));  // each part keeps the original order
+    all.insert(all.end(), v.begin(), v.end());
+    std::sort(all.begin(), all.end());
+    CHECK(all == lab);  // disjoint, and together every sample once
+    for (int64_t i = 0; i < val.size(); ++i) {  // images travel with their labels
+      val.read_image(i, px.data());
+      CHECK(px[3] == doctest::Approx(d == &f32 ? float(v[i]) : v[i] / 255.0f));
+    }
+    CHECK(split_holdout(*d, 3, 5).second.labels.to_vector_i64() == v);  // the same seed, the same split
+  }
+  CHECK(split_holdout(f32, 3, 5).second.labels.to_vector_i64() != split_holdout(f32, 3, 6).second.labels.to_vector_i64());
+  CHECK_THROWS_WITH_AS(select(f32, {10}), doctest::Contains("index 10 is outside a dataset of 10 samples"), Error);
+  CHECK_THROWS_WITH_AS(split_holdout(f32, 10, 0), doctest::Contains("cannot hold out 10 of 10 samples"), Error);
+}
+
 // ---------------------------------------------------------------- loader
 
 TEST_CASE("loader: every sample once per epoch, rows match labels, drop_last") {
