@@ -37,6 +37,53 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias, Generator& gen)
   if (with_bias) bias = &register_parameter("bias", Tensor::zeros({out}));
 }
 
+Tensor Linear::effective_weight() const {
+  if (!lora_A || lora_merged) return weight;
+  return add(weight, mul(matmul(lora_B->weight, lora_A->weight), lora_scale));
+}
+
+void Linear::add_lora(int64_t rank, double alpha, Generator& gen) {
+  SPDLAB_CHECK(!lora_A, "Linear::add_lora: the layer already has adapters");
+  const int64_t out = weight.size(0), in = weight.size(1);
+  SPDLAB_CHECK(rank >= 1 && rank <= std::min(in, out), "Linear::add_lora: rank must be in [1, ", std::min(in, out),
+               "] for a [", out, ", ", in, "] weight; got ", rank);
+  SPDLAB_CHECK(std::isfinite(alpha) && alpha > 0, "Linear::add_lora: alpha must be > 0; got ", alpha);
+  lora_A = register_module("lora_A", std::make_shared<Linear>(in, rank, false, gen));
+  lora_B = register_module("lora_B", std::make_shared<Linear>(rank, out, false, gen));
+  autograd::NoGradGuard no_grad;
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+  lora_A->weight.copy_(Tensor::uniform({rank, in}, -bound, bound, gen, weight.dtype()).to(weight.device()));
+  lora_B->weight.copy_(Tensor::zeros({out, rank}, weight.dtype(), weight.device()));
+  lora_scale = alpha / static_cast<double>(rank);
+  lora_merged = false;
+}
+
+void Linear::merge_lora() {
+  if (!lora_A || lora_merged) return;
+  autograd::NoGradGuard no_grad;
+  weight.copy_(effective_weight());  // the same ops as the unmerged forward: the merged layer gives its bits
+  lora_merged = true;
+}
+
+void Linear::unmerge_lora() {
+  if (!lora_A || !lora_merged) return;
+  autograd::NoGradGuard no_grad;
+  weight.copy_(sub(weight, mul(matmul(lora_B->weight, lora_A->weight), lora_scale)));
+  lora_merged = false;
+}
+
+void Linear::remove_lora(bool merge) {
+  if (!lora_A) return;
+  if (merge) merge_lora();
+  else unmerge_lora();
+  remove_module("lora_A");
+  remove_module("lora_B");
+  lora_A.reset();
+  lora_B.reset();
+  lora_scale = 0;
+  lora_merged = false;
+}
+
 LayerNorm::LayerNorm(int64_t dim, double e)
     : weight(register_parameter("weight", Tensor::ones({dim}))),
       bias(register_parameter("bias", Tensor::zeros({dim}))),
@@ -73,7 +120,7 @@ Tensor Mlp::forward_hidden(const Tensor& h) const {
   // Without dropout between them, GELU and fc2 run as one op that keeps only h for backward (half the
   // MLP's saved activations); the result is the same.
   if (act->kind == Activation::gelu && act->approx == GeluApprox::none && (!drop->is_training() || drop->p == 0))
-    return gelu_linear(h, fc2->weight, fc2->bias_or_none());
+    return gelu_linear(h, fc2->effective_weight(), fc2->bias_or_none());
   return drop->forward(fc2->forward(drop->forward(act->forward(h))));
 }
 
@@ -118,10 +165,11 @@ Tensor Block::forward_queries(const Tensor& x_in, int64_t queries) const {
   // norm1 with attn.qkv, and norm2 with mlp.fc1, each run as one op that keeps the block's residual stream
   // for backward instead of its normalized copy; the result is the same.
   const Linear &qkv = *attn->qkv, &fc1 = *mlp->fc1;
-  Tensor qkv_out = layer_norm_linear(x_in, norm1->weight, norm1->bias, norm1->eps, qkv.weight, qkv.bias_or_none());
+  Tensor qkv_out =
+      layer_norm_linear(x_in, norm1->weight, norm1->bias, norm1->eps, qkv.effective_weight(), qkv.bias_or_none());
   Tensor x = add(queries == -1 ? x_in : x_in.narrow(1, 0, queries), attn->forward_qkv(qkv_out, queries));
   return add(x, mlp->forward_hidden(
-                    layer_norm_linear(x, norm2->weight, norm2->bias, norm2->eps, fc1.weight, fc1.bias_or_none())));
+                    layer_norm_linear(x, norm2->weight, norm2->bias, norm2->eps, fc1.effective_weight(), fc1.bias_or_none())));
 }
 
 PatchEmbed::Proj::Proj(int64_t in_chans, int64_t dim, int64_t patch, bool with_bias, Generator& gen)

@@ -15,9 +15,22 @@ void normal_(Tensor& t, double std, Generator& gen);
 struct Linear : Module {  // [..., in] -> [..., out]
   Tensor& weight;
   Tensor* bias = nullptr;
+  // LoRA adapters (nn/lora.h), PEFT's names and layouts: lora_A.weight [rank, in], lora_B.weight [out, rank].
+  std::shared_ptr<Linear> lora_A, lora_B;
+  double lora_scale = 0;     // alpha / rank
+  bool lora_merged = false;  // scale B A has been added into weight; forward uses weight alone
   Linear(int64_t in, int64_t out, bool with_bias, Generator& gen);
-  Tensor forward(const Tensor& x) const { return linear(x, weight, bias_or_none()); }
+  Tensor forward(const Tensor& x) const { return linear(x, effective_weight(), bias_or_none()); }
   Tensor bias_or_none() const { return bias ? *bias : Tensor(); }
+  // The weight the layer applies: weight + lora_scale * lora_B.weight @ lora_A.weight with unmerged adapters,
+  // weight otherwise. Every forward (the fused ones in Block and Mlp too) goes through it.
+  Tensor effective_weight() const;
+  // Attaches adapters of rank r: A drawn as PEFT draws it (uniform in +-1/sqrt(in), torch's kaiming_uniform_ with
+  // a = sqrt(5)) and B = 0, so the layer computes what it did before.
+  void add_lora(int64_t rank, double alpha, Generator& gen);
+  void merge_lora();    // weight += scale B A (no-op when merged)
+  void unmerge_lora();  // weight -= scale B A (no-op when not merged): weight back up to float rounding
+  void remove_lora(bool merge);  // detaches the adapters, first merging them into weight when `merge`
 };
 
 struct LayerNorm : Module {  // normalizes the last dim

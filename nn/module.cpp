@@ -149,6 +149,24 @@ void Module::to(DType dtype) {
   replace_each([&](const Tensor& t) { return t.dtype() == dtype || t.dtype() == DType::i64 ? t : t.to(dtype); });
 }
 
+std::vector<std::pair<std::string, Module*>> Module::named_modules() {
+  std::vector<std::pair<std::string, Module*>> out;
+  for (auto& [n, c] : children_) {
+    out.emplace_back(n, c.get());
+    for (auto& [sub, m] : c->named_modules()) out.emplace_back(n + "." + sub, m);
+  }
+  return out;
+}
+
+bool Module::remove_module(const std::string& name) {
+  for (auto it = children_.begin(); it != children_.end(); ++it)
+    if (it->first == name) {
+      children_.erase(it);
+      return true;
+    }
+  return false;
+}
+
 void Module::train(bool on) {
   training_ = on;
   for (auto& [n, c] : children_) c->train(on);

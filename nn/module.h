@@ -40,6 +40,9 @@ class Module {
   // gradient checks and reference comparisons.
   void to(DType dtype);
 
+  // Every module below this one, depth first in registration order, with its dotted name ("blocks.0.attn.qkv").
+  std::vector<std::pair<std::string, Module*>> named_modules();
+
   void train(bool on = true);
   void eval() { train(false); }
   bool is_training() const { return training_; }
@@ -55,6 +58,8 @@ class Module {
     children_.emplace_back(name, m);
     return m;
   }
+  // Drops a registered child, so its parameters leave named_parameters(); false when there is none of that name.
+  bool remove_module(const std::string& name);
 
  private:
   // Every parameter and buffer slot set to convert(its tensor, detached), requires_grad kept; a slot whose

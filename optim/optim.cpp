@@ -4,7 +4,7 @@
 namespace spdlab::optim {
 
 const std::vector<std::string>& optimizer_kinds() {
-  static const std::vector<std::string> kinds = {"sgd", "adam", "adamw", "l2sp", "spd", "mars_sp"};
+  static const std::vector<std::string> kinds = {"sgd", "adam", "adamw", "l2sp", "spd", "mars_sp", "ftp"};
   return kinds;
 }
 
@@ -22,6 +22,7 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, std::vector<P
                                       "gamma); got weight_decay ", h.weight_decay);
     return std::make_unique<MarsSP>(std::move(groups), MarsSPOptions{adam, h.gamma});
   }
+  if (kind == "ftp") return std::make_unique<FTP>(std::move(groups), FTPOptions{adam, h.kappa});
   if (kind == "spd") {
     SPDLAB_CHECK(h.weight_decay == 0, "make_optimizer: spd has no weight_decay (its only decay is lambda, "
                                       "Hyperparams::lambda); got weight_decay ", h.weight_decay);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "optim/adam.h"
+#include "optim/ftp.h"
 #include "optim/optimizer.h"
 #include "optim/param_groups.h"
 #include "optim/schedulers.h"
@@ -25,9 +26,10 @@ struct Hyperparams {
   bool amsgrad = false;                           // adam, adamw, l2sp
   double alpha = 0.1, beta = 0.01;                // l2sp
   double gamma = 1.0;                             // mars_sp: the radius of the MARS-norm ball around w0
+  double kappa = 1.0;                             // ftp: the annealing of the radii's positive gradients
 };
 
-const std::vector<std::string>& optimizer_kinds();  // sgd, adam, adamw, l2sp, spd, mars_sp
+const std::vector<std::string>& optimizer_kinds();  // sgd, adam, adamw, l2sp, spd, mars_sp, ftp
 // An unknown kind is an Error listing the valid names.
 std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, std::vector<ParamGroup> groups, const Hyperparams& h);
 std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, NamedTensors params, const Hyperparams& h);

@@ -74,6 +74,21 @@ std::vector<ParamGroup> bitfit_groups(const NamedTensors& named) {
   return groups;
 }
 
+std::vector<ParamGroup> lora_groups(const NamedTensors& named) {
+  ParamGroup adapters;
+  adapters.anchored = false;
+  for (const auto& [name, t] : named)
+    if ((name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos) && t.requires_grad())
+      adapters.params.emplace_back(name, t);
+  SPDLAB_CHECK(!adapters.params.empty(), "lora_groups: no trainable LoRA adapters (lora_A, lora_B) among the ",
+               named.size(), " parameters; attach them first (nn::add_lora)");
+  std::vector<ParamGroup> groups = {adapters};
+  for (auto& g : grouped(
+           named, "lora_groups", [](const std::string& n) { return is_head(n) ? int64_t(0) : int64_t(-1); }, unit_scale))
+    groups.push_back(std::move(g));
+  return groups;
+}
+
 int64_t vit_layer_id(const std::string& name, int64_t depth) {
   for (const char* stem : {"cls_token", "pos_embed", "reg_token", "dist_token", "patch_embed.", "norm_pre."})
     if (name == stem || starts_with(name, stem)) return 0;

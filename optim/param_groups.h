@@ -22,6 +22,12 @@ std::vector<ParamGroup> linear_probe_groups(const NamedTensors& named);
 // BitFit (Ben Zaken et al., 2022): every bias, and the head, train; nothing else does.
 std::vector<ParamGroup> bitfit_groups(const NamedTensors& named);
 
+// LoRA (nn/lora.h): the adapters (names with .lora_A. or .lora_B.) and the head train, nothing else. The adapters
+// come first, in one group with decay_scale 1 and no anchor: AdamW decays them towards zero, and SPD runs in the
+// paper's PEFT mode, where the adapters' deviation from zero is what is projected. The head's groups follow with
+// timm's split, anchored as in full fine-tuning. Fails when the model has no adapters.
+std::vector<ParamGroup> lora_groups(const NamedTensors& named);
+
 // Layer-wise learning-rate decay (LLRD), as timm's param_groups_layer_decay for a ViT: with L = depth blocks,
 // layer 0 is the stem (cls_token, pos_embed, patch_embed, norm_pre), layer i + 1 is blocks.i, and layer L + 1
 // everything after the blocks (norm, proj, head). Layer k trains at lr_scale = decay^(L + 1 - k): the head at

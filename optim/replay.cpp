@@ -106,7 +106,7 @@ ReplayResult replay(const Trace& trace, const std::string& kind, const Hyperpara
     SPDLAB_CHECK(any, "replay: the unanchored pattern '", pattern, "' matches no tensor of the trace");
   }
   std::unique_ptr<Optimizer> opt = make_optimizer(kind, params, h);
-  if ((kind == "l2sp" || kind == "spd") && o.use_anchors) {
+  if (o.use_anchors && opt->uses_anchors()) {
     std::map<std::string, Tensor> anchors;
     for (const std::string& name : trace.names) {
       if (matches_any(name, o.unanchored)) continue;

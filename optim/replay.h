@@ -33,7 +33,7 @@ struct ReplayResult {
   std::vector<SpdTensorStats> spd_stats;  // SPD only
 };
 
-// Applies the T steps with a constant lr. Anchors matter only to l2sp and spd.
+// Applies the T steps with a constant lr. Anchors matter only to the kinds that use them (l2sp, spd, mars_sp, ftp).
 ReplayResult replay(const Trace& trace, const std::string& kind, const Hyperparams& h, const ReplayOptions& o);
 
 }  // namespace spdlab::optim

@@ -8,11 +8,16 @@
 #include <string>
 #include <vector>
 
+#include "core/io/safetensors.h"
 #include "core/io/svg.h"
 #include "core/ops.h"
 #include "core/stats.h"
+#include "models/vit.h"
 #include "nn/interpolate.h"
+#include "nn/lora.h"
 #include "optim/optim.h"
+#include "optim/reference.h"
+#include "tests/support.h"
 
 using namespace spdlab;
 using namespace spdlab::optim;
@@ -204,6 +209,201 @@ TEST_CASE("MARS-SP: rows farther than gamma (in L1) from the anchor are scaled b
   CHECK_THROWS_WITH_AS(make_optimizer("mars_sp", NamedTensors{{"w", Tensor::zeros({2, 2}).requires_grad_(true)}},
                                       Hyperparams{.weight_decay = 0.1}),
                        doctest::Contains("mars_sp has no weight_decay"), Error);
+}
+
+TEST_CASE("FTP: a learned radius per tensor; the first step stays at the anchor, the next grows the radius") {
+  // By hand, with w0 = w = 0 and lr 0.1, on a 2 x 2 matrix and a 1-D tensor of 3 (one row for FTP).
+  Tensor w = Tensor::zeros({2, 2}).requires_grad_(true), b = Tensor::zeros({3}).requires_grad_(true);
+  FTP ftp(NamedTensors{{"w", w}, {"b", b}}, FTPOptions{.adam = {.lr = 0.1}, .kappa = 1.0});
+  ftp.capture_anchors();
+  CHECK(ftp.kind() == "ftp");
+  // Step 1: Adam's first step is -lr sign(g): W~ = [[-.1, .1], [-.1, -.1]], each row 0.2 away in L1. The radius
+  // starts at 1e-8, so W = W~ * 1e-8 / 0.2: the tensor stays at its anchor.
+  w.set_grad(Tensor::from_vector(std::vector<float>{1, -1, 2, 0.5f}, {2, 2}));
+  b.set_grad(Tensor::from_vector(std::vector<float>{1, 1, -1}, {3}));
+  ftp.step();
+  CHECK(ftp.radii() == std::vector<double>{1e-8, 1e-8});
+  for (float v : w.to_vector_f32()) CHECK(std::abs(v) <= 1e-8f);
+  for (float v : b.to_vector_f32()) CHECK(std::abs(v) <= 1e-8f);
+  // Step 2, g = 1 everywhere. dL/dgamma = sum_j <g_j, d'_j> / n'_j = (0 / 0.2) + (-0.2 / 0.2) = -1 for w (the loss
+  // falls as the radius grows), and (-0.1 - 0.1 + 0.1) / 0.3 = -1/3 for b. The radius's Adam at t = 2: m = 0.1 g,
+  // v = 0.001 g^2, so m^ / sqrt(v^) = (0.1 / 0.19) / sqrt(0.001 / 0.001999) = 0.744152 sign(g) whatever |g|, and
+  // gamma = 1e-8 + 0.01 * 0.744152 for both.
+  w.set_grad(Tensor::ones({2, 2}));
+  b.set_grad(Tensor::ones({3}));
+  ftp.step();
+  const double grown = 1e-8 + 0.01 * (0.1 / 0.19) / std::sqrt(0.001 / (1 - 0.999 * 0.999));
+  CHECK(grown == doctest::Approx(1e-8 + 0.00744152).epsilon(1e-6));
+  REQUIRE(ftp.radii().size() == 2);
+  CHECK(ftp.radii()[0] == doctest::Approx(grown).epsilon(1e-6));
+  CHECK(ftp.radii()[1] == doctest::Approx(grown).epsilon(1e-6));
+  // Adam's second step moves every element by about lr (0.1) away from 0, far outside the radius: every row of w,
+  // and b as a whole, ends exactly gamma away from the anchor in L1.
+  const std::vector<float> wv = w.to_vector_f32(), bv = b.to_vector_f32();
+  CHECK(std::abs(wv[0]) + std::abs(wv[1]) == doctest::Approx(grown).epsilon(1e-5));
+  CHECK(std::abs(wv[2]) + std::abs(wv[3]) == doctest::Approx(grown).epsilon(1e-5));
+  CHECK(std::abs(bv[0]) + std::abs(bv[1]) + std::abs(bv[2]) == doctest::Approx(grown).epsilon(1e-5));
+
+  // kappa = 0 anneals a positive radius gradient away: the radius keeps its first value.
+  Tensor u = Tensor::zeros({2, 2}).requires_grad_(true);
+  FTP frozen_radius(NamedTensors{{"u", u}}, FTPOptions{.adam = {.lr = 0.1}, .kappa = 0.0});
+  frozen_radius.capture_anchors();
+  u.set_grad(Tensor::ones({2, 2}));  // W~ = -0.1 everywhere
+  frozen_radius.step();
+  u.set_grad(Tensor::full({2, 2}, -1.0f));  // <g, d'> = +0.2 per row: a radius gradient of +2, times kappa = 0
+  frozen_radius.step();
+  CHECK(frozen_radius.radii()[0] == 1e-8);
+  // Without an anchor (a new head) FTP is the Adam step alone.
+  Tensor h = Tensor::zeros({2, 2}).requires_grad_(true), h_ref = Tensor::zeros({2, 2}).requires_grad_(true);
+  FTP loose(NamedTensors{{"h", h}}, FTPOptions{.adam = {.lr = 0.1}});
+  Adam adam(NamedTensors{{"h", h_ref}}, AdamOptions{.lr = 0.1});
+  for (int s = 0; s < 2; ++s) {
+    h.set_grad(Tensor::ones({2, 2}));
+    h_ref.set_grad(Tensor::ones({2, 2}));
+    loose.step();
+    adam.step();
+  }
+  CHECK(h.to_vector_f32() == h_ref.to_vector_f32());
+  CHECK_THROWS_WITH_AS(FTP(NamedTensors{{"w", Tensor::zeros({2}).requires_grad_(true)}}, FTPOptions{.kappa = 2}),
+                       doctest::Contains("FTPOptions: kappa must be in [0, 1]; got 2"), Error);
+}
+
+TEST_CASE("LoRA: W + (alpha / r) B A with PEFT's init and names, exact gradients, merge keeps the bits") {
+  Generator gen(4);
+  nn::Linear lin(3, 2, true, gen);
+  const std::vector<float> w_before = lin.weight.to_vector_f32();
+  lin.add_lora(1, 2.0, gen);  // rank 1, alpha 2: scale 2
+  CHECK(lin.lora_scale == 2.0);
+  std::vector<std::string> names;
+  for (const auto& [n, t] : lin.named_parameters()) names.push_back(n);
+  CHECK(names == std::vector<std::string>{"weight", "bias", "lora_A.weight", "lora_B.weight"});
+  CHECK(lin.lora_A->weight.shape() == Shape{1, 3});  // [rank, in]
+  CHECK(lin.lora_B->weight.shape() == Shape{2, 1});  // [out, rank]
+  for (float a : lin.lora_A->weight.to_vector_f32()) CHECK(std::abs(a) <= 1 / std::sqrt(3.0f));
+  CHECK(lin.effective_weight().to_vector_f32() == w_before);  // B = 0: the layer is unchanged, bit for bit
+  // By hand: W = [[1, 0, 0], [0, 1, 0]], b = 0, A = [[1, 2, 3]], B = [[1], [-1]]:
+  // W + 2 B A = [[3, 4, 6], [-2, -3, -6]]; for x = [1, 1, 1], y = x W^T + 2 (x A^T) B^T = [1, 1] + 12 [1, -1].
+  lin.weight.detach().copy_(Tensor::from_vector(std::vector<float>{1, 0, 0, 0, 1, 0}, {2, 3}));
+  lin.bias->detach().copy_(Tensor::zeros({2}));
+  lin.lora_A->weight.detach().copy_(Tensor::from_vector(std::vector<float>{1, 2, 3}, {1, 3}));
+  lin.lora_B->weight.detach().copy_(Tensor::from_vector(std::vector<float>{1, -1}, {2, 1}));
+  lin.weight.requires_grad_(false);  // frozen, as LoRA trains
+  CHECK(lin.effective_weight().to_vector_f32() == std::vector<float>{3, 4, 6, -2, -3, -6});
+  const Tensor x = Tensor::ones({1, 3});
+  Tensor y = lin.forward(x);
+  CHECK(y.to_vector_f32() == std::vector<float>{13, -11});
+  // loss = y . [1, 2]: dW = dy^T x = [[1, 1, 1], [2, 2, 2]], so dA = 2 B^T dW = [-2, -2, -2] and
+  // dB = 2 dW A^T = [[12], [24]]; the frozen W gets no gradient.
+  sum(mul(y, Tensor::from_vector(std::vector<float>{1, 2}, {1, 2}))).backward();
+  CHECK(lin.lora_A->weight.grad().to_vector_f32() == std::vector<float>{-2, -2, -2});
+  CHECK(lin.lora_B->weight.grad().to_vector_f32() == std::vector<float>{12, 24});
+  CHECK_FALSE(lin.weight.grad().defined());
+  // Merged, the layer gives the same bits; unmerged, W comes back; removed with a merge, it is a plain Linear.
+  Generator gx(5);
+  const Tensor xs = Tensor::randn({4, 3}, gx);
+  const std::vector<float> adapted = lin.forward(xs).to_vector_f32();
+  lin.merge_lora();
+  CHECK(lin.forward(xs).to_vector_f32() == adapted);
+  lin.unmerge_lora();
+  CHECK(lin.weight.to_vector_f32() == std::vector<float>{1, 0, 0, 0, 1, 0});
+  lin.remove_lora(/*merge=*/true);
+  CHECK(lin.named_parameters().size() == 2);
+  CHECK(lin.weight.to_vector_f32() == std::vector<float>{3, 4, 6, -2, -3, -6});
+  CHECK(lin.forward(xs).to_vector_f32() == adapted);
+  CHECK_THROWS_WITH_AS(lin.add_lora(3, 1.0, gen), doctest::Contains("rank must be in [1, 2] for a [2, 3] weight; got 3"),
+                       Error);
+}
+
+TEST_CASE("LoRA on a ViT: four adapters per block, only they and the head train, SPD decays them towards zero") {
+  models::ViTConfig c = models::vit_preset("vit_fmnist_tiny");
+  models::VisionTransformer vit(c, 1);
+  const NamedTensors plain = vit.named_parameters();
+  const std::vector<std::string> adapted = nn::add_lora(vit, {.rank = 2, .alpha = 4, .seed = 3});
+  REQUIRE(adapted.size() == size_t(4 * c.depth));
+  CHECK(adapted[0] == "blocks.0.attn.qkv");
+  CHECK(adapted[3] == "blocks.0.mlp.fc2");
+  CHECK(nn::lora_parameters(vit).size() == size_t(8 * c.depth));
+  CHECK(vit.named_parameters().size() == plain.size() + 8 * c.depth);
+  CHECK_THROWS_WITH_AS(nn::add_lora(vit, {}), doctest::Contains("'blocks.0.attn.qkv' already has adapters"), Error);
+  // The groups: the adapters first, unanchored, then the head; everything else frozen.
+  NamedTensors named = vit.named_parameters();
+  std::vector<ParamGroup> groups = lora_groups(named);
+  REQUIRE(groups.size() == 3);  // adapters; head.bias (no decay); head.weight
+  CHECK(groups[0].params.size() == size_t(8 * c.depth));
+  CHECK_FALSE(groups[0].anchored);
+  CHECK(groups[0].decay_scale == 1.0);
+  CHECK(names(groups[1]) == std::set<std::string>{"head.bias"});
+  const NamedTensors frozen = freeze_unlisted(named, groups);
+  CHECK(frozen.size() == plain.size() - 2);
+  // SPD in PEFT mode: the head is anchored at its start; each adapter's w0 is zero. One step on lora_A of block 0
+  // equals the readable reference step with w0 = 0.
+  auto spd = make_optimizer("spd", groups, Hyperparams{.lr = 0.01, .lambda = 1.0});
+  spd->capture_anchors();
+  std::set<std::string> anchored;
+  for (const auto& [n, t] : spd->anchors()) anchored.insert(n);
+  CHECK(anchored == std::set<std::string>{"head.weight", "head.bias"});
+  Generator gen(6);
+  Tensor x = Tensor::randn({2, 1, 28, 28}, gen);
+  Tensor y = Tensor::from_vector(std::vector<int64_t>{1, 7}, {2});
+  cross_entropy(vit.forward(x), y).backward();
+  for (const auto& [n, t] : frozen) CHECK_FALSE(t.grad().defined());
+  Tensor a;
+  for (const auto& [n, t] : named)
+    if (n == "blocks.0.attn.qkv.lora_A.weight") a = t;
+  REQUIRE(a.defined());
+  std::vector<float> w = a.to_vector_f32(), g = a.grad().to_vector_f32(), w0(w.size(), 0.0f);
+  reference::AdamState<float> st;
+  const reference::SpdStep ref = reference::spd_step(w, g, w0, st, SPDOptions{.adam = {.lr = 0.01}, .lambda = 1.0});
+  spd->step();
+  const std::vector<float> got = a.to_vector_f32();
+  float worst = 0;
+  for (size_t i = 0; i < w.size(); ++i) worst = std::max(worst, std::abs(got[i] - w[i]));
+  CHECK(worst <= 1e-7f);
+  CHECK(spd->stats()[0].name == "blocks.0.attn.qkv.lora_A.weight");
+  CHECK(spd->stats()[0].c == doctest::Approx(ref.c));
+  // Removing the adapters with a merge leaves timm's names, and the merged model computes what the adapted did.
+  vit.eval();
+  const std::vector<float> adapted_logits = vit.forward(x).to_vector_f32();
+  nn::remove_lora(vit);
+  CHECK(vit.named_parameters().size() == plain.size());
+  CHECK(vit.forward(x).to_vector_f32() == adapted_logits);
+}
+
+TEST_CASE("LoRA adapter files: saved alone with their shape, loaded into a fresh model, PEFT's prefix accepted") {
+  test::TempDir dir("lora");
+  models::ViTConfig c = models::vit_preset("vit_fmnist_tiny");
+  models::VisionTransformer trained(c, 1), fresh(c, 1);
+  nn::LoRAOptions o{.rank = 2, .alpha = 2, .seed = 9};
+  nn::add_lora(trained, o);
+  Generator gen(2);
+  for (auto& [n, t] : nn::lora_parameters(trained)) t.detach().copy_(Tensor::randn(t.shape(), gen) * 0.01);
+  nn::save_lora(trained, o, dir.file("a.safetensors"));
+  io::SafetensorsFile f(dir.file("a.safetensors"));
+  CHECK(f.names().size() == size_t(8 * c.depth));  // the adapters alone
+  const nn::LoRAOptions read = nn::load_lora(fresh, dir.file("a.safetensors"));
+  CHECK(read.rank == 2);
+  CHECK(read.targets == o.targets);
+  Generator gx(3);
+  Tensor x = Tensor::randn({2, 1, 28, 28}, gx);
+  trained.eval();
+  fresh.eval();
+  CHECK(fresh.forward(x).to_vector_f32() == trained.forward(x).to_vector_f32());
+  // PEFT's layout: "base_model.model." before every name and no spdlab metadata; the shape comes from the caller.
+  NamedTensors peft;
+  for (auto& [n, t] : nn::lora_parameters(trained)) peft.emplace_back("base_model.model." + n, t);
+  io::save_safetensors(dir.file("peft.safetensors"), peft);
+  models::VisionTransformer other(c, 1);
+  CHECK_THROWS_WITH_AS(nn::load_lora(other, dir.file("peft.safetensors")),
+                       doctest::Contains("no spdlab.lora metadata (rank, alpha, targets)"), Error);
+  nn::load_lora(other, dir.file("peft.safetensors"), &o);
+  other.eval();
+  CHECK(other.forward(x).to_vector_f32() == trained.forward(x).to_vector_f32());
+  // A file short of one adapter is refused, naming it.
+  NamedTensors partial(peft.begin() + 1, peft.end());
+  io::save_safetensors(dir.file("partial.safetensors"), partial);
+  models::VisionTransformer third(c, 1);
+  CHECK_THROWS_WITH_AS(nn::load_lora(third, dir.file("partial.safetensors"), &o),
+                       doctest::Contains("adapters missing from the file: blocks.0.attn.qkv.lora_A.weight"), Error);
 }
 
 TEST_CASE("plots: round ticks, every point labelled apart from the others, legends as wide as their names") {

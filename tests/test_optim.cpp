@@ -85,6 +85,8 @@ Hyperparams hyper_from_config(const json::Value& c) {
   if (const json::Value* v = c.find("amsgrad")) h.amsgrad = v->as_bool();
   if (const json::Value* v = c.find("alpha")) h.alpha = v->as_double();
   if (const json::Value* v = c.find("beta")) h.beta = v->as_double();
+  if (const json::Value* v = c.find("gamma")) h.gamma = v->as_double();
+  if (const json::Value* v = c.find("k")) h.kappa = v->as_double();  // the official FTP code's name
   return h;
 }
 
@@ -160,7 +162,7 @@ TEST_CASE("replay: anchors from param.<name>, explicit anchor.<name>, --no-ancho
   bad.unanchored = {"heads.*"};
   CHECK_THROWS_WITH_AS(replay(trace, "spd", h, bad), doctest::Contains("'heads.*' matches no tensor"), Error);
   CHECK_THROWS_WITH_AS(replay(trace, "lion", h, ReplayOptions{}),
-                       doctest::Contains("valid names: sgd, adam, adamw, l2sp, spd, mars_sp"), Error);
+                       doctest::Contains("valid names: sgd, adam, adamw, l2sp, spd, mars_sp, ftp"), Error);
 }
 
 TEST_CASE("spdlab replay: end to end against the fixture, --every-step, and its errors") {
@@ -203,7 +205,7 @@ TEST_CASE("spdlab replay: end to end against the fixture, --every-step, and its 
       {"replay --trace " + stray + " --optim adam" + o, "grad.0.c has no param.c"},
       {"replay --trace " + anchor + " --optim spd" + o, "anchor.a is [6] but param.a is [2, 3]"},
       {"replay --trace " + dir.file("absent.safetensors") + " --optim adam" + o, "absent.safetensors"},
-      {"replay --trace " + trace + " --optim lion" + o, "valid names: sgd, adam, adamw, l2sp, spd, mars_sp"},
+      {"replay --trace " + trace + " --optim lion" + o, "valid names: sgd, adam, adamw, l2sp, spd, mars_sp, ftp"},
       {"replay --trace " + trace + " --optim adam --momentum 0.9" + o, "--momentum does not apply to --optim adam"},
       {"replay --trace " + trace + " --optim spd --wd 1" + o, "--wd does not apply to --optim spd"},
       {"replay --trace " + trace + " --optim adam --betas 0.9" + o, "--betas expects two numbers"},
@@ -465,7 +467,7 @@ TEST_CASE("options are checked on construction, with the option's name") {
   CHECK_THROWS_WITH_AS(AdamW(bad, AdamOptions{}), doctest::Contains("group 0 has decay_scale -1; it must be >= 0"),
                        Error);
   CHECK_THROWS_WITH_AS(make_optimizer("rmsprop", ps, Hyperparams{}),
-                       doctest::Contains("unknown optimizer 'rmsprop'; valid names: sgd, adam, adamw, l2sp, spd, mars_sp"), Error);
+                       doctest::Contains("unknown optimizer 'rmsprop'; valid names: sgd, adam, adamw, l2sp, spd, mars_sp, ftp"), Error);
   // Parameters.
   CHECK_THROWS_WITH_AS(Adam(NamedTensors{}, AdamOptions{}), doctest::Contains("empty parameter list"), Error);
   CHECK_THROWS_WITH_AS(Adam(NamedTensors{{"w", ps[0].second}, {"w", leaf({1}, gen)}}, AdamOptions{}),

@@ -9,9 +9,10 @@
 namespace spdlab::svg {
 
 namespace {
-// Tableau 10: distinct in print and for the common colour-vision deficiencies.
-const char* kColors[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
-                         "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
+// Tableau 10 (distinct in print and for the common colour-vision deficiencies), then four darker tones from
+// Tableau 20 for studies of more methods.
+const char* kColors[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
+                         "#ff9da7", "#9c755f", "#bab0ac", "#499894", "#d37295", "#b6992d", "#79706e"};
 constexpr int kPlotW = 560, H = 420, L = 70, T = 40, B = 70;
 
 std::string esc(const std::string& s) {

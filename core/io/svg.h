@@ -9,7 +9,7 @@
 
 namespace spdlab::svg {
 
-// The palette's i-th colour (it repeats after 10): a caller that draws one thing in several charts picks its
+// The palette's i-th colour (it repeats after 14): a caller that draws one thing in several charts picks its
 // colour once, by a fixed index, and passes it as `color`.
 std::string palette(size_t i);
 

@@ -22,12 +22,12 @@ int run_replay(int argc, char** argv) {
             "optimizer at a constant lr,\nin sorted name order, and writes param.<name> after the last step.",
             {
                 {"trace", "PATH", "input trace (safetensors)", ""},
-                {"optim", "NAME", "sgd, adam, adamw, l2sp, spd or mars_sp", ""},
+                {"optim", "NAME", "sgd, adam, adamw, l2sp, spd, mars_sp or ftp", ""},
                 {"out", "PATH", "output file (safetensors), written atomically", ""},
                 {"lr", "F", "learning rate", "1e-3"},
-                {"betas", "B1,B2", "Adam betas (adam, adamw, l2sp, spd, mars_sp)", "0.9,0.999"},
-                {"eps", "F", "Adam eps (adam, adamw, l2sp, spd, mars_sp)", "1e-8"},
-                {"wd", "F", "weight decay: coupled (sgd, adam, l2sp), decoupled (adamw)", "0"},
+                {"betas", "B1,B2", "Adam betas (every kind but sgd)", "0.9,0.999"},
+                {"eps", "F", "Adam eps (every kind but sgd)", "1e-8"},
+                {"wd", "F", "weight decay: coupled (sgd, adam, l2sp), decoupled (adamw, ftp)", "0"},
                 {"lambda", "F", "SPD's projection strength (spd's only decay)", "1"},
                 {"momentum", "F", "SGD momentum", "0"},
                 {"dampening", "F", "SGD dampening", "0"},
@@ -36,6 +36,7 @@ int run_replay(int argc, char** argv) {
                 {"alpha", "F", "L2-SP pull towards the anchor", "0.1"},
                 {"beta", "F", "L2-SP decay of tensors without an anchor", "0.01"},
                 {"gamma", "F", "MARS-SP's radius", "1"},
+                {"kappa", "F", "FTP's annealing of the radii's positive gradients, in [0, 1]", "1"},
                 {"no-anchor", "", "no anchors at all (spd: w0 = 0; l2sp: beta on every tensor)", ""},
                 {"unanchored", "GLOBS", "comma-separated name patterns without an anchor, e.g. 'head.*'", ""},
                 {"every-step", "", "also write step.<t>.<name> after every step", ""},
@@ -54,10 +55,11 @@ int run_replay(int argc, char** argv) {
   }
   // A flag the chosen optimizer would ignore is a mistake in the command line, not a no-op.
   const std::map<std::string, std::set<std::string>> applies = {
-      {"betas", {"adam", "adamw", "l2sp", "spd", "mars_sp"}}, {"eps", {"adam", "adamw", "l2sp", "spd", "mars_sp"}},
-      {"wd", {"sgd", "adam", "adamw", "l2sp"}}, {"lambda", {"spd"}}, {"momentum", {"sgd"}}, {"dampening", {"sgd"}}, {"nesterov", {"sgd"}},
+      {"betas", {"adam", "adamw", "l2sp", "spd", "mars_sp", "ftp"}},
+      {"eps", {"adam", "adamw", "l2sp", "spd", "mars_sp", "ftp"}}, {"wd", {"sgd", "adam", "adamw", "l2sp", "ftp"}}, {"lambda", {"spd"}}, {"momentum", {"sgd"}}, {"dampening", {"sgd"}}, {"nesterov", {"sgd"}},
       {"amsgrad", {"adam", "adamw", "l2sp"}}, {"alpha", {"l2sp"}}, {"beta", {"l2sp"}},
-      {"gamma", {"mars_sp"}}, {"no-anchor", {"l2sp", "spd", "mars_sp"}}, {"unanchored", {"l2sp", "spd", "mars_sp"}}};
+      {"gamma", {"mars_sp"}}, {"kappa", {"ftp"}}, {"no-anchor", {"l2sp", "spd", "mars_sp", "ftp"}},
+      {"unanchored", {"l2sp", "spd", "mars_sp", "ftp"}}};
   for (const auto& [flag, ok] : applies)
     SPDLAB_CHECK(!args.has(flag) || ok.count(kind), "replay: --", flag, " does not apply to --optim ", kind);
   SPDLAB_CHECK(!(args.has("no-anchor") && args.has("unanchored")),
@@ -75,6 +77,7 @@ int run_replay(int argc, char** argv) {
   else if (kind != "mars_sp")
     h.weight_decay = args.nonneg("wd");
   h.gamma = args.positive("gamma");
+  h.kappa = args.nonneg("kappa");
   h.momentum = args.nonneg("momentum");
   h.dampening = args.nonneg("dampening");
   h.nesterov = args.flag("nesterov");

@@ -2,7 +2,9 @@
 
 A small MLP is trained for 40 steps with torch.optim.Adam in float32 on random data; the gradient of
 every step is recorded. Those fixed gradients are then replayed, in float64 starting from the float32
-values, through SGD, Adam, AdamW, L2-SP and SPD, and the final parameters are stored as float32.
+values, through SGD, Adam, AdamW, L2-SP, SPD, MARS-SP and FTP, and the final parameters are stored as float32.
+MARS-SP and FTP have no torch.optim class: their rules are written out below in float64 (FTP's as the authors'
+code computes it: MARS (L1 row) norms, a 1-D tensor as one row, a radius per tensor with its own Adam).
 
   optim_traces.safetensors         variant no_anchor: anchors are the starting values
   optim_traces_anchor.safetensors  variant with_anchor: explicit anchor.<name>, different from the start
@@ -37,6 +39,9 @@ CONFIGS = [
     dict(name="l2sp", optimizer="l2sp", lr=1e-2, alpha=0.1, beta=0.01, **ADAM),
     dict(name="spd", optimizer="spd", lr=1e-2, lam=1.0, **ADAM),
     dict(name="spd_lam05", optimizer="spd", lr=1e-2, lam=0.5, **ADAM),
+    dict(name="mars_sp", optimizer="mars_sp", lr=1e-2, gamma=0.5, **ADAM),
+    dict(name="ftp", optimizer="ftp", lr=1e-2, k=1.0, weight_decay=0.0, **ADAM),
+    dict(name="ftp_k05_wd", optimizer="ftp", lr=1e-2, k=0.5, weight_decay=0.05, **ADAM),
 ]
 
 
@@ -76,6 +81,28 @@ def adam_step(w, g, state, cfg):
     w.addcdiv_(state["m"], denom, value=-cfg["lr"] / bc1)
 
 
+def ftp_step(w, w0, g, st, cfg):
+    """FTP's radius update and projection of one anchored tensor, after its Adam step (w holds W~)."""
+    rows = (1, w.numel()) if w.dim() <= 1 else (w.shape[0], -1)
+    d = (w - w0).reshape(rows)
+    n = d.abs().sum(1) + 1e-8
+    if st["inv_norm"] is None:
+        st["gamma"], st["gm"], st["gv"] = 1e-8, 0.0, 0.0
+    else:
+        grad = ((g.reshape(rows) * st["prev_d"]).sum(1) * st["inv_norm"]).sum().item()
+        if grad > 0:
+            grad *= cfg["k"]
+        t = st["t"]
+        st["gm"] = 0.9 * st["gm"] + 0.1 * grad
+        st["gv"] = 0.999 * st["gv"] + 0.001 * grad * grad
+        m_hat, v_hat = st["gm"] / (1 - 0.9 ** t), st["gv"] / (1 - 0.999 ** t)
+        gamma = st["gamma"] - 1e-2 * m_hat / (v_hat ** 0.5 + 1e-8)
+        st["gamma"] = min(max(gamma, 1e-8), n.max().item())
+    ratio = (st["gamma"] / n).clamp(0, 1)
+    w.copy_((w0.reshape(rows) + ratio[:, None] * d).reshape(w.shape))
+    st["prev_d"], st["inv_norm"] = d.clone(), 1 / n
+
+
 def replay(cfg, start, anchors, grads):
     """Returns final params (f64) and, for SPD, per-tensor 0/1 flags of the steps where c < 0."""
     w = {k: v.double().clone() for k, v in start.items()}
@@ -104,6 +131,19 @@ def replay(cfg, start, anchors, grads):
             if kind == "l2sp":
                 g = g + (cfg["alpha"] * (w[k] - w0[k]) if k in anchors else cfg["beta"] * w[k])
                 adam_step(w[k], g, state[k], cfg)
+                continue
+            if kind == "mars_sp":  # Adam, then each anchored matrix's rows back within L1 distance gamma of w0
+                adam_step(w[k], g, state[k], cfg)
+                if k in anchors and w[k].dim() == 2:
+                    d = w[k] - w0[k]
+                    w[k].copy_(w0[k] + d / torch.clamp(d.abs().sum(1, keepdim=True) / cfg["gamma"], min=1.0))
+                continue
+            if kind == "ftp":  # Adam with decoupled decay, then the learned projection
+                w[k].mul_(1 - cfg["lr"] * cfg["weight_decay"])
+                adam_step(w[k], g, state[k], cfg)
+                if k in anchors:
+                    state[k].setdefault("inv_norm", None)
+                    ftp_step(w[k], w0[k], g, state[k], cfg)
                 continue
             before = w[k].clone()
             adam_step(w[k], g, state[k], cfg)
