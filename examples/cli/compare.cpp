@@ -49,9 +49,10 @@ struct EvalSet {
 };
 
 // The hyperparameter --tune sweeps for a method, and its values: the method's own regularizer (or the lr where
-// the method has none that matters). Methods without one run once, with the flags' values.
+// the method has none that matters). Methods without one run once, with the flags' values. The two LoRA methods
+// run at --lora-lr and tune their decay of the adapters: AdamW's weight decay, SPD's lambda.
 struct Grid {
-  std::string hp;  // wd, lambda, alpha, gamma, layer_decay or lr; empty: nothing to tune
+  std::string hp;  // wd, lambda, alpha, gamma, layer_decay, kappa or lr; empty: nothing to tune
   std::vector<double> values;
 };
 
@@ -62,6 +63,9 @@ Grid default_grid(const std::string& method) {
   if (method == "mars_sp") return {"gamma", {0.1, 0.3, 1}};
   if (method == "llrd") return {"layer_decay", {0.5, 0.65, 0.8}};
   if (method == "lp" || method == "bitfit") return {"lr", {1e-3, 3e-3, 1e-2}};
+  if (method == "ftp") return {"kappa", {0.1, 0.5, 1}};
+  if (method == "lora") return {"wd", {0.01, 0.1, 1}};  // AdamW's decay of the adapters towards zero ...
+  if (method == "lora_spd") return {"lambda", {0.5, 1, 2}};  // ... and SPD's, selective, at the same lr
   return {};  // adam, sgd, lpft: the flags' values
 }
 
@@ -109,6 +113,7 @@ void apply_hp(const std::string& hp, double v, Regularizers& reg, double& lr) {
   else if (hp == "alpha") reg.alpha = v;
   else if (hp == "gamma") reg.gamma = v;
   else if (hp == "layer_decay") reg.layer_decay = v;
+  else if (hp == "kappa") reg.kappa = v;
   else if (hp == "lr") lr = v;
 }
 
@@ -126,6 +131,11 @@ std::string method_label(const std::string& k, const Regularizers& reg, double l
   else if (k == "bitfit") std::snprintf(b, sizeof b, "BitFit (AdamW, biases and head%s)", at_lr.c_str());
   else if (k == "llrd") std::snprintf(b, sizeof b, "AdamW + LLRD (decay %g)", reg.layer_decay);
   else if (k == "lpft") std::snprintf(b, sizeof b, "LP-FT (AdamW)");
+  else if (k == "ftp") std::snprintf(b, sizeof b, "FTP (κ %g)", reg.kappa);
+  else if (k == "lora")
+    std::snprintf(b, sizeof b, "LoRA r%lld (AdamW, wd %g, lr %g)", static_cast<long long>(reg.lora_rank), reg.wd, lr);
+  else if (k == "lora_spd")
+    std::snprintf(b, sizeof b, "LoRA r%lld + SPD (λ %g, lr %g)", static_cast<long long>(reg.lora_rank), reg.lambda, lr);
   else std::snprintf(b, sizeof b, "%s", k.c_str());
   return b;
 }
@@ -138,8 +148,9 @@ int run_compare(int argc, char** argv) {
           {"quick", "", "1 seed, 2000 test images per domain (the default)", ""},
           {"full", "", "3 seeds, the whole test set", ""},
           {"seeds", "N", "number of seeds (overrides the mode)", ""},
-          {"optims", "LIST", "methods to compare: optimizers (sgd, adam, adamw, l2sp, spd, mars_sp) and lp, bitfit, "
-                             "llrd, lpft (AdamW on the head, the biases, with layer-wise lr decay, or after a linear probe)",
+          {"optims", "LIST", "methods to compare: optimizers (sgd, adam, adamw, l2sp, spd, mars_sp, ftp) and lp, "
+                             "bitfit, llrd, lpft (AdamW on the head, the biases, with layer-wise lr decay, or after a "
+                             "linear probe), lora (AdamW on LoRA adapters and the head), lora_spd (SPD on them, PEFT mode)",
            "adam,adamw,l2sp,spd"},
           {"init", "FILE", "the pre-trained checkpoint (spdlab, timm, Hugging Face or CLIP safetensors)", kDefaultInit},
           {"train", "SRC", "your own training images, folder:DIR or cache:FILE (instead of --data, --domain, --range)", ""},
@@ -153,6 +164,7 @@ int run_compare(int argc, char** argv) {
           {"epochs", "E", "fine-tuning epochs", "2"},
           {"batch-size", "B", "batch size", "64"},
           {"lr", "LR", "peak learning rate, the same for every optimizer", "0.001"},
+          {"lora-lr", "LR", "peak learning rate of the LoRA methods (lora, lora_spd)", "0.01"},
           {"warmup", "F", "fraction of the steps spent warming up", "0.05"},
           {"threads", "N", "CPU threads", ""},
           device_flag(),
@@ -166,6 +178,9 @@ int run_compare(int argc, char** argv) {
           {"wise-ft", "ALPHAS", "WiSE-FT: also evaluate (1 - a) theta0 + a theta_ft for each a, e.g. 0.25,0.5,0.75, "
                                 "for the methods in --wise-ft-methods", ""},
           {"wise-ft-methods", "LIST", "the methods whose fine-tuned models get a WiSE-FT curve", "adamw"},
+          {"all-domains", "", "the all-pairs protocol: the whole study once per domain as the fine-tuning domain (each "
+                              "in OUT/<domain>/), then the matrix of every method's accuracy by training and test "
+                              "domain (OUT/all_domains.md, .json, .svg); rerun the same command to continue", ""},
           {"checkpoint-every", "N", "save a resumable state of the current run every N steps (SIGINT/SIGTERM always do)",
            "0"},
           {"resume", "DIR", "continue the study in DIR: finished runs are kept, the rest is done", ""}};
@@ -214,12 +229,52 @@ int run_compare(int argc, char** argv) {
   const data::SampleTransform train_augment = own_data ? augment_transform_for(a.str("augment")) : nullptr;
   const std::vector<NamedSource> eval_sources = own_data ? parse_eval_sets(a.list("eval")) : std::vector<NamedSource>{};
   const Regularizers reg = regularizers_from(a);
-  double lr = a.positive("lr"), warmup = a.nonneg("warmup");
+  double lr = a.positive("lr"), lora_lr = a.positive("lora-lr"), warmup = a.nonneg("warmup");
   int64_t epochs = a.integer("epochs", 1, kMaxEpochs), batch = a.integer("batch-size", 1, kMaxBatch);
   std::string out = a.str("out");
   const int64_t checkpoint_every = a.integer("checkpoint-every", 0, kMaxEpochs * kMaxImages);
   check_out_dir(out);  // created only once every input has loaded
   std::string init_path = resolve_init(a.str("init"), a.has("init"));
+
+  if (a.flag("all-domains")) {
+    // Each domain's study is an ordinary compare into OUT/<domain> (locked, resumable, kept when finished), with
+    // the same flags; then the matrix is read from their results.
+    SPDLAB_CHECK(!own_data, "compare: --all-domains is the Fashion-MNIST study's protocol; with --train and --eval, "
+                            "run one study per training set");
+    SPDLAB_CHECK(!a.has("domain"), "compare: --all-domains fine-tunes on every domain in turn; drop --domain");
+    std::vector<std::string> domains, base;
+    for (auto d : data::all_domains()) domains.push_back(data::domain_name(d));
+    const std::vector<std::string>& given = cl.args();
+    for (size_t i = 0; i < given.size(); ++i) {
+      if (given[i] == "--all-domains") continue;
+      if (given[i] == "--out") {
+        ++i;
+        continue;
+      }
+      if (given[i].rfind("--out=", 0) == 0) continue;
+      base.push_back(given[i]);
+    }
+    ensure_writable_dir(out);
+    const double t0 = now_seconds();
+    for (size_t k = 0; k < domains.size(); ++k) {
+      std::fprintf(stderr, "compare --all-domains: [%zu/%zu] fine-tuning on %s (%.0f s elapsed)\n", k + 1,
+                   domains.size(), domains[k].c_str(), now_seconds() - t0);
+      std::vector<std::string> sub = base;
+      for (const std::string& s : {std::string("--domain"), domains[k], std::string("--out"), out + "/" + domains[k]})
+        sub.push_back(s);
+      CommandLine sub_cl("compare", sub, "");
+      try {
+        run_compare(sub_cl.argc(), sub_cl.argv());
+      } catch (const Interrupted& e) {
+        throw Interrupted(e.signal(), std::string(e.what()) + "; or run the --all-domains command again to continue "
+                                                              "with every domain");
+      }
+    }
+    std::fputs(write_all_domains(out, domains, optims).c_str(), stdout);
+    std::fprintf(stderr, "compare --all-domains: done in %.0f s; the matrix is in %s/all_domains.md\n",
+                 now_seconds() - t0, out.c_str());
+    return 0;
+  }
 
   // Every input is read before the output directory is made: the model's input size from the header, the data at
   // that size, then the model with a head for the data's classes.
@@ -387,12 +442,14 @@ int run_compare(int argc, char** argv) {
     auto model = models::load_model(init_path, spec, device);
     const Method method = method_named(kind);
     Regularizers r_reg = reg;
-    double r_lr = lr;
+    double r_lr = method.params == "lora" ? lora_lr : lr;
     apply_hp(hp, value, r_reg, r_lr);
     TrainOptions opt;
     opt.optim = method.optim;
     opt.params = method.params;
     opt.layer_decay = r_reg.layer_decay;
+    opt.lora_rank = r_reg.lora_rank;
+    opt.lora_alpha = r_reg.lora_alpha;
     opt.hp = hyperparams_for(method.optim, r_lr, r_reg);
     opt.epochs = epochs;
     opt.batch_size = batch;
@@ -435,10 +492,14 @@ int run_compare(int argc, char** argv) {
     r.seconds = tr.seconds;
     r.spd = tr.spd_stats;
     if (!r.spd.empty()) r.fired_by_step = read_fired_by_step(opt.metrics_path);
-    save_vit(*model, stem + ".safetensors",
-             with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())}, {"spdlab.optim", kind},
-                           {"spdlab.seed", std::to_string(seed)}, {"spdlab.commit", SPDLAB_GIT_COMMIT}},
-                          train_set));
+    const auto meta = with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())}, {"spdlab.optim", kind},
+                                    {"spdlab.seed", std::to_string(seed)}, {"spdlab.commit", SPDLAB_GIT_COMMIT}},
+                                   train_set);
+    if (method.params == "lora") {  // the adapters (and head) are kept; the model is evaluated merged
+      save_lora_run(*model, lora_options(opt), adapter_path(stem + ".safetensors"), meta);
+      nn::remove_lora(*model, /*merge=*/true);
+    }
+    save_vit(*model, stem + ".safetensors", meta);
     if (tune) {
       Progress p(std::string("validate ") + label, 1);
       r.val_acc = evaluate(*model, val_set, id_transform, eval_seed);
@@ -508,9 +569,9 @@ int run_compare(int argc, char** argv) {
   setup.tuned = tune;
   for (const auto& kind : optims) {
     Regularizers r_reg = reg;
-    double r_lr = lr;
+    double r_lr = method_named(kind).params == "lora" ? lora_lr : lr;
     if (chosen_value.count(kind)) apply_hp(grids[kind].hp, chosen_value[kind], r_reg, r_lr);
-    setup.label[kind] = method_label(kind, r_reg, r_lr, lr);
+    setup.label[kind] = method_label(kind, r_reg, r_lr, method_named(kind).params == "lora" ? lora_lr : lr);
   }
   std::ostringstream intro;
   intro << "Fine-tuned on **" << train_what << "** (" << train_set.size() << " images, " << epochs << " epochs, batch "
@@ -574,6 +635,10 @@ int run_compare(int argc, char** argv) {
                                 {"l2sp_beta", Value::number(reg.beta)},
                                 {"mars_sp_gamma", Value::number(reg.gamma)},
                                 {"layer_decay", Value::number(reg.layer_decay)},
+                                {"ftp_kappa", Value::number(reg.kappa)},
+                                {"lora_rank", Value::integer(reg.lora_rank)},
+                                {"lora_alpha", Value::number(reg.lora_alpha)},
+                                {"lora_lr", Value::number(lora_lr)},
                                 {"seeds", Value::integer(seeds)}})
     protocol.push_back(kv);
   if (!own_data) protocol.emplace_back("eval_images_per_domain", Value::integer(eval_images));

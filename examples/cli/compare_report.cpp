@@ -571,3 +571,112 @@ std::string write_study_outputs(const StudySetup& s, const std::vector<Run>& run
 }
 
 }  // namespace spdlab::cli
+
+namespace spdlab::cli {
+
+std::string write_all_domains(const std::string& dir, const std::vector<std::string>& domains,
+                              const std::vector<std::string>& methods) {
+  const size_t n = domains.size();
+  // acc[method][train][test]: the mean over seeds; pretrained: one row, the same for every training domain.
+  std::map<std::string, std::vector<std::vector<double>>> acc;
+  std::vector<double> pre(n, 0);
+  for (size_t t = 0; t < n; ++t) {
+    const std::string path = dir + "/" + domains[t] + "/results.json";
+    std::ifstream f(path, std::ios::binary);
+    SPDLAB_CHECK(f.good(), "compare --all-domains: cannot read ", path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    const Value v = json::parse(ss.str(), path);
+    const Value* summary = v.find("summary");
+    const Value* pretrained = v.find("pretrained");
+    SPDLAB_CHECK(summary && pretrained && pretrained->find("accuracy"), path, ": expected \"summary\" and \"pretrained\"");
+    for (size_t e = 0; e < n; ++e) {
+      const Value* p = pretrained->find("accuracy")->find(domains[e]);
+      SPDLAB_CHECK(p, path, ": no pretrained accuracy on ", domains[e]);
+      pre[e] = p->as_double();
+    }
+    for (const auto& m : methods) {
+      const Value* s = summary->find(m);
+      SPDLAB_CHECK(s, path, ": no summary for ", m);
+      auto& rows = acc[m];
+      rows.resize(n, std::vector<double>(n, 0));
+      for (size_t e = 0; e < n; ++e) {
+        const Value* cell = s->find(domains[e]);
+        SPDLAB_CHECK(cell && cell->find("mean"), path, ": no ", m, " accuracy on ", domains[e]);
+        rows[t][e] = cell->find("mean")->as_double();
+      }
+    }
+  }
+  auto diag_mean = [&](const std::vector<std::vector<double>>& a) {
+    double s = 0;
+    for (size_t i = 0; i < n; ++i) s += a[i][i];
+    return s / n;
+  };
+  auto off_mean = [&](const std::vector<std::vector<double>>& a) {
+    double s = 0;
+    for (size_t i = 0; i < n; ++i)
+      for (size_t j = 0; j < n; ++j)
+        if (i != j) s += a[i][j];
+    return n > 1 ? s / double(n * (n - 1)) : 0.0;
+  };
+  auto pct = [](double x) {
+    char b[16];
+    std::snprintf(b, sizeof b, "%.1f", 100 * x);
+    return std::string(b);
+  };
+  std::ostringstream md;
+  md << "# All pairs of domains\n\nEach method fine-tuned on every domain in turn (rows) and tested on every domain "
+        "(columns); accuracy in %, the mean over seeds of each study in `<domain>/`. The diagonal is in-distribution.\n\n";
+  md << "| method | mean ID (diagonal) | mean OOD (off the diagonal) |\n|---|---|---|\n";
+  // The pre-trained model has no training domain: its ID is its accuracy on each domain, averaged.
+  double pre_mean = 0;
+  for (double x : pre) pre_mean += x / n;
+  md << "| pretrained | " << pct(pre_mean) << " | " << pct(pre_mean) << " |\n";
+  for (const auto& m : methods) md << "| " << m << " | " << pct(diag_mean(acc[m])) << " | " << pct(off_mean(acc[m])) << " |\n";
+  for (const auto& m : methods) {
+    md << "\n## " << m << "\n\n| trained on \\ tested on |";
+    for (const auto& d : domains) md << " " << d << " |";
+    md << "\n|---|";
+    for (size_t e = 0; e < n; ++e) md << "---|";
+    md << "\n";
+    for (size_t t = 0; t < n; ++t) {
+      md << "| " << domains[t] << " |";
+      for (size_t e = 0; e < n; ++e) md << " " << (t == e ? "**" + pct(acc[m][t][e]) + "**" : pct(acc[m][t][e])) << " |";
+      md << "\n";
+    }
+  }
+  md << "\nPlot: `all_domains.svg`. Numbers: `all_domains.json`.\n";
+
+  Value::Object methods_json;
+  std::vector<svg::Point> points = {{"pretrained", 100 * pre_mean, 100 * pre_mean, 0, 0, method_color("pretrained")}};
+  for (const auto& m : methods) {
+    Value::Array rows;
+    for (size_t t = 0; t < n; ++t) {
+      Value::Object row;
+      for (size_t e = 0; e < n; ++e) row.emplace_back(domains[e], Value::number(acc[m][t][e]));
+      rows.push_back(Value::object(row));
+    }
+    methods_json.emplace_back(m, Value::object({{"id_mean", Value::number(diag_mean(acc[m]))},
+                                                {"ood_mean", Value::number(off_mean(acc[m]))},
+                                                {"matrix", Value::array(rows)}}));
+    points.push_back({m, 100 * off_mean(acc[m]), 100 * diag_mean(acc[m]), 0, 0, method_color(m)});
+  }
+  Value::Array dom;
+  for (const auto& d : domains) dom.push_back(Value::string(d));
+  Value::Object pre_json;
+  for (size_t e = 0; e < n; ++e) pre_json.emplace_back(domains[e], Value::number(pre[e]));
+  write_text_atomic(dir + "/all_domains.json",
+                    json::dump(Value::object({{"domains", Value::array(dom)},
+                                              {"rows_are", Value::string("the fine-tuning domain")},
+                                              {"pretrained", Value::object(pre_json)},
+                                              {"methods", Value::object(methods_json)}})) +
+                        "\n");
+  write_text_atomic(dir + "/all_domains.md", md.str());
+  write_text_atomic(dir + "/all_domains.svg",
+                    svg::scatter("Every domain as the fine-tuning domain: mean ID vs mean OOD",
+                                 "OOD accuracy, mean off the diagonal (%)", "ID accuracy, mean of the diagonal (%)",
+                                 points));
+  return md.str();
+}
+
+}  // namespace spdlab::cli

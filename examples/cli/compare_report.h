@@ -69,3 +69,15 @@ struct StudySetup {
 std::string write_study_outputs(const StudySetup& s, const std::vector<Run>& runs);
 
 }  // namespace spdlab::cli
+
+namespace spdlab::cli {
+
+// compare --all-domains: every domain's study is in DIR/<domain>/ (its results.json); from them this writes
+// DIR/all_domains.json, all_domains.md (per method, the matrix of accuracy by training domain (rows) and test
+// domain (columns), each cell the mean over seeds; then each method's mean of the diagonal (in-distribution)
+// and of the rest (out-of-distribution)) and all_domains.svg (those two means, one point per method). Returns
+// the markdown.
+std::string write_all_domains(const std::string& dir, const std::vector<std::string>& domains,
+                              const std::vector<std::string>& methods);
+
+}  // namespace spdlab::cli

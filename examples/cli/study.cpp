@@ -55,7 +55,7 @@ void check_optimizer_name(const std::string& kind) {
 const std::vector<std::string>& method_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> v = optim::optimizer_kinds();
-    for (const char* m : {"lp", "bitfit", "llrd", "lpft"}) v.push_back(m);
+    for (const char* m : {"lp", "bitfit", "llrd", "lpft", "lora", "lora_spd"}) v.push_back(m);
     return v;
   }();
   return names;
@@ -63,9 +63,9 @@ const std::vector<std::string>& method_names() {
 
 std::string method_color(const std::string& name) {
   if (name == "pretrained") return "#555555";
-  // Ten methods, the palette's ten colours; AdamW (the baseline) and SPD get the two most distinct.
-  static const std::vector<std::string> order = {"adamw", "adam", "spd",   "l2sp",   "mars_sp",
-                                                 "lp",    "bitfit", "llrd", "lpft", "sgd"};
+  // Fourteen methods, the palette's fourteen colours; AdamW (the baseline) and SPD get the two most distinct.
+  static const std::vector<std::string> order = {"adamw", "adam", "spd",  "l2sp", "mars_sp", "lp",   "bitfit",
+                                                 "llrd",  "lpft", "sgd",  "ftp",  "lora",    "lora_spd"};
   const size_t i = std::find(order.begin(), order.end(), name) - order.begin();
   return svg::palette(i);
 }
@@ -77,6 +77,8 @@ Method method_named(const std::string& name) {
   if (name == "bitfit") return {"adamw", "bitfit", false};
   if (name == "llrd") return {"adamw", "llrd", false};
   if (name == "lpft") return {"adamw", "all", true};
+  if (name == "lora") return {"adamw", "lora", false};
+  if (name == "lora_spd") return {"spd", "lora", false};
   std::string all;
   for (const auto& m : method_names()) all += (all.empty() ? "" : ", ") + m;
   SPDLAB_FAIL("--optims: unknown method '", name, "'; expected one of: ", all);
@@ -90,6 +92,7 @@ optim::Hyperparams hyperparams_for(const std::string& kind, double lr, const Reg
   h.alpha = r.alpha;
   h.beta = r.beta;
   h.gamma = r.gamma;
+  h.kappa = r.kappa;
   return h;
 }
 
@@ -106,12 +109,18 @@ std::vector<Flag> regularizer_flags() {
           {"beta", "B", "L2-SP's decay of tensors without an anchor", g(d.beta)},
           {"gamma", "G", "MARS-SP's radius: each row's L1 distance from the pre-trained row", g(d.gamma)},
           {"layer-decay", "D", "layer-wise lr decay: each block below the head trains D times slower (llrd)",
-           g(d.layer_decay)}};
+           g(d.layer_decay)},
+          {"kappa", "K", "FTP's annealing of its radii's positive gradients, in [0, 1]", g(d.kappa)},
+          {"lora-rank", "R", "LoRA adapters' rank (lora, lora_spd; finetune --params lora)", std::to_string(d.lora_rank)},
+          {"lora-alpha", "A", "LoRA's alpha: the adapters' scale is alpha / rank", g(d.lora_alpha)}};
 }
 
 Regularizers regularizers_from(const Args& a) {
+  const double kappa = a.nonneg("kappa");
+  SPDLAB_CHECK(kappa <= 1, "--kappa must be in [0, 1]; got ", kappa);
   return {.wd = a.nonneg("wd"), .lambda = a.nonneg("lambda"), .alpha = a.nonneg("alpha"), .beta = a.nonneg("beta"),
-          .gamma = a.positive("gamma"), .layer_decay = a.positive("layer-decay")};
+          .gamma = a.positive("gamma"), .layer_decay = a.positive("layer-decay"), .kappa = kappa,
+          .lora_rank = a.integer("lora-rank", 1, 1 << 20), .lora_alpha = a.positive("lora-alpha")};
 }
 
 models::ModelInfo probe_model(const std::string& path, const models::ModelSpec& spec) {
@@ -148,6 +157,20 @@ void align_to_checkpoint(data::Dataset& d, const std::string& checkpoint, const 
   if (std::set<std::string>(trained.begin(), trained.end()) ==
       std::set<std::string>(d.class_names.begin(), d.class_names.end()))
     data::align_classes(d, trained, what, checkpoint);
+}
+
+std::string adapter_path(const std::string& model_path) {
+  const std::string ext = ".safetensors";
+  const bool has_ext = model_path.size() > ext.size() && model_path.compare(model_path.size() - ext.size(), ext.size(), ext) == 0;
+  return (has_ext ? model_path.substr(0, model_path.size() - ext.size()) : model_path) + ".lora" + ext;
+}
+
+void save_lora_run(nn::Module& model, const nn::LoRAOptions& o, const std::string& path,
+                   const std::map<std::string, std::string>& meta) {
+  nn::NamedTensors head;
+  for (auto& [n, t] : model.named_parameters())
+    if (n.rfind("head.", 0) == 0) head.emplace_back(n, t);
+  nn::save_lora(model, o, path, head, meta);
 }
 
 std::map<std::string, std::string> with_classes(std::map<std::string, std::string> meta, const data::Dataset& d) {
@@ -281,9 +304,11 @@ int run_finetune(int argc, char** argv) {
                              {"augment", "A", "with --train: rrc (timm's random resized crop and flip) or none", "rrc"},
                              {"domain", "D", "the fine-tuning domain", "edge"},
                              {"range", "B:E", "training images used", "50000:60000"},
-                             {"optim", "NAME", "adam, adamw, l2sp, spd, mars_sp or sgd", "spd"},
-                             {"params", "WHICH", "what trains: all, head (linear probing), bitfit (biases and head) or "
-                                                 "llrd (all, with layer-wise lr decay --layer-decay)", "all"}};
+                             {"optim", "NAME", "adam, adamw, l2sp, spd, mars_sp, ftp or sgd", "spd"},
+                             {"params", "WHICH", "what trains: all, head (linear probing), bitfit (biases and head), "
+                                                 "llrd (all, with layer-wise lr decay --layer-decay) or lora (LoRA "
+                                                 "adapters and the head; the merged model goes to --out, the adapters "
+                                                 "and head to OUT.lora.safetensors)", "all"}};
   for (auto& f : regularizer_flags()) flags.push_back(f);
   for (auto& f : common_train_flags()) flags.push_back(f);
   for (auto& f : model_flags()) flags.push_back(f);
@@ -300,6 +325,8 @@ int run_finetune(int argc, char** argv) {
   TrainOptions opt = train_options(a, kind, hyperparams_for(kind, a.positive("lr"), reg), "finetune " + kind);
   opt.params = a.str("params");
   opt.layer_decay = reg.layer_decay;
+  opt.lora_rank = reg.lora_rank;
+  opt.lora_alpha = reg.lora_alpha;
   check_params_name(opt.params);  // before any data is read
   data::Domain domain = data::parse_domain(a.str("domain"));
   std::string out = a.str("out");
@@ -330,9 +357,14 @@ int run_finetune(int argc, char** argv) {
   print_model_info("finetune", init, info);
   auto run = open_run_dir(cl, a, out);
   TrainResult r = train_in_run_dir(*model, train_set, transform, opt, *run, cl);
-  save_vit(*model, out, with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())},
-                                      {"spdlab.commit", SPDLAB_GIT_COMMIT}},
-                                     train_set));
+  const auto meta = with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())},
+                                  {"spdlab.commit", SPDLAB_GIT_COMMIT}},
+                                 train_set);
+  if (opt.params == "lora") {  // the adapters with the head they were trained with, then the merged model
+    save_lora_run(*model, lora_options(opt), adapter_path(out), meta);
+    nn::remove_lora(*model, /*merge=*/true);
+  }
+  save_vit(*model, out, meta);
   run->remove_all();
   std::fprintf(stderr, "finetune: %lld steps in %.0f s, final loss %.4f; wrote %s\n",
                static_cast<long long>(r.steps), r.seconds, r.final_loss, out.c_str());

@@ -270,8 +270,16 @@ void check_batch_fits(models::VisionTransformer& model, optim::Optimizer& optimi
 }  // namespace
 
 void check_params_name(const std::string& params) {
-  SPDLAB_CHECK(params == "all" || params == "head" || params == "bitfit" || params == "llrd",
-               "--params: expected all, head, bitfit or llrd; got '", params, "'");
+  SPDLAB_CHECK(params == "all" || params == "head" || params == "bitfit" || params == "llrd" || params == "lora",
+               "--params: expected all, head, bitfit, llrd or lora; got '", params, "'");
+}
+
+nn::LoRAOptions lora_options(const TrainOptions& opt) {
+  nn::LoRAOptions o;
+  o.rank = opt.lora_rank;
+  o.alpha = opt.lora_alpha;
+  o.seed = opt.seed;
+  return o;
 }
 
 std::vector<optim::ParamGroup> training_groups(const optim::NamedTensors& named, const std::string& params,
@@ -280,6 +288,7 @@ std::vector<optim::ParamGroup> training_groups(const optim::NamedTensors& named,
   if (params == "all") return optim::one_group(named);
   std::vector<optim::ParamGroup> groups = params == "head"     ? optim::linear_probe_groups(named)
                                           : params == "bitfit" ? optim::bitfit_groups(named)
+                                          : params == "lora"   ? optim::lora_groups(named)
                                                                : optim::layer_decay_groups(named, layer_decay);
   for (auto& g : groups) g.decay_scale = 1.0;  // the study decays every tensor it trains (README, PROTOCOL.md)
   return groups;
@@ -295,6 +304,7 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
   int64_t total = 0;
   SPDLAB_CHECK(!__builtin_mul_overflow(per_epoch, opt.epochs, &total), "train: ", opt.epochs, " epochs of ",
                per_epoch, " steps overflow");
+  if (opt.params == "lora" && !nn::has_lora(model)) nn::add_lora(model, lora_options(opt));
   const optim::NamedTensors named = model.named_parameters();
   std::vector<optim::ParamGroup> groups = training_groups(named, opt.params, opt.layer_decay);
   // Tensors outside the groups are frozen, so backward skips them; they are unfrozen however the run ends.

@@ -7,6 +7,7 @@
 
 #include "data/loader.h"
 #include "models/vit.h"
+#include "nn/lora.h"
 #include "optim/optim.h"
 
 namespace spdlab::cli {
@@ -33,10 +34,14 @@ struct TrainOptions {
   std::string optim = "adamw";
   optim::Hyperparams hp;
   // Which tensors train (optim/param_groups.h): "all"; "head" (linear probing); "bitfit" (biases and the head);
-  // "llrd" (all, with layer-wise lr decay `layer_decay`). The others are frozen for the run and unfrozen after.
+  // "llrd" (all, with layer-wise lr decay `layer_decay`); "lora" (LoRA adapters of rank `lora_rank` on every
+  // block's qkv, proj, fc1 and fc2, and the head: train() attaches them, seeded by `seed`, where the model has
+  // none, and leaves them attached and unmerged). The others are frozen for the run and unfrozen after.
   // Every trained tensor gets the optimizer's decay, as in the study's protocol.
   std::string params = "all";
   double layer_decay = 0.75;
+  int64_t lora_rank = 8;
+  double lora_alpha = 8;
   int64_t epochs = 1, batch_size = 64;
   double warmup_frac = 0.05;  // linear warmup, then cosine to 0
   double clip = 0;            // global grad-norm clip; 0 = off
@@ -60,6 +65,8 @@ struct TrainResult {
   std::vector<optim::SpdTensorStats> spd_stats;  // empty unless optim == spd
 };
 
+// The adapters train() attaches for params "lora".
+nn::LoRAOptions lora_options(const TrainOptions& opt);
 // The parameter groups TrainOptions::params names; check_params_name fails on an unknown name, listing them.
 void check_params_name(const std::string& params);
 std::vector<optim::ParamGroup> training_groups(const optim::NamedTensors& named, const std::string& params,
