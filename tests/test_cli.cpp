@@ -716,6 +716,8 @@ TEST_CASE("compare --all-domains: one study per fine-tuning domain, then the mat
   const std::string cmd = "compare --init " + model + " --range 50000:50064 --epochs 1 --batch-size 32 --seeds 1 "
                           "--eval-images 20 --optims adamw,spd --all-domains --out " + (d / "all").string();
   check_fails(cmd + " --domain edge", "--all-domains fine-tunes on every domain in turn; drop --domain");
+  check_fails("compare --init " + model + " --optims ftp --kappa 2 --out " + (d / "k").string(),
+              "--kappa must be in [0, 1]; got 2", d / "k");
   Result r = run(cmd);
   INFO(r.output);
   REQUIRE(r.status == 0);
