@@ -718,6 +718,9 @@ TEST_CASE("compare --all-domains: one study per fine-tuning domain, then the mat
   check_fails(cmd + " --domain edge", "--all-domains fine-tunes on every domain in turn; drop --domain");
   check_fails("compare --init " + model + " --optims ftp --kappa 2 --out " + (d / "k").string(),
               "--kappa must be in [0, 1]; got 2", d / "k");
+  // An input that fails inside the first domain's study leaves no directory behind.
+  check_fails("compare --init " + (d / "absent.safetensors").string() + " --all-domains --out " + (d / "x").string(),
+              "absent.safetensors", d / "x");
   Result r = run(cmd);
   INFO(r.output);
   REQUIRE(r.status == 0);
