@@ -37,9 +37,12 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias, Generator& gen)
   if (with_bias) bias = &register_parameter("bias", Tensor::zeros({out}));
 }
 
+// scale B A: what the adapters add to the weight.
+static Tensor lora_delta(const Linear& l) { return mul(matmul(l.lora_B->weight, l.lora_A->weight), l.lora_scale); }
+
 Tensor Linear::effective_weight() const {
   if (!lora_A || lora_merged) return weight;
-  return add(weight, mul(matmul(lora_B->weight, lora_A->weight), lora_scale));
+  return add(weight, lora_delta(*this));
 }
 
 void Linear::add_lora(int64_t rank, double alpha, Generator& gen) {
@@ -68,7 +71,7 @@ void Linear::merge_lora() {
 void Linear::unmerge_lora() {
   if (!lora_A || !lora_merged) return;
   autograd::NoGradGuard no_grad;
-  weight.copy_(sub(weight, mul(matmul(lora_B->weight, lora_A->weight), lora_scale)));
+  weight.copy_(sub(weight, lora_delta(*this)));
   lora_merged = false;
 }
 

@@ -32,8 +32,8 @@ bool is_lora_name(const std::string& name) {
 
 std::vector<std::string> add_lora(Module& model, const LoRAOptions& o) {
   SPDLAB_CHECK(!o.targets.empty(), "add_lora: no targets given");
-  Generator gen(o.seed);
-  std::vector<std::string> names;
+  // Every target is checked before any is adapted, so a failure leaves the model as it was.
+  std::vector<std::pair<std::string, Linear*>> chosen;
   for (auto& [name, l] : linears(model)) {
     bool target = false;
     for (const auto& t : o.targets) target = target || ends_with(name, t);
@@ -42,6 +42,11 @@ std::vector<std::string> add_lora(Module& model, const LoRAOptions& o) {
     const int64_t most = std::min(l->weight.size(0), l->weight.size(1));
     SPDLAB_CHECK(o.rank >= 1 && o.rank <= most, "add_lora: rank ", o.rank, " does not fit '", name, "', whose weight is ",
                  shape_str(l->weight.shape()), ": expected a rank from 1 to ", most);
+    chosen.emplace_back(name, l);
+  }
+  Generator gen(o.seed);
+  std::vector<std::string> names;
+  for (auto& [name, l] : chosen) {
     l->add_lora(o.rank, o.alpha, gen);
     names.push_back(name);
   }
