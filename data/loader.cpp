@@ -75,6 +75,10 @@ BatchLoader::BatchLoader(Dataset data, LoaderOptions opt) : data_(std::move(data
   // The worker reads raw rows; a contiguous copy (usually a no-op) makes row i start at i * C * H * W.
   if (data_.images.defined()) data_.images = data_.images.contiguous();
   data_.labels = data_.labels.contiguous();
+  SPDLAB_CHECK(opt_.shard_count >= 1 && opt_.shard_index >= 0 && opt_.shard_index < opt_.shard_count,
+               "BatchLoader: shard ", opt_.shard_index, " of ", opt_.shard_count, " does not exist");
+  SPDLAB_CHECK(opt_.batch_size >= opt_.shard_count, "BatchLoader: a batch of ", opt_.batch_size,
+               " cannot be split over ", opt_.shard_count, " shards (ranks); each needs at least one sample");
   num_batches_ = opt_.drop_last ? n / opt_.batch_size : (n + opt_.batch_size - 1) / opt_.batch_size;
   worker_ = std::thread([this] { worker_loop(); });
 }
@@ -88,9 +92,11 @@ BatchLoader::~BatchLoader() {
   worker_.join();
 }
 
-void BatchLoader::start_epoch(int64_t epoch, int64_t first_batch) {
-  SPDLAB_CHECK(first_batch >= 0 && first_batch <= num_batches_, "BatchLoader::start_epoch: first batch ", first_batch,
-               " is outside the epoch's ", num_batches_, " batches");
+void BatchLoader::start_epoch(int64_t epoch, int64_t first_batch, int64_t end_batch) {
+  if (end_batch < 0) end_batch = num_batches_;
+  SPDLAB_CHECK(first_batch >= 0 && first_batch <= end_batch && end_batch <= num_batches_,
+               "BatchLoader::start_epoch: batches [", first_batch, ", ", end_batch, ") are outside the epoch's ",
+               num_batches_, " batches");
   std::unique_lock<std::mutex> lk(mu_);
   cv_.wait(lk, [&] { return !building_; });
   const int64_t n = data_.size();
@@ -106,7 +112,7 @@ void BatchLoader::start_epoch(int64_t epoch, int64_t first_batch) {
   ready_.reset();
   error_ = nullptr;
   next_build_ = next_take_ = first_batch;
-  end_ = num_batches_;
+  end_ = end_batch;
   cv_.notify_all();
 }
 
@@ -152,9 +158,16 @@ void BatchLoader::worker_loop() {
   }
 }
 
-Batch BatchLoader::build(int64_t k) const {
+std::pair<int64_t, int64_t> BatchLoader::shard_rows(int64_t k) const {
   const int64_t n = data_.size(), bs = opt_.batch_size;
-  const int64_t begin = k * bs, count = std::min(bs, n - begin);
+  const int64_t global = std::min(bs, n - k * bs);  // the last batch may be short
+  const int64_t i = opt_.shard_index, m = opt_.shard_count;
+  const int64_t lo = global * i / m, hi = global * (i + 1) / m;
+  return {k * bs + lo, hi - lo};
+}
+
+Batch BatchLoader::build(int64_t k) const {
+  const auto [begin, count] = shard_rows(k);
   const Shape s = data_.image_shape();
   const int64_t C = s[0], H = s[1], W = s[2], per = C * H * W;
   Batch b{Tensor::empty({count, C, H, W}), Tensor::empty({count}, DType::i64)};

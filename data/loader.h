@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "data/domains.h"
@@ -36,6 +37,10 @@ struct LoaderOptions {
   bool drop_last = false;     // drop a final batch smaller than batch_size
   uint64_t seed = 0;
   SampleTransform transform{};  // empty: samples as stored
+  // Data parallel: each batch is the rows [B*i/n, B*(i+1)/n) of the global batch of `batch_size` (i =
+  // shard_index, n = shard_count), so the n loaders of one seed together build exactly the batches one loader
+  // builds, each sample with the same transform seed. num_batches() counts global batches.
+  int64_t shard_index = 0, shard_count = 1;
 };
 
 struct Batch {
@@ -51,14 +56,17 @@ class BatchLoader {
   BatchLoader& operator=(const BatchLoader&) = delete;
 
   // Begins epoch `epoch` (any epoch, in any order; what was left of the previous one is dropped), at batch
-  // `first_batch` of it (a resumed run skips the batches it already trained on without building them).
+  // `first_batch` of it (a resumed run skips the batches it already trained on without building them), ending
+  // before `end_batch` (-1: the epoch's end; a rank of a distributed evaluation takes its range of batches).
   // Order: 0..N-1, or with shuffle a Fisher-Yates shuffle drawn from Generator(hash(seed, epoch)).
-  void start_epoch(int64_t epoch, int64_t first_batch = 0);
+  void start_epoch(int64_t epoch, int64_t first_batch = 0, int64_t end_batch = -1);
   // The next batch of the epoch, or false when the epoch is done. An exception thrown while building
   // the batch (by the transform, say) is rethrown here, and ends the epoch.
   bool next(Batch& batch);
 
   int64_t num_batches() const { return num_batches_; }
+  // The rows of global batch `k` this shard builds: [first, first + count).
+  std::pair<int64_t, int64_t> shard_rows(int64_t k) const;
   int64_t epoch() const { return epoch_; }
   const Dataset& dataset() const { return data_; }
 

@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# openmpi-bin and libopenmpi-dev: data parallel over several processes (mpirun -np N spdlab ...).
 packages=(build-essential cmake git libopenblas-dev libopenblas-openmp-dev libstb-dev doctest-dev zlib1g-dev
-          dataset-fashion-mnist "$@")
+          openmpi-bin libopenmpi-dev dataset-fashion-mnist "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,5 +1,6 @@
 // The spdlab command-line tool: one executable, one subcommand per job (see examples/cli/).
 // This is the only place where an error becomes a message and an exit status.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,10 +9,58 @@
 #include <cstdlib>
 #include <exception>
 #include <string>
+#include <thread>
 
 #include "core/check.h"
 #include "examples/cli/commands.h"
+#include "dist/communicator.h"
 #include "examples/cli/run_state.h"
+#include "kernels/threads.h"
+
+// Started by mpirun (data parallel): joins the MPI group. Ranks other than 0 keep their stderr for their own
+// messages (errors, and what a collective says when it waits too long) and silence the rest, which rank 0
+// prints once. Each rank gets an equal share of the machine's cores unless SPDLAB_NUM_THREADS or --threads says.
+static void join_ranks(const spdlab::cli::Command& c) {
+  namespace dist = spdlab::dist;
+  dist::set_world(dist::make_mpi());
+  dist::Communicator& w = dist::world();
+  if (w.size() == 1) return;
+  SPDLAB_CHECK(c.data_parallel, "'", c.name, "' runs in one process; start it without mpirun (pretrain, finetune, "
+               "eval and compare run data parallel)");
+  if (const char* t = std::getenv("SPDLAB_DIST_TIMEOUT")) {
+    char* end = nullptr;
+    const double s = std::strtod(t, &end);
+    SPDLAB_CHECK(end != t && *end == '\0' && s >= 0, "SPDLAB_DIST_TIMEOUT: expected seconds (0: wait forever), got '",
+                 t, "'");
+    dist::wait_policy().timeout_s = s;
+  }
+  dist::wait_policy().interrupted = [] { return spdlab::cli::stop_requested(); };
+  if (std::getenv("SPDLAB_NUM_THREADS") == nullptr) {
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    spdlab::set_num_threads(std::max(1, cores / std::max(1, w.local_size())));
+  }
+  if (!w.is_root()) {
+    const int own = dup(2);
+    if (std::FILE* f = own >= 0 ? fdopen(own, "w") : nullptr) dist::set_diagnostics(f);
+    const int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null >= 0) {
+      dup2(null, 1);
+      dup2(null, 2);
+      close(null);
+    }
+  }
+}
+
+// An error's one line: rank 0's on stderr as always; another rank's on its own stream, saying which rank.
+static void report(const char* command, const char* kind, const char* what) {
+  namespace dist = spdlab::dist;
+  dist::Communicator& w = dist::world();
+  if (w.size() > 1 && !w.is_root())
+    std::fprintf(dist::diagnostics(), "spdlab %s (rank %d/%d): %s%s\n", command, w.rank(), w.size(), kind, what);
+  else
+    std::fprintf(stderr, "spdlab %s: %s%s\n", command, kind, what);
+  std::fflush(nullptr);
+}
 
 static void print_usage() {
   std::fprintf(stderr, "usage: spdlab <command> [flags]   (spdlab <command> --help for its flags)\n\ncommands:\n");
@@ -36,16 +85,21 @@ int main(int argc, char** argv) {
   std::string name = argv[1];
   for (const auto& c : spdlab::cli::kCommands) {
     if (c.name != name) continue;
+    // A failing or interrupted rank exits without MPI_Finalize (which would wait for the others); mpirun sees
+    // its status and ends the job.
     try {
-      return c.run(argc, argv);
+      if (spdlab::dist::launched_by_mpi()) join_ranks(c);
+      const int status = c.run(argc, argv);
+      spdlab::dist::finalize();
+      return status;
     } catch (const spdlab::cli::Interrupted& e) {
-      std::fprintf(stderr, "spdlab %s: %s\n", name.c_str(), e.what());
+      report(name.c_str(), "", e.what());
       return 128 + e.signal();
     } catch (const spdlab::Error& e) {
-      std::fprintf(stderr, "spdlab %s: error: %s\n", name.c_str(), e.what());
+      report(name.c_str(), "error: ", e.what());
       return 1;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "spdlab %s: error: %s\n", name.c_str(), e.what());
+      report(name.c_str(), "error: ", e.what());
       return 1;
     }
   }

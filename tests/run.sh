@@ -31,6 +31,10 @@ echo "tests/run.sh: bench/loader_bench on the small config (a check that it runs
 # byte-identical to uninterrupted runs, with nothing stray (the full-size version: SIZE=quick, 10 kills each).
 echo "tests/run.sh: kill and resume (tests/reliability/kill_resume.sh)"
 bash tests/reliability/kill_resume.sh 4
+# Data parallel: 2 ranks under mpirun against 1 process, determinism, distributed eval and compare, a killed
+# rank and --resume, a hung rank, refusals.
+echo "tests/run.sh: data parallel on 2 ranks (tests/dist/run.sh)"
+bash tests/dist/run.sh
 
 echo "tests/run.sh: the CUDA kernels on the CPU emulation (build-emu, -DSPDLAB_CUDA_EMULATE=ON)"
 cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DSPDLAB_CUDA_EMULATE=ON >/dev/null

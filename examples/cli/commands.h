@@ -21,14 +21,19 @@ struct Command {
   const char* name;
   const char* summary;
   int (*run)(int, char**);
+  // Runs as one of several ranks under mpirun (data parallel: training split by batch, evaluation by batch
+  // range, rank 0 writing); the other commands refuse to.
+  bool data_parallel = false;
 };
 
 // Every command, in the order `spdlab --help` lists them.
 inline constexpr Command kCommands[] = {
-    {"pretrain", "pre-train a foundation ViT on several domains", run_pretrain},
-    {"finetune", "fine-tune a checkpoint on one domain or on your images, with adam/adamw/l2sp/spd/sgd", run_finetune},
-    {"eval", "accuracy of a checkpoint per domain, or on each of your test sets", run_eval},
-    {"compare", "the robust fine-tuning study: every optimizer, seeds, domains or sets, report and plots", run_compare},
+    {"pretrain", "pre-train a foundation ViT on several domains", run_pretrain, true},
+    {"finetune", "fine-tune a checkpoint on one domain or on your images, with adam/adamw/l2sp/spd/sgd", run_finetune,
+     true},
+    {"eval", "accuracy of a checkpoint per domain, or on each of your test sets", run_eval, true},
+    {"compare", "the robust fine-tuning study: every optimizer, seeds, domains or sets, report and plots", run_compare,
+     true},
     {"replay", "apply a gradient trace through an optimizer (check against PyTorch)", run_replay},
     {"inspect", "print a checkpoint's architecture, metadata and tensors", run_inspect},
     {"predict", "classify image files or a tensor of images with a checkpoint", run_predict},

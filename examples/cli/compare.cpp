@@ -17,6 +17,7 @@
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
 #include "data/image_folder.h"
+#include "dist/communicator.h"
 #include "examples/cli/args.h"
 #include "examples/cli/commands.h"
 #include "examples/cli/compare_report.h"
@@ -355,11 +356,13 @@ int run_compare(int argc, char** argv) {
                                         {"status", Value::string(status)},
                                         {"complete", Value::array(complete)}}));
   };
+  dist::world().barrier();  // every rank has read the directory as it was before rank 0 writes to it
   write_manifest("running", {});
   // Outputs of the whole study are written at the end; until then none from an earlier attempt may remain.
-  for (const char* f : {"results.json", "results.csv", "report.md", "id_vs_ood.svg", "per_domain.svg",
-                        "per_layer_deviation.svg", "spd_condition_rate.svg", "timing.json"})
-    std::filesystem::remove(out + "/" + f);
+  if (dist::world().is_root())
+    for (const char* f : {"results.json", "results.csv", "report.md", "id_vs_ood.svg", "per_domain.svg",
+                          "per_layer_deviation.svg", "spd_condition_rate.svg", "timing.json"})
+      std::filesystem::remove(out + "/" + f);
 
   // The plan: seed 0 of every method at every grid value (one value without --tune), method by method; then the
   // other seeds, with each method's chosen value. Without --tune this is the study's old order (seed by seed).
@@ -434,7 +437,7 @@ int run_compare(int argc, char** argv) {
                    100 * done.ood_mean);
       return done;
     }
-    if (const int sig = stop_requested())
+    if (const int sig = stop_agreed())
       throw Interrupted(sig, detail::cat("compare: stopped by ", signal_name(sig), " before ", label,
                                          "; resume with: ", resume_hint("compare", out)));
     auto run_dir = std::make_unique<RunDir>(stem + ".run");
@@ -474,10 +477,12 @@ int run_compare(int argc, char** argv) {
           lp.metrics_path = stem + ".lp.jsonl";
           lp.run = lp_dir.get();
           train(*model, train_set, transform, lp);
-          save_vit(*model, probed, with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())},
-                                                 {"spdlab.optim", "lp"}, {"spdlab.seed", std::to_string(seed)},
-                                                 {"spdlab.commit", SPDLAB_GIT_COMMIT}},
-                                                train_set));
+          on_root(probed, [&] {
+            save_vit(*model, probed, with_classes({{"spdlab.command", command_line(cl.argc(), cl.argv())},
+                                                   {"spdlab.optim", "lp"}, {"spdlab.seed", std::to_string(seed)},
+                                                   {"spdlab.commit", SPDLAB_GIT_COMMIT}},
+                                                  train_set));
+          });
           lp_dir->remove_all();
         } else {
           model->load_state_dict(io::load_safetensors(probed));
@@ -498,7 +503,7 @@ int run_compare(int argc, char** argv) {
       save_lora_run(*model, lora_options(opt), adapter_path(stem + ".safetensors"), meta);
       nn::remove_lora(*model, /*merge=*/true);
     }
-    save_vit(*model, stem + ".safetensors", meta);
+    on_root(stem + ".safetensors", [&] { save_vit(*model, stem + ".safetensors", meta); });
     if (tune) {
       Progress p(std::string("validate ") + label, 1);
       r.val_acc = evaluate(*model, val_set, id_transform, eval_seed);

@@ -12,12 +12,19 @@
 #include <sstream>
 
 #include "core/io/atomic_file.h"
+#include "dist/communicator.h"
 
 namespace spdlab::cli {
 
 namespace fs = std::filesystem;
 
 RunDir::RunDir(std::string dir, bool transient) : dir_(std::move(dir)), transient_(transient) {
+  // With several ranks, rank 0 owns the directory (creates, locks, writes, removes); the others only read it.
+  follower_ = !dist::world().is_root();
+  if (follower_) {
+    dist::world().barrier();  // rank 0 has made the directory
+    return;
+  }
   std::error_code ec;
   fs::create_directories(dir_, ec);
   SPDLAB_CHECK(!ec && fs::is_directory(dir_), "cannot create the run directory '", dir_, "': ",
@@ -38,6 +45,7 @@ RunDir::RunDir(std::string dir, bool transient) : dir_(std::move(dir)), transien
   if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) < 0) {
     // the pid is only for the message a second writer sees; the lock itself is held
   }
+  dist::world().barrier();
 }
 
 RunDir::~RunDir() {
@@ -60,9 +68,12 @@ json::Value RunDir::manifest() const {
   return json::parse(ss.str(), file("run.json"));
 }
 
-void RunDir::write_manifest(const json::Value& m) { io::write_file_atomic(file("run.json"), json::dump(m) + "\n"); }
+void RunDir::write_manifest(const json::Value& m) {
+  if (!follower_) io::write_file_atomic(file("run.json"), json::dump(m) + "\n");
+}
 
 void RunDir::remove_all() {
+  if (follower_) return;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir_, ec))
     if (e.path().filename() != "lock") fs::remove_all(e.path(), ec);
@@ -89,6 +100,15 @@ void install_stop_handlers() {
 }
 
 int stop_requested() { return g_stop_signal; }
+
+int stop_agreed() {
+  const int sig = g_stop_signal;
+  dist::Communicator& comm = dist::world();
+  if (comm.size() == 1) return sig;
+  double any = sig ? 1 : 0;
+  comm.all_reduce_sum(&any, 1);
+  return any > 0 ? (sig ? sig : SIGTERM) : 0;
+}
 
 const char* signal_name(int sig) {
   switch (sig) {

@@ -17,6 +17,8 @@ namespace spdlab::cli {
 class RunDir {
  public:
   // Creates `dir` if needed and takes its lock (dir/lock, held until destruction or the process's death).
+  // In a data-parallel run only rank 0 creates, locks, writes and removes; the other ranks read (a shared
+  // file system is assumed, as with any MPI job that reads its inputs by path).
   // A training run's directory (`transient`) is removed on destruction unless it holds a state to resume from,
   // so a run that fails before its first checkpoint leaves nothing behind.
   explicit RunDir(std::string dir, bool transient = true);
@@ -38,6 +40,7 @@ class RunDir {
  private:
   std::string dir_;
   bool transient_;
+  bool follower_ = false;  // a rank other than 0 of a data-parallel run: reads, never writes
   int lock_fd_ = -1;
 };
 
@@ -55,6 +58,9 @@ class Interrupted : public Error {
 void install_stop_handlers();
 // The signal that asked the run to stop, or 0.
 int stop_requested();
+// The same, agreed by every rank of a data-parallel run (one collective): nonzero on all ranks when any was
+// asked to stop, so they stop at the same point.
+int stop_agreed();
 const char* signal_name(int sig);
 
 // The command line of a training command. With --resume DIR (and at most --threads N or --device D beside

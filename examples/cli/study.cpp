@@ -170,7 +170,7 @@ void save_lora_run(nn::Module& model, const nn::LoRAOptions& o, const std::strin
   nn::NamedTensors head;
   for (auto& [n, t] : model.named_parameters())
     if (n.rfind("head.", 0) == 0) head.emplace_back(n, t);
-  nn::save_lora(model, o, path, head, meta);
+  on_root(path, [&] { nn::save_lora(model, o, path, head, meta); });
 }
 
 std::map<std::string, std::string> with_classes(std::map<std::string, std::string> meta, const data::Dataset& d) {
@@ -287,11 +287,13 @@ int run_pretrain(int argc, char** argv) {
   model.to(apply_device(a));
   auto run = open_run_dir(cl, a, out);
   TrainResult r = train_in_run_dir(model, data::subset(all, b, e), data::random_domain_transform(domains), opt, *run, cl);
-  save_vit(model, out,
-           {{"spdlab.command", command_line(cl.argc(), cl.argv())},
-            {"spdlab.seed", std::to_string(opt.seed)},
-            {"spdlab.commit", SPDLAB_GIT_COMMIT},
-            {"spdlab.train_seconds", std::to_string(r.seconds)}});
+  on_root(out, [&] {
+    save_vit(model, out,
+             {{"spdlab.command", command_line(cl.argc(), cl.argv())},
+              {"spdlab.seed", std::to_string(opt.seed)},
+              {"spdlab.commit", SPDLAB_GIT_COMMIT},
+              {"spdlab.train_seconds", std::to_string(r.seconds)}});
+  });
   run->remove_all();
   std::fprintf(stderr, "pretrain: %lld steps in %.0f s, final loss %.4f; wrote %s\n", static_cast<long long>(r.steps),
                r.seconds, r.final_loss, out.c_str());
@@ -364,7 +366,7 @@ int run_finetune(int argc, char** argv) {
     save_lora_run(*model, lora_options(opt), adapter_path(out), meta);
     nn::remove_lora(*model, /*merge=*/true);
   }
-  save_vit(*model, out, meta);
+  on_root(out, [&] { save_vit(*model, out, meta); });
   run->remove_all();
   std::fprintf(stderr, "finetune: %lld steps in %.0f s, final loss %.4f; wrote %s\n",
                static_cast<long long>(r.steps), r.seconds, r.final_loss, out.c_str());

@@ -2,6 +2,7 @@
 // `predict` classifies image files or a tensor of preprocessed images; `cache` decodes an image folder once into
 // a memory-mapped file; `export` writes Fashion-MNIST (in any domain) as an image folder.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <numeric>
@@ -37,10 +38,48 @@ std::vector<char*> with_positional(int argc, char** argv, const char* flag, std:
 
 }  // namespace
 
+// inspect A --diff B: how far two files of the same tensors are apart (two runs, two ranks, two kernel sets).
+static int diff_files(const io::SafetensorsFile& a, const io::SafetensorsFile& b) {
+  SPDLAB_CHECK(a.names() == b.names(), "--diff: ", b.path(), " holds other tensors than ", a.path(), " (", b.names().size(),
+               " and ", a.names().size(), " names)");
+  double worst_rel = 0, worst_abs = 0, d2 = 0, b2 = 0;
+  std::string worst = "-";
+  int64_t identical = 0;
+  std::printf("%-40s %14s %14s\n", "tensor", "rel. diff", "max |a - b|");
+  for (const auto& n : a.names()) {
+    const Tensor x = a.load(n, DType::f64), y = b.load(n, DType::f64);
+    SPDLAB_CHECK(x.shape() == y.shape(), "--diff: '", n, "' is ", shape_str(x.shape()), " in ", a.path(), " but ",
+                 shape_str(y.shape()), " in ", b.path());
+    const double* p = x.data<double>();
+    const double* q = y.data<double>();
+    double td2 = 0, tb2 = 0, tmax = 0;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const double d = p[i] - q[i];
+      td2 += d * d;
+      tb2 += q[i] * q[i];
+      tmax = std::max(tmax, std::abs(d));
+    }
+    d2 += td2;
+    b2 += tb2;
+    identical += td2 == 0;
+    const double rel = tb2 > 0 ? std::sqrt(td2 / tb2) : std::sqrt(td2);
+    if (rel > worst_rel) worst_rel = rel, worst = n;
+    worst_abs = std::max(worst_abs, tmax);
+    std::printf("%-40s %14.3e %14.3e\n", n.c_str(), rel, tmax);
+  }
+  std::printf("diff: %zu tensors, %lld identical; largest relative difference %.3e (%s), overall %.3e, largest "
+              "|a - b| %.3e\n",
+              a.names().size(), static_cast<long long>(identical), worst_rel, worst.c_str(),
+              b2 > 0 ? std::sqrt(d2 / b2) : std::sqrt(d2), worst_abs);
+  return 0;
+}
+
 int run_inspect(int argc, char** argv) {
   std::string flag;
   std::vector<char*> args = with_positional(argc, argv, "--model", flag);
-  std::vector<Flag> flags = {{"model", "FILE", "a .safetensors file (also accepted as the first argument)", ""}};
+  std::vector<Flag> flags = {{"model", "FILE", "a .safetensors file (also accepted as the first argument)", ""},
+                             {"diff", "FILE", "compare with another file of the same tensors: per tensor and overall, "
+                                              "||a - b|| / ||b|| and the largest |a - b|", ""}};
   for (auto& f : model_flags()) flags.push_back(f);
   Args a("inspect",
          "Prints a safetensors checkpoint's architecture (from spdlab's metadata, or read from the tensor shapes for\n"
@@ -50,6 +89,7 @@ int run_inspect(int argc, char** argv) {
   if (a.help_requested()) return std::fputs(a.usage().c_str(), stdout), 0;
   const std::string path = a.str("model");
   io::SafetensorsFile f(path);
+  if (a.has("diff")) return diff_files(f, io::SafetensorsFile(a.str("diff")));
   std::printf("%s\n", f.path().c_str());
   try {
     const models::ModelSpec spec = model_spec(a);  // --num-classes, --num-heads, ... as a loading command reads them

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <map>
 #include <cerrno>
@@ -23,6 +24,7 @@
 #include "core/io/atomic_file.h"
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
+#include "dist/communicator.h"
 
 namespace spdlab::cli {
 
@@ -116,7 +118,16 @@ Flag device_flag() { return {"device", "DEV", "cpu, cuda or cuda:N (a GPU; spdla
 Device apply_device(const Args& a) {
   Device d;
   try {
-    d = Device::parse(a.has("device") ? a.str("device") : "cpu");
+    const std::string text = a.has("device") ? a.str("device") : "cpu";
+    d = Device::parse(text);
+    dist::Communicator& comm = dist::world();
+    if (comm.size() > 1 && d.is_cuda()) {
+      // Data parallel on GPUs: each rank its own GPU, and NCCL to sum gradients where this build has it.
+      SPDLAB_CHECK(text == "cuda", "with ", comm.size(), " ranks, --device cuda gives each rank its own GPU (cuda:<rank "
+                   "on this machine>); '", text, "' would put them all on one");
+      d = Device::cuda_at(comm.local_rank());
+      if (dist::built_with_nccl() && comm.backend() == "mpi") dist::set_world(dist::make_nccl());
+    }
     kernels::get(d);  // a GPU that is not there fails here, before any work
   } catch (const Error& e) {
     SPDLAB_FAIL("--device: ", e.what());
@@ -298,7 +309,20 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
                   const TrainOptions& opt) {
   SPDLAB_CHECK(train_set.num_classes <= model.config().num_classes, "train: the data has ", train_set.num_classes,
                " classes but the model's head has ", model.config().num_classes);
-  data::BatchLoader loader(train_set, {opt.batch_size, true, true, opt.seed, std::move(transform)});
+  // Data parallel (dist/communicator.h): rank r of N builds rows [B r / N, B (r + 1) / N) of every global batch
+  // of B; the gradients are summed across ranks before the step, so every replica takes the step one process
+  // would take on the whole batch (within float rounding: the per-rank sums are added in another order).
+  dist::Communicator& comm = dist::world();
+  const int ranks = comm.size();
+  data::LoaderOptions lo{opt.batch_size, true, true, opt.seed, std::move(transform)};
+  lo.shard_index = comm.rank();
+  lo.shard_count = ranks;
+  SPDLAB_CHECK(opt.batch_size >= ranks, opt.label, ": a global batch of ", opt.batch_size, " cannot be split over ",
+               ranks, " ranks; raise --batch-size to at least ", ranks);
+  SPDLAB_CHECK(ranks == 1 || model.config().drop_rate == 0, opt.label, ": the model uses dropout (drop_rate ",
+               model.config().drop_rate, "), which data parallel does not support yet: every rank would draw the "
+               "same masks; run in one process");
+  data::BatchLoader loader(train_set, std::move(lo));
   const int64_t per_epoch = loader.num_batches();
   SPDLAB_CHECK(per_epoch > 0, "train: ", train_set.size(), " images make no full batch of ", opt.batch_size);
   int64_t total = 0;
@@ -330,7 +354,15 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
   }
   if (opt.run) install_stop_handlers();
   model.train();
-  check_batch_fits(model, *optimizer, opt.batch_size);
+  check_batch_fits(model, *optimizer, (opt.batch_size + ranks - 1) / ranks);
+  if (ranks > 1) {
+    std::fprintf(stderr, "%s: data parallel over %d ranks (%s): %lld images per rank (up to), global batch %lld\n",
+                 opt.label.c_str(), ranks, comm.backend().c_str(),
+                 static_cast<long long>((opt.batch_size + ranks - 1) / ranks), static_cast<long long>(opt.batch_size));
+    // The replicas start equal (the same checkpoint, seeds and resumed state), or the run stops here.
+    dist::check_same_on_all_ranks(comm, dist::digest(model.named_parameters()),
+                                  opt.label + ": the parameters at the start");
+  }
   const Device dev = model.named_parameters().front().second.device();  // batches go where the model is
   Progress progress(opt.label, total);
   const double t0 = now_seconds();
@@ -351,8 +383,20 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
       Tensor loss = cross_entropy(model.forward(model.preprocess(b.x.to(dev))), b.y.to(dev));
       optimizer->zero_grad();
       loss.backward();
+      // Across ranks: each rank's gradient of its shard's mean loss is weighted by its share of the global batch
+      // and summed; so is the loss, beside whether any rank was asked to stop (all stop after the same step).
+      const double share = static_cast<double>(b.y.size(0)) / opt.batch_size;
+      double l = loss.item();
+      int sig = stop_requested();
+      if (ranks > 1) {
+        dist::wait_policy().context = detail::cat(opt.label, ", step ", st.step + 1);
+        dist::all_reduce_grads(model.named_parameters(), comm, share);
+        double shared[2] = {l * share, sig ? 1.0 : 0.0};
+        comm.all_reduce_sum(shared, 2);
+        l = shared[0];
+        sig = shared[1] > 0 ? (sig ? sig : SIGTERM) : 0;
+      }
       // Finite guards: a NaN or inf loss, gradient or weight stops the run before it spreads or is saved.
-      const double l = loss.item();
       SPDLAB_CHECK(std::isfinite(l), opt.label, ": the loss became ", l, " at step ", st.step + 1,
                    "; nothing was saved from this step", kept(), "; lower the learning rate (--lr)");
       const auto params = model.named_parameters();
@@ -393,7 +437,6 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
         st.metrics += line.str();
       }
       progress.update(st.step, st.loss_avg, (st.step - first_step) * opt.batch_size);
-      const int sig = stop_requested();
       const bool periodic = opt.checkpoint_every > 0 && st.step % opt.checkpoint_every == 0 && st.step < total;
       if (opt.run && (periodic || (sig && st.step < total))) {
         TrainState save = st;
@@ -402,7 +445,8 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
           save.batch = 0;
         }
         save.dropout_rng = model.dropout_generator().seed_state();
-        save_train_state(*opt.run, model, *optimizer, save);
+        if (comm.is_root()) save_train_state(*opt.run, model, *optimizer, save);  // rank 0 writes, for all
+        comm.barrier();  // no rank stops before the state is saved
       }
       if (sig && opt.run && st.step < total) {
         progress.finish();
@@ -412,7 +456,17 @@ TrainResult train(models::VisionTransformer& model, const data::Dataset& train_s
     }
   }
   progress.finish();
-  if (!opt.metrics_path.empty()) io::write_file_atomic(opt.metrics_path, st.metrics);
+  dist::wait_policy().context.clear();
+  if (ranks > 1) {
+    // The replicas end equal, having made the same decisions: a proof, not an assumption.
+    dist::check_same_on_all_ranks(comm, dist::digest(model.named_parameters()), opt.label + ": the final parameters");
+    std::ostringstream decisions;
+    for (const auto& s : optimizer->stats()) decisions << s.name << ' ' << s.steps << ' ' << s.fired << '\n';
+    const std::string d = decisions.str();
+    dist::check_same_on_all_ranks(comm, dist::digest({{d, Tensor()}}), opt.label + ": SPD's per-tensor firing counts");
+  }
+  if (!opt.metrics_path.empty() && comm.is_root()) io::write_file_atomic(opt.metrics_path, st.metrics);
+  comm.barrier();  // the metrics are on disk before any rank reads them
   res.seconds = now_seconds() - t0;
   res.steps = st.step;
   res.final_loss = st.loss_avg;
@@ -427,11 +481,20 @@ double evaluate(models::VisionTransformer& model, const data::Dataset& test, dat
 
 double evaluate(models::VisionTransformer& model, const data::Dataset& test, data::SampleTransform transform,
                 uint64_t seed, Progress* progress, int64_t* progress_step) {
-  return models::accuracy(model, test, std::move(transform), seed, kEvalBatch, [&](int64_t) {
-    if (!progress) return;
-    ++*progress_step;
-    progress->update(*progress_step, -1, *progress_step * kEvalBatch);
-  });
+  // With several ranks each scores its range of the batches and the counts are summed: the accuracy is the one
+  // process's to the last image. Progress (shown by rank 0) counts every rank's batches as its own.
+  dist::Communicator& comm = dist::world();
+  const models::Counts c = models::accuracy_counts(
+      model, test, std::move(transform), seed, kEvalBatch,
+      [&](int64_t) {
+        if (!progress) return;
+        *progress_step += comm.size();
+        progress->update(*progress_step, -1, *progress_step * kEvalBatch);
+      },
+      comm.rank(), comm.size());
+  double counts[2] = {static_cast<double>(c.correct), static_cast<double>(c.seen)};
+  comm.all_reduce_sum(counts, 2);
+  return counts[1] > 0 ? counts[0] / counts[1] : 0.0;
 }
 
 std::vector<std::pair<std::string, double>> deviation_per_tensor(const models::VisionTransformer& model,
@@ -485,6 +548,14 @@ void check_out_dir(const std::string& dir) {
                "': '", p.string(), "' is not a writable directory");
 }
 
-void write_text_atomic(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
+void write_text_atomic(const std::string& path, const std::string& text) {
+  on_root(path, [&] { io::write_file_atomic(path, text); });
+}
+
+void on_root(const std::string& what, const std::function<void()>& write) {
+  dist::Communicator& comm = dist::world();
+  if (comm.is_root()) write();
+  comm.barrier();  // what rank 0 wrote is there before any rank reads it
+}
 
 }  // namespace spdlab::cli

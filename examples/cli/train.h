@@ -1,6 +1,7 @@
 // Training and evaluation loops shared by the pretrain, finetune, eval and compare commands:
 // progress on stderr, metrics as JSON lines, and the per-layer measures the study reports.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -111,7 +112,11 @@ void ensure_writable_dir(const std::string& dir);
 // Checks, creating nothing, that `dir` is a writable directory or could be made as one (its nearest existing
 // ancestor is a writable directory).
 void check_out_dir(const std::string& dir);
-// Writes text atomically (temp file and rename) with an error naming the path.
+// Writes text atomically (temp file and rename) with an error naming the path. With several ranks (mpirun),
+// rank 0 writes and every rank waits until it has.
 void write_text_atomic(const std::string& path, const std::string& text);
+// Only rank 0 writes outputs: `write` runs there, then every rank waits for it (a barrier), so a rank that reads
+// the file next finds it. Every rank must reach the same calls in the same order. `what` names the output.
+void on_root(const std::string& what, const std::function<void()>& write);
 
 }  // namespace spdlab::cli
