@@ -6,7 +6,7 @@
 # link and runs the same suite, which skips with the reason when no GPU is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash examples/setup.sh python3-torch
+bash examples/setup.sh python3-torch xz-utils
 cmake --build build -j"$(nproc)"
 ctest --test-dir build --output-on-failure
 # The CPU kernels exist twice (AVX2+FMA, chosen on CPUs that have it, and the baseline); run every suite on

@@ -19,6 +19,10 @@ out=${OUT:-$pack/out}
 rounds=${ROUNDS:-3}
 mkdir -p "$out"
 [ -x "$pack/spdlab_tests" ] || { echo "device_check: $pack/spdlab_tests is missing; run tests/cuda/pack.sh here first" >&2; exit 1; }
+# The shared libraries travel compressed (pack.sh); Python's tarfile unpacks them where xz is not installed.
+if [ ! -d "$pack/lib" ] && [ -f "$pack/lib.tar.xz" ]; then
+  ${PYTHON:-python3} -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$pack/lib.tar.xz" "$pack"
+fi
 export LD_LIBRARY_PATH="$PWD/$pack/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export SPDLAB_SOURCE_DIR=$PWD SPDLAB_NUM_THREADS=${SPDLAB_NUM_THREADS:-8}
 python=${PYTHON:-python3}
