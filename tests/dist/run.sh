@@ -4,8 +4,9 @@
 #   2. SPD, 100 steps: the per-layer firing decisions of every step identical to one process's; two 2-rank runs
 #      bit-identical (checkpoint and metrics); the replicas' own check (parameters and SPD counts equal on every
 #      rank) ran in each;
-#   3. eval on 2 ranks prints exactly one process's accuracies; a small compare study completes on 2 ranks and
-#      scores the pre-trained model exactly as one process does;
+#   3. eval on 2 ranks prints exactly one process's accuracies; a small compare study completes on 2 ranks, writes
+#      the files one process writes, scores the pre-trained model exactly as one process does, and its SPD run's
+#      per-tensor firing counts equal one process's;
 #   4. SIGKILL of rank 1: the job ends within 60 s, rank 0 says why, and --resume on 2 ranks ends with the bits of
 #      the uninterrupted run;
 #   5. a rank that hangs (SIGSTOP) with SPDLAB_DIST_TIMEOUT=5: rank 0 reports it and every rank ends within 60 s;
@@ -77,6 +78,12 @@ done
 [ "$(ls cmp2)" = "$(ls cmp1)" ] || fail "compare on 2 ranks wrote other files than 1 process: $(ls cmp2)"
 pre() { python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["pretrained"], sort_keys=True))' "$1"; }
 [ "$(pre cmp2/results.json)" = "$(pre cmp1/results.json)" ] || fail "compare scored the pre-trained model differently"
+# SPD's per-tensor counts (steps taken, steps fired) of the study's SPD run: the same on 2 ranks as in 1 process.
+counts() {
+  python3 -c 'import json,sys; print("\n".join("%s %d %d" % (s["name"], s["steps"], s["fired"]) for s in json.load(open(sys.argv[1]))["spd"]))' "$1"
+}
+[ "$(counts cmp1/spd-seed0.json | awk '$3 > 0' | wc -l)" -gt 0 ] || fail "SPD never fired in the study: nothing to compare"
+[ "$(counts cmp2/spd-seed0.json)" = "$(counts cmp1/spd-seed0.json)" ] || fail "SPD's per-tensor firing counts differ"
 
 echo "tests/dist: 4. SIGKILL of rank 1, then --resume"
 "${mpi[@]}" "$spdlab" finetune "${ft[@]}" --optim spd --checkpoint-every 10 --out k.safetensors --metrics k.jsonl \
