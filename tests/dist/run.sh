@@ -10,7 +10,9 @@
 #   4. SIGKILL of rank 1: the job ends within 60 s, rank 0 says why, and --resume on 2 ranks ends with the bits of
 #      the uninterrupted run;
 #   5. a rank that hangs (SIGSTOP) with SPDLAB_DIST_TIMEOUT=5: rank 0 reports it and every rank ends within 60 s;
-#   6. refusals: a command that runs in one process, and a global batch smaller than the ranks.
+#   6. refusals: a command that runs in one process, and a global batch smaller than the ranks;
+#   7. where a CUDA build (build-cuda/spdlab, or SPDLAB_CUDA) and 2 GPUs are present: SGD on 2 GPUs through NCCL
+#      within 1e-5 of 1 GPU (else it says why it is skipped).
 # Usage: bash tests/dist/run.sh   (SPDLAB: the tool, default build/spdlab; KEEP=1 keeps the work directory)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,6 +21,7 @@ init=$(realpath models/pretrained/fmnist_foundation.safetensors)
 command -v mpirun >/dev/null || { echo "tests/dist: no mpirun: apt-get install openmpi-bin libopenmpi-dev" >&2; exit 1; }
 work=$(mktemp -d /tmp/spdlab_dist_XXXXXX)
 [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$work"' EXIT
+root=$PWD
 cd "$work"
 mpi=(mpirun --oversubscribe -np 2)
 [ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)  # Open MPI refuses root without it (CI runs as root)
@@ -136,4 +139,20 @@ grep -q "'inspect' runs in one process; start it without mpirun" refuse.log || f
 grep -q "a global batch of 1 cannot be split over 2 ranks; raise --batch-size to at least 2" batch.log ||
   fail "no reason given (batch.log)"
 [ ! -e b.safetensors ] && [ ! -e b.safetensors.run ] || fail "a refused run left files"
+echo "tests/dist: 7. NCCL on 2 GPUs"
+cuda_spdlab=$(realpath -m "${SPDLAB_CUDA:-$root/build-cuda/spdlab}")
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+if [ ! -x "$cuda_spdlab" ]; then
+  echo "  skipped: no CUDA build at $cuda_spdlab (SPDLAB_CUDA names one)"
+elif [ "$gpus" -lt 2 ]; then
+  echo "  skipped: NCCL needs 2 GPUs, this machine has ${gpus:-0}"
+else
+  "${mpi[@]}" "$cuda_spdlab" finetune "${ft[@]}" --optim sgd --device cuda --out g2.safetensors 2>g2.log
+  "$cuda_spdlab" finetune "${ft[@]}" --optim sgd --device cuda --out g1.safetensors 2>/dev/null
+  grep -q "data parallel over 2 ranks (nccl)" g2.log || fail "the 2-GPU run did not use NCCL (g2.log)"
+  line=$("$spdlab" inspect g2.safetensors --diff g1.safetensors | tail -n1)
+  echo "  $line"
+  rel=$(sed -E 's/.*largest relative difference ([0-9.e+-]+).*/\1/' <<<"$line")
+  awk -v r="$rel" 'BEGIN { exit !(r < 1e-5) }' || fail "NCCL: 2 GPUs differ from 1 by $rel (> 1e-5)"
+fi
 echo "tests/dist: passed"
