@@ -35,6 +35,12 @@ void set_world(std::unique_ptr<Communicator> c) {
   world_slot() = std::move(c);
 }
 
+std::unique_ptr<Communicator> swap_world(std::unique_ptr<Communicator> c) {
+  SPDLAB_CHECK(c != nullptr, "dist::swap_world: no communicator");
+  std::swap(world_slot(), c);
+  return c;
+}
+
 WaitPolicy& wait_policy() {
   static WaitPolicy p;
   return p;

@@ -66,6 +66,9 @@ class SingleProcess final : public Communicator {
 // init_from_environment() at startup).
 Communicator& world();
 void set_world(std::unique_ptr<Communicator> c);
+// Puts `c` in place of the world and hands back the one it replaces (to put back later): a rank that works
+// alone for a while (compare --split runs) swaps in a SingleProcess.
+std::unique_ptr<Communicator> swap_world(std::unique_ptr<Communicator> c);
 
 // What a collective does while it waits for the other ranks (MPI and NCCL backends):
 //   - after `timeout_s` seconds without completing (0: never), it prints which collective on which rank timed out

@@ -184,6 +184,8 @@ int run_compare(int argc, char** argv) {
                               "domain (OUT/all_domains.md, .json, .svg); rerun the same command to continue", ""},
           {"checkpoint-every", "N", "save a resumable state of the current run every N steps (SIGINT/SIGTERM always do)",
            "0"},
+          {"split", "HOW", "with several ranks (mpirun): batches (every run data parallel over all ranks) or runs (each "
+                           "rank trains whole runs alone, as one process would; evaluation stays split)", "batches"},
           {"resume", "DIR", "continue the study in DIR: finished runs are kept, the rest is done", ""}};
   for (auto& f : regularizer_flags()) flags.push_back(f);
   for (auto& f : model_flags()) flags.push_back(f);
@@ -236,6 +238,9 @@ int run_compare(int argc, char** argv) {
   const int64_t checkpoint_every = a.integer("checkpoint-every", 0, kMaxEpochs * kMaxImages);
   check_out_dir(out);  // created only once every input has loaded
   std::string init_path = resolve_init(a.str("init"), a.has("init"));
+  const std::string split = a.str("split");
+  SPDLAB_CHECK(split == "batches" || split == "runs", "--split: expected batches or runs, got '", split, "'");
+  const bool split_runs = split == "runs" && dist::world().size() > 1;
 
   if (a.flag("all-domains")) {
     // Each domain's study is an ordinary compare into OUT/<domain> (locked, resumable, kept when finished), with
@@ -427,14 +432,14 @@ int run_compare(int argc, char** argv) {
     std::snprintf(label, sizeof label, "[%zu/%lld] %s%s seed %lld", runs.size() + 1,
                   static_cast<long long>(total_runs), kind.c_str(),
                   hp.empty() ? "" : (" " + hp + " " + value_text(value)).c_str(), static_cast<long long>(seed));
-    if (std::filesystem::exists(record)) {  // finished by an earlier attempt
+    if (std::filesystem::exists(record)) {  // finished by an earlier attempt (or, --split runs, by a rank)
       Run done = read_run_record(record);
       SPDLAB_CHECK(done.optim == kind && done.seed == seed && done.hp == hp, record, " is the record of ", done.optim,
                    " seed ", done.seed, ", not ", kind, " seed ", seed);
       done.chosen = chosen;
       derive(done, id_name, ood);
-      std::fprintf(stderr, "%s: finished earlier (ID %.1f%%, OOD mean %.1f%%)\n", label, 100 * done.id,
-                   100 * done.ood_mean);
+      std::fprintf(stderr, "%s: finished %s (ID %.1f%%, OOD mean %.1f%%)\n", label,
+                   split_runs ? "(by a rank, or earlier)" : "earlier", 100 * done.id, 100 * done.ood_mean);
       return done;
     }
     if (const int sig = stop_agreed())
@@ -526,6 +531,40 @@ int run_compare(int argc, char** argv) {
     return r;
   };
 
+  // --split runs: before each stage of the plan is walked, every rank trains its share of the stage's runs (the
+  // i-th run goes to rank i mod N) alone, as one process, writing each run's record; the walk below then finds
+  // every run done and reads its record, in the plan's order, as a resumed study does.
+  struct Planned {
+    std::string kind, hp;
+    double value;
+    int64_t seed;
+    bool chosen;
+  };
+  auto run_share = [&](const std::vector<Planned>& stage) {
+    if (!split_runs) return;
+    const int n = dist::world().size(), me = dist::world().rank();
+    {
+      struct Alone {  // this rank's world is itself until its share is done, however it ends
+        std::unique_ptr<dist::Communicator> group = dist::swap_world(std::make_unique<dist::SingleProcess>());
+        ~Alone() { dist::swap_world(std::move(group)); }
+      } alone;
+      for (size_t i = static_cast<size_t>(me); i < stage.size(); i += static_cast<size_t>(n))
+        run_one(stage[i].kind, stage[i].hp, stage[i].value, stage[i].seed, stage[i].chosen);
+    }
+    dist::world().barrier();  // every record of the stage is written
+  };
+  if (split_runs) {
+    std::vector<Planned> stage;
+    for (const auto& kind : optims) {
+      const Grid& g = grids[kind];
+      if (!tune || g.hp.empty()) stage.push_back({kind, "", 0, 0, true});
+      else
+        for (double v : g.values) stage.push_back({kind, g.hp, v, 0, false});
+    }
+    std::fprintf(stderr, "compare: --split runs: %zu runs at seed 0 over %d ranks\n", stage.size(),
+                 dist::world().size());
+    run_share(stage);
+  }
   for (const auto& kind : optims) {  // seed 0, every grid value
     const Grid& g = grids[kind];
     if (!tune || g.hp.empty()) {
@@ -553,6 +592,17 @@ int run_compare(int argc, char** argv) {
       derive(runs[best], id_name, ood);
       write_text_atomic(stem + ".json", json::dump(run_record(runs[best])) + "\n");
     }
+  }
+  if (split_runs && seeds > 1) {
+    std::vector<Planned> stage;
+    for (int64_t seed = 1; seed < seeds; ++seed)
+      for (const auto& kind : optims) {
+        const bool tuned = tune && !grids[kind].hp.empty();
+        stage.push_back({kind, tuned ? grids[kind].hp : "", tuned ? chosen_value[kind] : 0, seed, true});
+      }
+    std::fprintf(stderr, "compare: --split runs: %zu runs at seeds 1-%lld over %d ranks\n", stage.size(),
+                 static_cast<long long>(seeds - 1), dist::world().size());
+    run_share(stage);
   }
   for (int64_t seed = 1; seed < seeds; ++seed)
     for (const auto& kind : optims) {

@@ -173,11 +173,11 @@ std::vector<std::string> result_args(const std::vector<std::string>& args) {
   std::vector<std::string> out;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    if (a == "--threads" || a == "--device") {
+    if (a == "--threads" || a == "--device" || a == "--split") {
       ++i;  // and its value
       continue;
     }
-    if (a.rfind("--threads=", 0) == 0 || a.rfind("--device=", 0) == 0) continue;
+    if (a.rfind("--threads=", 0) == 0 || a.rfind("--device=", 0) == 0 || a.rfind("--split=", 0) == 0) continue;
     out.push_back(a);
   }
   return out;

@@ -6,7 +6,8 @@
 #      rank) ran in each;
 #   3. eval on 2 ranks prints exactly one process's accuracies; a small compare study completes on 2 ranks, writes
 #      the files one process writes, scores the pre-trained model exactly as one process does, and its SPD run's
-#      per-tensor firing counts equal one process's;
+#      per-tensor firing counts equal one process's; with --split runs (each rank trains whole runs) its
+#      results.json, results.csv and report.md are byte-identical to one process's at the same thread count;
 #   4. SIGKILL of rank 1: the job ends within 60 s, rank 0 says why, and --resume on 2 ranks ends with the bits of
 #      the uninterrupted run;
 #   5. a rank that hangs (SIGSTOP) with SPDLAB_DIST_TIMEOUT=5: rank 0 reports it and every rank ends within 60 s;
@@ -74,7 +75,9 @@ echo "tests/dist: 3. eval and compare on 2 ranks"
 cmp eval2.txt eval1.txt || fail "eval on 2 ranks printed other accuracies than 1 process"
 cmp_args=(--init "$init" --optims adamw,spd --range 50000:50960 --epochs 1 --eval-images 300)
 "${mpi[@]}" "$spdlab" compare "${cmp_args[@]}" --out cmp2 >/dev/null 2>cmp2.log
-"$spdlab" compare "${cmp_args[@]}" --out cmp1 >/dev/null 2>&1
+"$spdlab" compare "${cmp_args[@]}" --threads 1 --out cmp1 >/dev/null 2>&1
+SPDLAB_NUM_THREADS=1 "${mpi[@]}" -x SPDLAB_NUM_THREADS "$spdlab" compare "${cmp_args[@]}" --split runs --out cmp3 \
+  >/dev/null 2>cmp3.log
 for f in results.json results.csv report.md id_vs_ood.svg run.json; do
   [ -s "cmp2/$f" ] || fail "compare on 2 ranks wrote no $f"
 done
@@ -87,6 +90,11 @@ counts() {
 }
 [ "$(counts cmp1/spd-seed0.json | awk '$3 > 0' | wc -l)" -gt 0 ] || fail "SPD never fired in the study: nothing to compare"
 [ "$(counts cmp2/spd-seed0.json)" = "$(counts cmp1/spd-seed0.json)" ] || fail "SPD's per-tensor firing counts differ"
+# --split runs: each rank trains whole runs as one process does (one thread each, like cmp1): the same bytes.
+for f in results.json results.csv report.md; do
+  cmp "cmp3/$f" "cmp1/$f" || fail "compare --split runs on 2 ranks wrote another $f than 1 process"
+done
+[ "$(ls cmp3)" = "$(ls cmp1)" ] || fail "compare --split runs wrote other files than 1 process: $(ls cmp3)"
 
 echo "tests/dist: 4. SIGKILL of rank 1, then --resume"
 "${mpi[@]}" "$spdlab" finetune "${ft[@]}" --optim spd --checkpoint-every 10 --out k.safetensors --metrics k.jsonl \
