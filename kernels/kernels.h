@@ -111,6 +111,29 @@ class Kernels {
     int64_t ldc;
   };
   virtual void gemm_group(DType dt, const Gemm* calls, int64_t n) = 0;
+  // A product with its neighbours folded in: C[M,N] (+)= pro_a(op(A)) pro_b(op(B)), then + bias[j], then
+  // * gelu'(aux[i,j]). A prologue transforms an operand's stored elements X[r][c] as the product reads them,
+  // so gelu(h) or layer_norm(x) is never written out. The default (kernels/gemm_ex.cpp) composes it from the
+  // kernels above through temporaries; the AVX2 CPU kernels run it in spdlab's own SGEMM (kernels/cpu/sgemm.h)
+  // with the prologue in its packing and the rest in its epilogue.
+  struct Prologue {
+    enum Kind { none, gelu, layer_norm } kind = none;
+    // layer_norm: X[r][c] -> (X[r][c] - mean[r]) rstd[r] gamma[c] + beta[c], with the statistics layer_norm_fwd
+    // saved (gamma, beta may be null: 1 and 0); eps is what they were computed with.
+    const double* mean = nullptr;
+    const double* rstd = nullptr;
+    const void* gamma = nullptr;
+    const void* beta = nullptr;
+    double eps = 0;
+  };
+  struct GemmEx {
+    Prologue a, b;
+    const void* bias = nullptr;       // [N]
+    const void* gelu_grad = nullptr;  // aux [M, N] with leading dim ldc: C[i,j] *= gelu'(aux[i,j]) (exact GELU)
+    bool accumulate = false;          // C += the product instead of C =
+  };
+  virtual void gemm_ex(DType dt, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
+                       int64_t lda, const void* B, int64_t ldb, void* C, int64_t ldc, const GemmEx& ex);
   // y[rows, cols] = bias[cols] for every row
   virtual void fill_rows(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) = 0;
 

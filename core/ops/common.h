@@ -53,10 +53,16 @@ inline kernels::Kernels& K(const Tensor& t) { return kernels::get(t.device()); }
 
 // The checks of linear(x, w, bias) under the name `op`; returns the bias made contiguous (or undefined).
 Tensor check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias);
-// y [rows, N] = x [rows, K] w^T (+ bias), for contiguous x and w.
-Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias);
-// {dx, dw, db} of y = x w^T + b, each only where asked for (undefined otherwise).
-std::vector<Tensor> linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, bool nx, bool nw, bool nb);
+// y [rows, N] = pro(x) [rows, K] w^T (+ bias), for contiguous x and w; `x_pro` (a GELU, say) is applied to x as
+// the product reads it, never written out.
+Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias,
+                      const kernels::Kernels::Prologue& x_pro = {});
+// {dx, dw, db} of y = pro(x) w^T + b, each only where asked for (undefined otherwise). dw = dy^T pro(x) applies the
+// same prologue; with `dx_gelu_of` defined, dx = (dy w) * gelu'(dx_gelu_of) (the gradient through a GELU before
+// the product) in the product's epilogue.
+std::vector<Tensor> linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, bool nx, bool nw, bool nb,
+                                    const kernels::Kernels::Prologue& x_pro = {},
+                                    const Tensor& dx_gelu_of = Tensor());
 
 // The checks of layer_norm(x, weight, bias, eps) under the name `op`.
 void check_layer_norm(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);

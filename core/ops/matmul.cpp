@@ -147,38 +147,48 @@ Tensor ops_detail::check_linear(const char* op, const Tensor& x, const Tensor& w
   return bias.contiguous();
 }
 
-// With a bias, y starts as the bias rows and gemm adds into it (beta = 1): one pass over y instead of
-// gemm's zeroing pass plus a bias pass.
-Tensor ops_detail::linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
+// One product with the bias in its epilogue (see Kernels::gemm_ex).
+Tensor ops_detail::linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias,
+                                  const kernels::Kernels::Prologue& x_pro) {
   int64_t N = w.size(0), Kd = w.size(1), rows = x.numel() / std::max<int64_t>(Kd, 1);
   Shape out_shape = x.shape();
   out_shape.back() = N;
   Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
-  auto& k = K(x);
-  if (bias.defined()) k.fill_rows(x.dtype(), y.raw_data(), bias.raw_data(), rows, N);
-  k.gemm(x.dtype(), false, true, rows, N, Kd, 1.0, x.raw_data(), Kd, w.raw_data(), Kd, bias.defined() ? 1.0 : 0.0,
-         y.raw_data(), N);
+  kernels::Kernels::GemmEx ex;
+  ex.a = x_pro;
+  ex.bias = bias.defined() ? bias.raw_data() : nullptr;
+  K(x).gemm_ex(x.dtype(), false, true, rows, N, Kd, x.raw_data(), Kd, w.raw_data(), Kd, y.raw_data(), N, ex);
   return y;
 }
 
 // dx = dy w, dw = dy^T x, db = the column sums of dy.
-Grads ops_detail::linear_backward(const Tensor& dy_in, const Tensor& x, const Tensor& w, bool nx, bool nw, bool nb) {
+Grads ops_detail::linear_backward(const Tensor& dy_in, const Tensor& x, const Tensor& w, bool nx, bool nw, bool nb,
+                                  const kernels::Kernels::Prologue& x_pro, const Tensor& dx_gelu_of) {
   Tensor dy = dy_in.contiguous();
   auto& k = kernels::get(dy.device());
   int64_t N = w.size(0), Kd = w.size(1), rows = x.numel() / std::max<int64_t>(Kd, 1);
   Tensor dx, dw, db;
-  // dx and dw are independent products of the same size (rows * N * Kd multiply-adds each).
-  kernels::Kernels::Gemm g[2];
-  int64_t n = 0;
-  if (nx) {
-    dx = Tensor::empty(x.shape(), dy.dtype(), dy.device());
-    g[n++] = {false, false, rows, Kd, N, 1.0, dy.raw_data(), N, w.raw_data(), Kd, 0.0, dx.raw_data(), Kd};
+  if (nx) dx = Tensor::empty(x.shape(), dy.dtype(), dy.device());
+  if (nw) dw = Tensor::empty({N, Kd}, dy.dtype(), dy.device());
+  if (x_pro.kind == kernels::Kernels::Prologue::none && !dx_gelu_of.defined()) {
+    // dx and dw are independent products of the same size (rows * N * Kd multiply-adds each).
+    kernels::Kernels::Gemm g[2];
+    int64_t n = 0;
+    if (nx) g[n++] = {false, false, rows, Kd, N, 1.0, dy.raw_data(), N, w.raw_data(), Kd, 0.0, dx.raw_data(), Kd};
+    if (nw) g[n++] = {true, false, N, Kd, rows, 1.0, dy.raw_data(), N, x.raw_data(), Kd, 0.0, dw.raw_data(), Kd};
+    k.gemm_group(dy.dtype(), g, n);
+  } else {
+    if (nx) {
+      kernels::Kernels::GemmEx ex;
+      ex.gelu_grad = dx_gelu_of.defined() ? dx_gelu_of.raw_data() : nullptr;
+      k.gemm_ex(dy.dtype(), false, false, rows, Kd, N, dy.raw_data(), N, w.raw_data(), Kd, dx.raw_data(), Kd, ex);
+    }
+    if (nw) {
+      kernels::Kernels::GemmEx ex;
+      ex.b = x_pro;
+      k.gemm_ex(dy.dtype(), true, false, N, Kd, rows, dy.raw_data(), N, x.raw_data(), Kd, dw.raw_data(), Kd, ex);
+    }
   }
-  if (nw) {
-    dw = Tensor::empty({N, Kd}, dy.dtype(), dy.device());
-    g[n++] = {true, false, N, Kd, rows, 1.0, dy.raw_data(), N, x.raw_data(), Kd, 0.0, dw.raw_data(), Kd};
-  }
-  k.gemm_group(dy.dtype(), g, n);
   if (nb) {
     db = Tensor::empty({N}, dy.dtype(), dy.device());
     k.reduce(kernels::Reduce::sum, dy.dtype(), dy.raw_data(), db.raw_data(), 1, rows, N, nullptr);
@@ -198,26 +208,19 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   });
 }
 
+// gelu(h) is never written out: the products apply it as they read h (a prologue), and backward's dh comes
+// out of the dx product's epilogue.
 Tensor gelu_linear(const Tensor& h_in, const Tensor& w, const Tensor& bias) {
   Tensor bc = check_linear("gelu_linear", h_in, w, bias);
   Tensor h = h_in.contiguous(), wc = w.contiguous();
-  auto gelu_of = [](const Tensor& t) {
-    Tensor g = Tensor::empty(t.shape(), t.dtype(), t.device());
-    K(t).unary_fwd(kernels::Unary::gelu, t.dtype(), t.raw_data(), g.raw_data(), t.numel(), 0.0);
-    return g;
-  };
-  Tensor y = linear_forward(gelu_of(h), wc, bc);  // gelu(h) is freed here: backward makes it again
+  kernels::Kernels::Prologue gelu;
+  gelu.kind = kernels::Kernels::Prologue::gelu;
+  Tensor y = linear_forward(h, wc, bc, gelu);
   if (!autograd::needs_grad({&h, &wc, &bc})) return y;
   Tensor hd = h.detach(), wd = wc.detach();
   bool nh = autograd::needs_grad({&h}), nw = autograd::needs_grad({&wc}), nb = bc.defined() && autograd::needs_grad({&bc});
   return autograd::record("gelu_linear", y, {h, wc, bc}, [=](const Tensor& dy) -> Grads {
-    Grads g = linear_backward(dy, gelu_of(hd), wd, nh, nw, nb);
-    if (nh) {  // dh = dg * gelu'(h), in place: each element reads only its own dg
-      Tensor& dg = g[0];
-      K(dg).unary_bwd(kernels::Unary::gelu, dg.dtype(), hd.raw_data(), nullptr, dg.raw_data(), dg.raw_data(),
-                      dg.numel(), 0.0);
-    }
-    return g;
+    return linear_backward(dy, hd, wd, nh, nw, nb, gelu, hd);
   });
 }
 

@@ -106,10 +106,15 @@ Tensor layer_norm_linear(const Tensor& x_in, const Tensor& ln_weight, const Tens
   bool need_lnb = lnb.defined() && autograd::needs_grad({&beta});
   bool need_w = autograd::needs_grad({&w}), need_b = lb.defined() && autograd::needs_grad({&lb});
   return autograd::record("layer_norm_linear", y, {x, gamma, beta, w, lb}, [=](const Tensor& dy) -> Grads {
-    Tensor m2, r2;  // the same kernel on the same x gives the same normalized x, bit for bit
-    Tensor normed = layer_norm_forward(xd, lnw, lnb, eps, m2, r2);
-    Grads lin = linear_backward(dy, normed, wd, true, need_w, need_b);
-    normed = Tensor();
+    // dw = dy^T layer_norm(x): the product normalizes x with the saved statistics as it reads it.
+    kernels::Kernels::Prologue ln_x;
+    ln_x.kind = kernels::Kernels::Prologue::layer_norm;
+    ln_x.mean = static_cast<const double*>(mean.raw_data());
+    ln_x.rstd = static_cast<const double*>(rstd.raw_data());
+    ln_x.gamma = lnw.defined() ? lnw.raw_data() : nullptr;
+    ln_x.beta = lnb.defined() ? lnb.raw_data() : nullptr;
+    ln_x.eps = eps;
+    Grads lin = linear_backward(dy, xd, wd, true, need_w, need_b, ln_x);
     Grads ln = layer_norm_backward(lin[0], xd, lnw, mean, rstd, need_lnw, need_lnb);
     return {ln[0], ln[1], ln[2], lin[1], lin[2]};
   });

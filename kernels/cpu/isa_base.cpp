@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "kernels/cpu/common.h"
 #include "kernels/cpu/iter.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/sgemm.h"
 
 namespace spdlab::cpu::base {
 #define SPDLAB_CPU_AVX2 0

@@ -16,6 +16,8 @@
 //   nn.h           softmax, layer norm, cross-entropy, patch unfold
 //   attention.h    one attention body over per-head products (OpenBLAS, or AVX2 kernels for small heads)
 //   optimizers.h   fused SGD, Adam and SPD passes
+//   gemm.h         spdlab's own SGEMM with prologues and epilogues (its reference loops, and under AVX2 the
+//                  packed, register-blocked version)
 #define SPDLAB_CPU_VARIANT 1
 
 namespace {
@@ -31,6 +33,7 @@ using kernels::Unary;
 #include "kernels/cpu/nn.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/optimizers.h"
+#include "kernels/cpu/gemm.h"
 
 class CpuKernels final : public CpuKernelsShared {
  public:
@@ -125,6 +128,39 @@ class CpuKernels final : public CpuKernelsShared {
                                                                   mp<T>(dk), dks, mp<T>(dv), dvs, scale));
   }
 
+#if SPDLAB_CPU_AVX2
+  // Products go to spdlab's SGEMM where it is the faster (sgemm_preferred), to OpenBLAS elsewhere. It computes
+  // C = op(A) op(B) (+ C), so alpha must be 1 and beta 0 or 1.
+  static bool own_sgemm(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, double beta) {
+    return dt == DType::f32 && alpha == 1.0 && (beta == 0.0 || beta == 1.0) && sgemm_preferred(ta, tb, M, N, K);
+  }
+  void gemm(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const void* A, int64_t lda,
+            const void* B, int64_t ldb, double beta, void* C, int64_t ldc) override {
+    if (!own_sgemm(dt, ta, tb, M, N, K, alpha, beta))
+      return CpuKernelsShared::gemm(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    GemmEx ex;
+    ex.accumulate = beta == 1.0;
+    sgemm_impl(ta, tb, M, N, K, cp<float>(A), lda, cp<float>(B), ldb, mp<float>(C), ldc, ex);
+  }
+  // Our products spread each one over every thread, so a group runs one product after another.
+  void gemm_group(DType dt, const Gemm* g, int64_t n) override {
+    for (int64_t i = 0; i < n; ++i)
+      if (!own_sgemm(dt, g[i].trans_a, g[i].trans_b, g[i].M, g[i].N, g[i].K, g[i].alpha, g[i].beta))
+        return CpuKernelsShared::gemm_group(dt, g, n);
+    for (int64_t i = 0; i < n; ++i)
+      gemm(dt, g[i].trans_a, g[i].trans_b, g[i].M, g[i].N, g[i].K, g[i].alpha, g[i].A, g[i].lda, g[i].B, g[i].ldb,
+           g[i].beta, g[i].C, g[i].ldc);
+  }
+#endif
+  void gemm_ex(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
+               const void* B, int64_t ldb, void* C, int64_t ldc, const GemmEx& ex) override {
+#if SPDLAB_CPU_AVX2
+    if (dt == DType::f32 && sgemm_preferred(ta, tb, M, N, K))
+      return sgemm_impl(ta, tb, M, N, K, cp<float>(A), lda, cp<float>(B), ldb, mp<float>(C), ldc, ex);
+#endif
+    Kernels::gemm_ex(dt, ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex);
+  }
+
   void sgd_step(float* p, const float* g, float* buf, int64_t n, float lr, float momentum, float dampening,
                 float wd, bool nesterov, bool first) override {
     fused_sgd(p, g, buf, n, lr, momentum, dampening, wd, nesterov, first);
@@ -143,6 +179,14 @@ class CpuKernels final : public CpuKernelsShared {
 };
 
 }  // namespace
+
+void sgemm_reference(SPDLAB_SGEMM_ARGS) {
+  sgemm_reference_impl(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, ex);
+}
+#if SPDLAB_CPU_AVX2
+void sgemm(SPDLAB_SGEMM_ARGS) { sgemm_impl(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, ex); }
+bool sgemm_preferred(bool, bool, int64_t M, int64_t N, int64_t K) { return M * N * K >= 32768; }
+#endif
 
 // This instruction set's kernels, built on first use.
 kernels::Kernels& instance() {

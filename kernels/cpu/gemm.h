@@ -1,0 +1,260 @@
+// spdlab's own SGEMM (declared in kernels/cpu/sgemm.h): the plain-loop reference for every instruction set, and
+// under AVX2 the fast version, BLIS-style. Part of the per-instruction-set half of the CPU backend
+// (kernels/cpu/variant.h).
+//
+// C[M,N] (+)= pro_a(op(A)) pro_b(op(B)), + bias, * gelu'(aux): see Kernels::gemm_ex. A prologue maps a stored
+// element X[r][c] (row and column of the matrix as it lies in memory, before any transpose).
+#ifndef SPDLAB_CPU_VARIANT
+#error "kernels/cpu/variant.h includes this file, inside an instruction set's namespace; include that instead"
+#endif
+
+using GemmEx = kernels::Kernels::GemmEx;
+using GemmPrologue = kernels::Kernels::Prologue;
+
+// One stored element after its prologue. layer_norm is written as layer_norm_fwd_t writes it (nn.h), so the
+// fused product sees the same normalized values as the unfused one.
+inline float prologue_at(const GemmPrologue& p, const float* X, int64_t ld, int64_t r, int64_t c) {
+  float x = X[r * ld + c];
+  switch (p.kind) {
+    case GemmPrologue::none: return x;
+    case GemmPrologue::gelu: return gelu_exact(x);
+    case GemmPrologue::layer_norm: {
+      float g = p.gamma ? static_cast<const float*>(p.gamma)[c] : 1.0f;
+      float b = p.beta ? static_cast<const float*>(p.beta)[c] : 0.0f;
+      return (x - static_cast<float>(p.mean[r])) * static_cast<float>(p.rstd[r]) * g + b;
+    }
+  }
+  return x;
+}
+
+// The epilogue of one finished element in column j (aux points at the element's GELU input, if any).
+inline float epilogue_at(const GemmEx& ex, float v, int64_t j, const float* aux) {
+  if (ex.bias) v = v + static_cast<const float*>(ex.bias)[j];
+  if (ex.gelu_grad) v = v * gelu_exact_grad(*aux);
+  return v;
+}
+
+// The reference: what the fast version computes, in the same order, one element at a time.
+void sgemm_reference_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                          const float* B, int64_t ldb, float* C, int64_t ldc, const GemmEx& ex) {
+  // op(A)[i][k] is stored at A[k][i] when transposed; likewise op(B)[k][j] at B[j][k].
+  auto a = [&](int64_t i, int64_t k) { return ta ? prologue_at(ex.a, A, lda, k, i) : prologue_at(ex.a, A, lda, i, k); };
+  auto b = [&](int64_t k, int64_t j) { return tb ? prologue_at(ex.b, B, ldb, j, k) : prologue_at(ex.b, B, ldb, k, j); };
+  const float* aux = static_cast<const float*>(ex.gelu_grad);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      float c = ex.accumulate ? C[i * ldc + j] : 0.0f;
+      for (int64_t k0 = 0; k0 < K; k0 += kSgemmKC) {
+        float block = 0.0f;  // one K block, summed with fused multiply-adds in k order
+        for (int64_t k = k0; k < std::min(K, k0 + kSgemmKC); ++k) block = std::fma(a(i, k), b(k, j), block);
+        c = (k0 == 0 && !ex.accumulate) ? block : c + block;
+      }
+      C[i * ldc + j] = epilogue_at(ex, c, j, aux ? aux + i * ldc + j : nullptr);
+    }
+}
+
+#if SPDLAB_CPU_AVX2
+namespace sgemm_detail {
+
+constexpr int64_t MR = 6, NR = 16;  // the micro-kernel's tile of C: 12 ymm accumulators
+constexpr int64_t KC = kSgemmKC;    // K block: a B panel (KC x NR, 16 KB) stays in L1, the packed block of B
+                                    // (KC x N, 768 KB at N = 768) in L2
+constexpr int64_t MC = 120;         // rows of A packed at a time (MC x KC, 120 KB): stays in L2
+
+// A 64-byte aligned buffer per thread that only grows, so steady-state products allocate nothing.
+struct Buffer {
+  float* p = nullptr;
+  size_t cap = 0;
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      SPDLAB_CHECK(p, "sgemm: out of memory for a packing buffer of ", bytes, " bytes");
+      cap = n;
+    }
+    return p;
+  }
+  ~Buffer() { std::free(p); }
+};
+thread_local Buffer tl_a, tl_b;
+
+// Row r, columns [c0, c0 + n) of the stored X, after the prologue, into dst[0, n).
+inline void prologue_row(const GemmPrologue& p, const float* X, int64_t ld, int64_t r, int64_t c0, int64_t n,
+                         float* dst) {
+  const float* x = X + r * ld + c0;
+  switch (p.kind) {
+    case GemmPrologue::none: std::memcpy(dst, x, n * sizeof(float)); break;
+    case GemmPrologue::gelu: SPDLAB_SIMD for (int64_t i = 0; i < n; ++i) dst[i] = gelu_exact(x[i]); break;
+    case GemmPrologue::layer_norm: {
+      const float m = static_cast<float>(p.mean[r]), q = static_cast<float>(p.rstd[r]);
+      const float* g = p.gamma ? static_cast<const float*>(p.gamma) + c0 : nullptr;
+      const float* b = p.beta ? static_cast<const float*>(p.beta) + c0 : nullptr;
+      SPDLAB_SIMD for (int64_t i = 0; i < n; ++i) dst[i] = (x[i] - m) * q * (g ? g[i] : 1.0f) + (b ? b[i] : 0.0f);
+      break;
+    }
+  }
+}
+
+// Packs op(X)[i0 + i][k0 + k] for i < mc, k < kc into panels of W rows: panel p holds rows [pW, pW + W) as
+// kc groups of W values (zero past the last row). "Rows" here are A's rows or B's columns: the same code packs
+// both, with `trans` saying whether those rows lie along the stored rows.
+template <int64_t W>
+void pack(const float* X, int64_t ld, bool rows_are_stored_rows, const GemmPrologue& pro, int64_t i0, int64_t mc,
+          int64_t k0, int64_t kc, float* dst) {
+  float tmp[KC];
+  for (int64_t ip = 0; ip < mc; ip += W) {
+    float* panel = dst + ip * kc;
+    const int64_t w = std::min(W, mc - ip);
+    if (rows_are_stored_rows) {  // each row of the panel is a contiguous run of a stored row
+      for (int64_t r = 0; r < w; ++r) {
+        const float* src = X + (i0 + ip + r) * ld + k0;
+        if (pro.kind != GemmPrologue::none) {
+          prologue_row(pro, X, ld, i0 + ip + r, k0, kc, tmp);
+          src = tmp;
+        }
+        for (int64_t k = 0; k < kc; ++k) panel[k * W + r] = src[k];
+      }
+    } else if (pro.kind == GemmPrologue::none && w == W) {  // the common case, with fixed-size copies
+      for (int64_t k = 0; k < kc; ++k) std::memcpy(panel + k * W, X + (k0 + k) * ld + i0 + ip, W * sizeof(float));
+    } else {  // each k is a contiguous run of a stored row
+      for (int64_t k = 0; k < kc; ++k) {
+        prologue_row(pro, X, ld, k0 + k, i0 + ip, w, tmp);
+        std::memcpy(panel + k * W, tmp, w * sizeof(float));
+      }
+    }
+    for (int64_t r = w; r < W; ++r)
+      for (int64_t k = 0; k < kc; ++k) panel[k * W + r] = 0.0f;
+  }
+}
+
+// C[0..6)[0..16) (ldc) = (add ? C + : ) sum_k a[k][0..6) b[k][0..16), each row's sum fused multiply-adds in k order.
+inline void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+         c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    __m256 x = _mm256_broadcast_ss(a + 0);
+    c00 = _mm256_fmadd_ps(x, b0, c00);
+    c01 = _mm256_fmadd_ps(x, b1, c01);
+    x = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(x, b0, c10);
+    c11 = _mm256_fmadd_ps(x, b1, c11);
+    x = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(x, b0, c20);
+    c21 = _mm256_fmadd_ps(x, b1, c21);
+    x = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(x, b0, c30);
+    c31 = _mm256_fmadd_ps(x, b1, c31);
+    x = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(x, b0, c40);
+    c41 = _mm256_fmadd_ps(x, b1, c41);
+    x = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(x, b0, c50);
+    c51 = _mm256_fmadd_ps(x, b1, c51);
+    a += MR;
+    b += NR;
+  }
+  auto put = [&](float* row, __m256 lo, __m256 hi) {
+    if (add) {
+      lo = _mm256_add_ps(_mm256_loadu_ps(row), lo);
+      hi = _mm256_add_ps(_mm256_loadu_ps(row + 8), hi);
+    }
+    _mm256_storeu_ps(row, lo);
+    _mm256_storeu_ps(row + 8, hi);
+  };
+  put(c + 0 * ldc, c00, c01);
+  put(c + 1 * ldc, c10, c11);
+  put(c + 2 * ldc, c20, c21);
+  put(c + 3 * ldc, c30, c31);
+  put(c + 4 * ldc, c40, c41);
+  put(c + 5 * ldc, c50, c51);
+}
+
+// A tile of m <= 6 rows and n <= 16 columns: the micro-kernel into a full tile, then the valid part, with the
+// same additions, so edge tiles round as the interior does.
+inline void micro_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add, int64_t m,
+                       int64_t n) {
+  alignas(32) float t[MR * NR];
+  micro_6x16(kc, a, b, t, NR, false);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = 0; j < n; ++j) c[r * ldc + j] = add ? c[r * ldc + j] + t[r * NR + j] : t[r * NR + j];
+}
+
+inline void epilogue_tile(const GemmEx& ex, float* c, int64_t ldc, int64_t i0, int64_t j0, int64_t m, int64_t n) {
+  const float* bias = static_cast<const float*>(ex.bias);
+  const float* aux = static_cast<const float*>(ex.gelu_grad);
+  for (int64_t r = 0; r < m; ++r) {
+    float* row = c + (i0 + r) * ldc + j0;
+    if (bias) SPDLAB_SIMD for (int64_t j = 0; j < n; ++j) row[j] = row[j] + bias[j0 + j];
+    if (aux) {
+      const float* x = aux + (i0 + r) * ldc + j0;
+      SPDLAB_SIMD for (int64_t j = 0; j < n; ++j) row[j] = row[j] * gelu_exact_grad(x[j]);
+    }
+  }
+}
+
+}  // namespace sgemm_detail
+
+void sgemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                int64_t ldb, float* C, int64_t ldc, const GemmEx& ex) {
+  using namespace sgemm_detail;
+  if (M == 0 || N == 0) return;
+  const bool epi = ex.bias || ex.gelu_grad;
+  if (K == 0) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = ex.accumulate ? C[i * ldc + j] : 0.0f;
+    if (epi) epilogue_tile(ex, C, ldc, 0, 0, M, N);
+    return;
+  }
+  const int64_t panels = (N + NR - 1) / NR, npad = panels * NR, kblocks = (K + KC - 1) / KC;
+  const int64_t mblocks = (M + MC - 1) / MC;
+  const int threads = omp_in_parallel() ? 1 : get_num_threads();
+  const bool parallel = threads > 1 && M * N * K >= (int64_t(1) << 20);
+  // Work items: a block of MC rows x a range of B's panels; enough of them to keep every thread busy.
+  const int64_t chunks = parallel ? std::min<int64_t>(panels, (4 * threads + mblocks - 1) / mblocks) : 1;
+  const int64_t tasks = mblocks * chunks;
+  float* bp = tl_b.get(static_cast<size_t>(KC) * npad);  // one K block of B: panel jp at jp * kc * NR
+
+  // K blocks in order (the order every element's sum follows); within one, B's panels are packed, then the
+  // row blocks of A are packed and multiplied by them, both spread over the threads.
+  for (int64_t kb = 0; kb < kblocks; ++kb) {
+    const int64_t k0 = kb * KC, kc = std::min(KC, K - k0);
+    const bool add = kb > 0 || ex.accumulate, last = kb == kblocks - 1;
+    auto pack_b = [&](int64_t jp) {
+      const int64_t j0 = jp * NR;
+      pack<NR>(B, ldb, tb, ex.b, j0, std::min(NR, N - j0), k0, kc, bp + jp * kc * NR);
+    };
+    auto task = [&](int64_t t) {
+      const int64_t ib = t / chunks, jc = t % chunks;
+      const int64_t i0 = ib * MC, mc = std::min(MC, M - i0);
+      const int64_t p0 = panels * jc / chunks, p1 = panels * (jc + 1) / chunks;
+      float* ap = tl_a.get(static_cast<size_t>(MC) * KC);
+      pack<MR>(A, lda, !ta, ex.a, i0, mc, k0, kc, ap);
+      for (int64_t jp = p0; jp < p1; ++jp) {
+        const float* bpanel = bp + jp * kc * NR;
+        const int64_t j0 = jp * NR, n = std::min(NR, N - j0);
+        for (int64_t ip = 0; ip < mc; ip += MR) {
+          const int64_t m = std::min(MR, mc - ip);
+          float* c = C + (i0 + ip) * ldc + j0;
+          if (m == MR && n == NR) micro_6x16(kc, ap + ip * kc, bpanel, c, ldc, add);
+          else micro_edge(kc, ap + ip * kc, bpanel, c, ldc, add, m, n);
+          if (last && epi) epilogue_tile(ex, C, ldc, i0 + ip, j0, m, n);
+        }
+      }
+    };
+    if (parallel) {
+#pragma omp parallel num_threads(threads)
+      {
+#pragma omp for schedule(static)
+        for (int64_t jp = 0; jp < panels; ++jp) pack_b(jp);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < tasks; ++t) task(t);
+      }
+    } else {
+      for (int64_t jp = 0; jp < panels; ++jp) pack_b(jp);
+      for (int64_t t = 0; t < tasks; ++t) task(t);
+    }
+  }
+}
+#endif  // SPDLAB_CPU_AVX2

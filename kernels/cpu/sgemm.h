@@ -1,0 +1,37 @@
+// spdlab's own single-precision GEMM with prologues and epilogues (Kernels::gemm_ex), compiled per instruction
+// set in kernels/cpu/gemm.h. Declared here so that tests and benchmarks can call each version directly.
+//
+// Both versions compute every C[i,j] in the same order, so they agree bit for bit: K is cut into blocks of
+// kSgemmKC; within a block the products are summed with fused multiply-adds in k order from 0; the blocks are
+// added to C in order (the first one replaces C unless ex.accumulate); then + bias[j]; then * gelu'(aux[i,j]).
+// Nothing in that order depends on how the work is split over threads, so results do not depend on the thread
+// count either.
+#pragma once
+#include <cstdint>
+
+#include "kernels/cpu/common.h"
+#include "kernels/kernels.h"
+
+namespace spdlab::cpu {
+
+constexpr int64_t kSgemmKC = 256;
+
+#define SPDLAB_SGEMM_ARGS                                                                                         \
+  bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,      \
+      int64_t ldb, float *C, int64_t ldc, const kernels::Kernels::GemmEx &ex
+
+namespace base {
+// Plain loops, the definition a student reads (gemm.h).
+void sgemm_reference(SPDLAB_SGEMM_ARGS);
+}  // namespace base
+#if SPDLAB_HAVE_AVX2_KERNELS
+namespace avx2 {
+void sgemm_reference(SPDLAB_SGEMM_ARGS);
+// Packed panels, a 6x16 register-blocked micro-kernel, OpenMP over blocks of C.
+void sgemm(SPDLAB_SGEMM_ARGS);
+// The product shapes where sgemm beats OpenBLAS on the CPUs measured (bench/matmul_bench); gemm_ex uses it there.
+bool sgemm_preferred(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K);
+}  // namespace avx2
+#endif
+
+}  // namespace spdlab::cpu
