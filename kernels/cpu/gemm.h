@@ -96,6 +96,36 @@ inline void prologue_row(const GemmPrologue& p, const float* X, int64_t ld, int6
   }
 }
 
+// Six rows (src, stride ld), columns [0, kc), into kc groups of six at dst: 8 columns at a time by an 8x8
+// transpose in registers (two rows of zeros), each group stored as 8 floats that the next group overwrites, so
+// dst needs 2 floats of room past its end; the last kc % 8 columns one by one.
+inline void pack_6_rows(const float* src, int64_t ld, int64_t kc, float* dst) {
+  int64_t k = 0;
+  const __m256 z = _mm256_setzero_ps();
+  for (; k + 8 <= kc; k += 8) {
+    const __m256 a0 = _mm256_loadu_ps(src + k), a1 = _mm256_loadu_ps(src + ld + k),
+                 a2 = _mm256_loadu_ps(src + 2 * ld + k), a3 = _mm256_loadu_ps(src + 3 * ld + k),
+                 a4 = _mm256_loadu_ps(src + 4 * ld + k), a5 = _mm256_loadu_ps(src + 5 * ld + k);
+    const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1), t2 = _mm256_unpacklo_ps(a2, a3),
+                 t3 = _mm256_unpackhi_ps(a2, a3), t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+                 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+                 u4 = _mm256_shuffle_ps(t4, z, 0x44), u5 = _mm256_shuffle_ps(t4, z, 0xEE),
+                 u6 = _mm256_shuffle_ps(t5, z, 0x44), u7 = _mm256_shuffle_ps(t5, z, 0xEE);
+    float* d = dst + k * 6;
+    _mm256_storeu_ps(d + 0, _mm256_permute2f128_ps(u0, u4, 0x20));  // column k: rows 0..5, then 2 zeros
+    _mm256_storeu_ps(d + 6, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(d + 12, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(d + 18, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(d + 30, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(d + 36, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(d + 42, _mm256_permute2f128_ps(u3, u7, 0x31));
+  }
+  for (; k < kc; ++k)
+    for (int64_t r = 0; r < 6; ++r) dst[k * 6 + r] = src[r * ld + k];
+}
+
 // Packs op(X)[i0 + i][k0 + k] for i < mc, k < kc into panels of W rows: panel p holds rows [pW, pW + W) as
 // kc groups of W values (zero past the last row). "Rows" here are A's rows or B's columns: the same code packs
 // both, with `trans` saying whether those rows lie along the stored rows.
@@ -106,7 +136,15 @@ void pack(const float* X, int64_t ld, bool rows_are_stored_rows, const GemmProlo
   for (int64_t ip = 0; ip < mc; ip += W) {
     float* panel = dst + ip * kc;
     const int64_t w = std::min(W, mc - ip);
-    if (rows_are_stored_rows) {  // each row of the panel is a contiguous run of a stored row
+    if (rows_are_stored_rows && W == 6 && w == 6) {  // A's full panels: the transposing copy
+      if (pro.kind == GemmPrologue::none) {
+        pack_6_rows(X + (i0 + ip) * ld + k0, ld, kc, panel);
+      } else {
+        float rows[6 * KC];
+        for (int64_t r = 0; r < 6; ++r) prologue_row(pro, X, ld, i0 + ip + r, k0, kc, rows + r * KC);
+        pack_6_rows(rows, KC, kc, panel);
+      }
+    } else if (rows_are_stored_rows) {  // each row of the panel is a contiguous run of a stored row
       for (int64_t r = 0; r < w; ++r) {
         const float* src = X + (i0 + ip + r) * ld + k0;
         if (pro.kind != GemmPrologue::none) {
@@ -229,7 +267,7 @@ void sgemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* 
       const int64_t ib = t / chunks, jc = t % chunks;
       const int64_t i0 = ib * MC, mc = std::min(MC, M - i0);
       const int64_t p0 = panels * jc / chunks, p1 = panels * (jc + 1) / chunks;
-      float* ap = tl_a.get(static_cast<size_t>(MC) * KC);
+      float* ap = tl_a.get(static_cast<size_t>(MC) * KC + 8);  // + room for pack_6_rows's last store
       pack<MR>(A, lda, !ta, ex.a, i0, mc, k0, kc, ap);
       for (int64_t jp = p0; jp < p1; ++jp) {
         const float* bpanel = bp + jp * kc * NR;
