@@ -76,4 +76,10 @@ void Kernels::gemm_ex(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t 
   if (ex.gelu_grad) unary_bwd(Unary::gelu, dt, ex.gelu_grad, nullptr, C, C, M * N, 0.0);
 }
 
+void Kernels::gemm_ex_group(DType dt, const GemmExCall* c, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    gemm_ex(dt, c[i].trans_a, c[i].trans_b, c[i].M, c[i].N, c[i].K, c[i].A, c[i].lda, c[i].B, c[i].ldb, c[i].C,
+            c[i].ldc, c[i].ex);
+}
+
 }  // namespace spdlab::kernels

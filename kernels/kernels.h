@@ -134,6 +134,19 @@ class Kernels {
   };
   virtual void gemm_ex(DType dt, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
                        int64_t lda, const void* B, int64_t ldb, void* C, int64_t ldc, const GemmEx& ex);
+  // Independent gemm_ex products (as gemm_group for gemm); the default runs them one after another.
+  struct GemmExCall {
+    bool trans_a, trans_b;
+    int64_t M, N, K;
+    const void* A;
+    int64_t lda;
+    const void* B;
+    int64_t ldb;
+    void* C;
+    int64_t ldc;
+    GemmEx ex;
+  };
+  virtual void gemm_ex_group(DType dt, const GemmExCall* calls, int64_t n);
   // y[rows, cols] = bias[cols] for every row
   virtual void fill_rows(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) = 0;
 

@@ -178,16 +178,17 @@ Grads ops_detail::linear_backward(const Tensor& dy_in, const Tensor& x, const Te
     if (nw) g[n++] = {true, false, N, Kd, rows, 1.0, dy.raw_data(), N, x.raw_data(), Kd, 0.0, dw.raw_data(), Kd};
     k.gemm_group(dy.dtype(), g, n);
   } else {
+    kernels::Kernels::GemmExCall g[2];
+    int64_t n = 0;
     if (nx) {
-      kernels::Kernels::GemmEx ex;
-      ex.gelu_grad = dx_gelu_of.defined() ? dx_gelu_of.raw_data() : nullptr;
-      k.gemm_ex(dy.dtype(), false, false, rows, Kd, N, dy.raw_data(), N, w.raw_data(), Kd, dx.raw_data(), Kd, ex);
+      g[n] = {false, false, rows, Kd, N, dy.raw_data(), N, w.raw_data(), Kd, dx.raw_data(), Kd, {}};
+      g[n++].ex.gelu_grad = dx_gelu_of.defined() ? dx_gelu_of.raw_data() : nullptr;
     }
     if (nw) {
-      kernels::Kernels::GemmEx ex;
-      ex.b = x_pro;
-      k.gemm_ex(dy.dtype(), true, false, N, Kd, rows, dy.raw_data(), N, x.raw_data(), Kd, dw.raw_data(), Kd, ex);
+      g[n] = {true, false, N, Kd, rows, dy.raw_data(), N, x.raw_data(), Kd, dw.raw_data(), Kd, {}};
+      g[n++].ex.b = x_pro;
     }
+    k.gemm_ex_group(dy.dtype(), g, n);
   }
   if (nb) {
     db = Tensor::empty({N}, dy.dtype(), dy.device());

@@ -246,51 +246,59 @@ void sgemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* 
     return;
   }
   const int64_t panels = (N + NR - 1) / NR, npad = panels * NR, kblocks = (K + KC - 1) / KC;
-  const int64_t mblocks = (M + MC - 1) / MC;
+  // Row blocks of at most MC rows, equal to within one tile, so no thread is left with a short last block.
+  const int64_t mblocks = (M + MC - 1) / MC, mb = ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
   const int threads = omp_in_parallel() ? 1 : get_num_threads();
   const bool parallel = threads > 1 && M * N * K >= (int64_t(1) << 20);
-  // Work items: a block of MC rows x a range of B's panels; enough of them to keep every thread busy.
+  // Work items: a block of rows x a range of B's panels; enough of them to keep every thread busy.
   const int64_t chunks = parallel ? std::min<int64_t>(panels, (4 * threads + mblocks - 1) / mblocks) : 1;
   const int64_t tasks = mblocks * chunks;
-  float* bp = tl_b.get(static_cast<size_t>(KC) * npad);  // one K block of B: panel jp at jp * kc * NR
+  // K blocks are packed a phase at a time (about 4 MB of B), so a deep product (a weight gradient over every
+  // token) waits at a barrier once per phase rather than once per block.
+  const int64_t phase = std::max<int64_t>(1, std::min(kblocks, (int64_t(1) << 20) / (KC * npad)));
+  float* bp = tl_b.get(static_cast<size_t>(phase) * KC * npad);  // block kb of a phase at (kb % phase) KC npad
 
-  // K blocks in order (the order every element's sum follows); within one, B's panels are packed, then the
-  // row blocks of A are packed and multiplied by them, both spread over the threads.
-  for (int64_t kb = 0; kb < kblocks; ++kb) {
-    const int64_t k0 = kb * KC, kc = std::min(KC, K - k0);
-    const bool add = kb > 0 || ex.accumulate, last = kb == kblocks - 1;
-    auto pack_b = [&](int64_t jp) {
-      const int64_t j0 = jp * NR;
-      pack<NR>(B, ldb, tb, ex.b, j0, std::min(NR, N - j0), k0, kc, bp + jp * kc * NR);
+  // K blocks in order (the order every element's sum follows). In a phase, B's panels are packed, then the row
+  // blocks of A are packed and multiplied by them, both spread over the threads.
+  for (int64_t kb0 = 0; kb0 < kblocks; kb0 += phase) {
+    const int64_t kb1 = std::min(kblocks, kb0 + phase);
+    auto pack_b = [&](int64_t t) {  // one (block, panel) pair of the phase
+      const int64_t kb = kb0 + t / panels, jp = t % panels, k0 = kb * KC, kc = std::min(KC, K - k0), j0 = jp * NR;
+      pack<NR>(B, ldb, tb, ex.b, j0, std::min(NR, N - j0), k0, kc, bp + (kb - kb0) * KC * npad + jp * kc * NR);
     };
     auto task = [&](int64_t t) {
       const int64_t ib = t / chunks, jc = t % chunks;
-      const int64_t i0 = ib * MC, mc = std::min(MC, M - i0);
+      const int64_t i0 = ib * mb, mc = std::min(mb, M - i0);
       const int64_t p0 = panels * jc / chunks, p1 = panels * (jc + 1) / chunks;
       float* ap = tl_a.get(static_cast<size_t>(MC) * KC + 8);  // + room for pack_6_rows's last store
-      pack<MR>(A, lda, !ta, ex.a, i0, mc, k0, kc, ap);
-      for (int64_t jp = p0; jp < p1; ++jp) {
-        const float* bpanel = bp + jp * kc * NR;
-        const int64_t j0 = jp * NR, n = std::min(NR, N - j0);
-        for (int64_t ip = 0; ip < mc; ip += MR) {
-          const int64_t m = std::min(MR, mc - ip);
-          float* c = C + (i0 + ip) * ldc + j0;
-          if (m == MR && n == NR) micro_6x16(kc, ap + ip * kc, bpanel, c, ldc, add);
-          else micro_edge(kc, ap + ip * kc, bpanel, c, ldc, add, m, n);
-          if (last && epi) epilogue_tile(ex, C, ldc, i0 + ip, j0, m, n);
+      for (int64_t kb = kb0; kb < kb1; ++kb) {
+        const int64_t k0 = kb * KC, kc = std::min(KC, K - k0);
+        const bool add = kb > 0 || ex.accumulate, last = kb == kblocks - 1;
+        pack<MR>(A, lda, !ta, ex.a, i0, mc, k0, kc, ap);
+        for (int64_t jp = p0; jp < p1; ++jp) {
+          const float* bpanel = bp + (kb - kb0) * KC * npad + jp * kc * NR;
+          const int64_t j0 = jp * NR, n = std::min(NR, N - j0);
+          for (int64_t ip = 0; ip < mc; ip += MR) {
+            const int64_t m = std::min(MR, mc - ip);
+            float* c = C + (i0 + ip) * ldc + j0;
+            if (m == MR && n == NR) micro_6x16(kc, ap + ip * kc, bpanel, c, ldc, add);
+            else micro_edge(kc, ap + ip * kc, bpanel, c, ldc, add, m, n);
+            if (last && epi) epilogue_tile(ex, C, ldc, i0 + ip, j0, m, n);
+          }
         }
       }
     };
+    const int64_t btasks = (kb1 - kb0) * panels;
     if (parallel) {
 #pragma omp parallel num_threads(threads)
       {
 #pragma omp for schedule(static)
-        for (int64_t jp = 0; jp < panels; ++jp) pack_b(jp);
+        for (int64_t t = 0; t < btasks; ++t) pack_b(t);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < tasks; ++t) task(t);
       }
     } else {
-      for (int64_t jp = 0; jp < panels; ++jp) pack_b(jp);
+      for (int64_t t = 0; t < btasks; ++t) pack_b(t);
       for (int64_t t = 0; t < tasks; ++t) task(t);
     }
   }
