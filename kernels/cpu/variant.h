@@ -129,7 +129,7 @@ class CpuKernels final : public CpuKernelsShared {
   }
 
 #if SPDLAB_CPU_AVX2
-  // Products go to spdlab's SGEMM where it is the faster (sgemm_preferred), to OpenBLAS elsewhere. It computes
+  // Products go to spdlab's SGEMM where sgemm_preferred says, to OpenBLAS elsewhere. It computes
   // C = op(A) op(B) (+ C), so alpha must be 1 and beta 0 or 1.
   static bool own_sgemm(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, double beta) {
     return dt == DType::f32 && alpha == 1.0 && (beta == 0.0 || beta == 1.0) && sgemm_preferred(ta, tb, M, N, K);
