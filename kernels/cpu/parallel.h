@@ -39,4 +39,17 @@ void run_pairs(int64_t n, int64_t work_each, F&& f) {
   }
 }
 
+// Runs f(i) for i in [0, n) independent products: with at least as many products as threads, each thread runs
+// whole products (a product inside the parallel region runs on one thread), else one after another.
+template <typename F>
+void run_products(int64_t n, F&& f) {
+  const int threads = get_num_threads();
+  if (n >= 2 && threads > 1 && n >= threads && !omp_in_parallel()) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t i = 0; i < n; ++i) f(i);
+  } else {
+    for (int64_t i = 0; i < n; ++i) f(i);
+  }
+}
+
 }  // namespace spdlab::cpu

@@ -116,17 +116,10 @@ void CpuKernelsShared::gemm_batched(DType dt, int64_t batch, bool ta, bool tb, i
 // results; they may differ in the last bits from the serial branch, as OpenBLAS rounds differently on 1
 // and on N threads. Either way a given thread count gives the same bits every run.
 void CpuKernelsShared::gemm_group(DType dt, const Gemm* g, int64_t n) {
-  auto one = [&](int64_t i) {
+  run_products(n, [&](int64_t i) {
     gemm(dt, g[i].trans_a, g[i].trans_b, g[i].M, g[i].N, g[i].K, g[i].alpha, g[i].A, g[i].lda, g[i].B, g[i].ldb,
          g[i].beta, g[i].C, g[i].ldc);
-  };
-  const int threads = get_num_threads();
-  if (n >= 2 && threads > 1 && n >= threads && !omp_in_parallel()) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int64_t i = 0; i < n; ++i) one(i);
-  } else {
-    for (int64_t i = 0; i < n; ++i) one(i);
-  }
+  });
 }
 
 void CpuKernelsShared::fill_rows(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) {

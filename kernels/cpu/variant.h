@@ -142,35 +142,17 @@ class CpuKernels final : public CpuKernelsShared {
     ex.accumulate = beta == 1.0;
     sgemm_impl(ta, tb, M, N, K, cp<float>(A), lda, cp<float>(B), ldb, mp<float>(C), ldc, ex);
   }
-  // With at least as many products as threads, each thread runs whole products (inside the parallel region
-  // sgemm stays on its thread): no barriers, and every product computes the same bits on any thread.
-  void gemm_group(DType dt, const Gemm* g, int64_t n) override {
-    for (int64_t i = 0; i < n; ++i)
-      if (!own_sgemm(dt, g[i].trans_a, g[i].trans_b, g[i].M, g[i].N, g[i].K, g[i].alpha, g[i].beta))
-        return CpuKernelsShared::gemm_group(dt, g, n);
-    products_at_once(n, [&](int64_t i) {
-      gemm(dt, g[i].trans_a, g[i].trans_b, g[i].M, g[i].N, g[i].K, g[i].alpha, g[i].A, g[i].lda, g[i].B, g[i].ldb,
-           g[i].beta, g[i].C, g[i].ldc);
-    });
-  }
+  // gemm_group is CpuKernelsShared's: it calls gemm() above, so the group's products run here as well.
+  // Independent products, one per thread when there are enough (inside the parallel region sgemm stays on its
+  // thread): no barriers, and every product computes the same bits on any thread.
   void gemm_ex_group(DType dt, const GemmExCall* c, int64_t n) override {
     for (int64_t i = 0; i < n; ++i)
       if (!own_sgemm(dt, c[i].trans_a, c[i].trans_b, c[i].M, c[i].N, c[i].K, 1.0, 0.0))
         return Kernels::gemm_ex_group(dt, c, n);
-    products_at_once(n, [&](int64_t i) {
+    run_products(n, [&](int64_t i) {
       sgemm_impl(c[i].trans_a, c[i].trans_b, c[i].M, c[i].N, c[i].K, cp<float>(c[i].A), c[i].lda, cp<float>(c[i].B),
                  c[i].ldb, mp<float>(c[i].C), c[i].ldc, c[i].ex);
     });
-  }
-  template <typename F>
-  static void products_at_once(int64_t n, F&& one) {
-    const int threads = get_num_threads();
-    if (n >= 2 && threads > 1 && n >= threads && !omp_in_parallel()) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-      for (int64_t i = 0; i < n; ++i) one(i);
-    } else {
-      for (int64_t i = 0; i < n; ++i) one(i);
-    }
   }
 #endif
   void gemm_ex(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
