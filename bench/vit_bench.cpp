@@ -128,13 +128,16 @@ int main(int argc, char** argv) {
     }
     std::sort(times.begin(), times.end());
     const double med = times[times.size() / 2];
+    // What live tensors held at most (in the allocator's size classes), and what it keeps for reuse at the end.
+    const kernels::MemoryStats mem = kernels::get(Device::cpu).memory_stats();
     const double per_batch = 2.0 * double(bc.batch) * (mode == "train" ? 3.0 : 1.0);
     const double flop = per_batch * forward_macs_per_image(c), flop_exec = per_batch * forward_macs_per_image(c, true);
     std::printf("spdlab %s %s batch=%lld median_ms=%.2f img_per_s=%.1f gflops=%.1f gflops_exec=%.1f "
-                "peak_rss_mb=%.1f min_ms=%.2f base_rss_mb=%.1f threads=%d iters=%d warmup=%d isa=%s\n",
+                "peak_rss_mb=%.1f min_ms=%.2f base_rss_mb=%.1f tensor_peak_mb=%.1f cached_mb=%.1f threads=%d iters=%d "
+                "warmup=%d isa=%s\n",
                 config.c_str(), mode.c_str(), static_cast<long long>(bc.batch), med, double(bc.batch) * 1e3 / med,
                 flop / (med * 1e6), flop_exec / (med * 1e6), peak_rss_mb(), times.front(), base_rss,
-                get_num_threads(), iters, warmup, kernels::cpu_isa());
+                double(mem.peak) / 1048576.0, double(mem.cached) / 1048576.0, get_num_threads(), iters, warmup, kernels::cpu_isa());
   } catch (const Error& e) {
     std::fprintf(stderr, "vit_bench: %s\n", e.what());
     return 1;

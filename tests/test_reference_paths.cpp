@@ -90,6 +90,33 @@ TEST_CASE("attention_reference equals scaled_dot_product_attention and qkv_atten
     }
 }
 
+TEST_CASE("attention's backward recomputes forward's probabilities bit for bit") {
+  // The CPU kernel keeps two numbers per query row, not the probabilities p, and backward computes p again. With
+  // v the identity (N = M = D), forward's out is p itself; with out's gradient the identity too, v's gradient
+  // p^T dout is p transposed. Both products only add exact zeros, so v.grad = out^T holds to the bit exactly when
+  // the recomputed p is forward's. Shapes: small heads (the AVX2 kernels), a head past 1024 tokens (OpenBLAS).
+  struct Case {
+    DType dt;
+    int64_t B, H, N;
+  };
+  for (Case c : {Case{DType::f32, 2, 3, 24}, Case{DType::f64, 2, 2, 19}, Case{DType::f32, 1, 1, 1030}}) {
+    CAPTURE(c.N);
+    const int64_t N = c.N;
+    Generator gen(N);
+    Tensor q = Tensor::randn({c.B, c.H, N, N}, gen, c.dt), k = Tensor::randn({c.B, c.H, N, N}, gen, c.dt);
+    Tensor eye = Tensor::zeros({N, N}, c.dt);
+    for (int64_t i = 0; i < N; ++i) eye.narrow(0, i, 1).narrow(1, i, 1).fill_(1.0);
+    Tensor v = eye.reshape({1, 1, N, N}).expand({c.B, c.H, N, N}).contiguous().requires_grad_(true);
+    Tensor out = scaled_dot_product_attention(q, k, v);
+    sum(mul(out, eye.reshape({1, 1, N, N}).expand({c.B, c.H, N, N}))).backward();
+    Tensor p = out.detach().contiguous(), pt = v.grad().transpose(2, 3).contiguous();
+    int64_t differ = 0;
+    for (int64_t i = 0; i < p.numel(); ++i) differ += p.at(i) != pt.at(i);
+    CHECK(differ == 0);
+    CHECK(p.at(1) > 0);  // not a vacuous comparison of zeros
+  }
+}
+
 TEST_CASE("Block::forward_reference equals Block::forward, values and gradients (input and every weight)") {
   struct BlockShape {
     int64_t dim, heads, tokens, batch;

@@ -198,9 +198,9 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
   // The output is laid out [B, N, H, D], so the usual transpose(1, 2).reshape(B, N, H*D) that follows is free.
   Tensor out_bnhd = Tensor::empty({B, N, H, D}, q.dtype(), q.device());
   Tensor out = out_bnhd.permute({0, 2, 1, 3});
-  Tensor probs = Tensor::empty({K(q).attention_saved_numel(B, H, N, M)}, q.dtype(), q.device());
+  Tensor saved = Tensor::empty({K(q).attention_saved_numel(B, H, N, M)}, q.dtype(), q.device());
   K(q).attention_fwd(q.dtype(), B, H, N, M, D, q.raw_data(), q.strides().data(), k.raw_data(), k.strides().data(),
-                     v.raw_data(), v.strides().data(), out.raw_data(), out.strides().data(), probs.raw_data(), scale);
+                     v.raw_data(), v.strides().data(), out.raw_data(), out.strides().data(), saved.raw_data(), scale);
   if (!autograd::needs_grad({&q, &k, &v})) return out;
   Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
   return autograd::record("scaled_dot_product_attention", out, {q, k, v}, [=](const Tensor& dy_in) -> Grads {
@@ -209,7 +209,7 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
     Tensor dk = Tensor::empty({B, H, M, D}, qd.dtype(), qd.device()), dv = Tensor::empty_like(dk);
     kernels::get(qd.device()).attention_bwd(qd.dtype(), B, H, N, M, D, qd.raw_data(), qd.strides().data(),
                                             kd.raw_data(), kd.strides().data(), vd.raw_data(), vd.strides().data(),
-                                            probs.raw_data(), dy.raw_data(), dy.strides().data(), dq.raw_data(),
+                                            saved.raw_data(), dy.raw_data(), dy.strides().data(), dq.raw_data(),
                                             dq.strides().data(), dk.raw_data(), dk.strides().data(), dv.raw_data(),
                                             dv.strides().data(), scale);
     return {dq, dk, dv};
@@ -234,9 +234,9 @@ Tensor qkv_attention(const Tensor& qkv_in, int64_t num_heads, std::optional<doub
   size_t es = dtype_size(qkv.dtype());
   char* base = static_cast<char*>(qkv.raw_data());
   Tensor out = Tensor::empty({B, Q, C}, qkv.dtype(), qkv.device());
-  Tensor probs = Tensor::empty({K(qkv).attention_saved_numel(B, H, Q, N)}, qkv.dtype(), qkv.device());
+  Tensor saved = Tensor::empty({K(qkv).attention_saved_numel(B, H, Q, N)}, qkv.dtype(), qkv.device());
   K(qkv).attention_fwd(qkv.dtype(), B, H, Q, N, D, base, in_str, base + C * es, in_str, base + 2 * C * es, in_str,
-                       out.raw_data(), out_str, probs.raw_data(), scale);
+                       out.raw_data(), out_str, saved.raw_data(), scale);
   if (!autograd::needs_grad({&qkv})) return out;
   Tensor qd = qkv.detach();
   return autograd::record("qkv_attention", out, {qkv}, [=](const Tensor& dy_in) -> Grads {
@@ -247,7 +247,7 @@ Tensor qkv_attention(const Tensor& qkv_in, int64_t num_heads, std::optional<doub
     char* x = static_cast<char*>(qd.raw_data());
     char* g = static_cast<char*>(dqkv.raw_data());
     kernels::get(qd.device()).attention_bwd(qd.dtype(), B, H, Q, N, D, x, in_str, x + C * es, in_str,
-                                            x + 2 * C * es, in_str, probs.raw_data(), dy.raw_data(), out_str, g,
+                                            x + 2 * C * es, in_str, saved.raw_data(), dy.raw_data(), out_str, g,
                                             in_str, g + C * es, in_str, g + 2 * C * es, in_str, scale);
     return {dqkv};
   });

@@ -9,10 +9,10 @@
 #endif
 
 // Per-thread scratch, reused across heads and steps: slot 0 for a transposed operand (SmallProducts), slot 1
-// for the score gradients of the head being differentiated.
+// for the score gradients of the head being differentiated, slot 2 for its probabilities.
 template <typename T>
 T* head_scratch(size_t slot, size_t n) {
-  thread_local std::vector<T> bufs[2];
+  thread_local std::vector<T> bufs[3];
   if (bufs[slot].size() < n) bufs[slot].resize(n);
   return bufs[slot].data();
 }
@@ -43,33 +43,38 @@ struct BlasProducts {
   }
 };
 
-// out = softmax(scale q k^T) v for every head; the probabilities [B, H, N, M] are kept in P for backward.
+// out = softmax(scale q k^T) v for every head. The probabilities live only in a per-thread buffer; what is kept
+// for backward is two numbers per query row, S [B, H, N, 2] (max and 1 / sum), from which backward recomputes
+// them: a 197-token vit_tiny head would otherwise keep 155 KB, 7.4 MB per block at batch 16.
 template <typename T, typename Products>
 void attention_heads_fwd(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const T* Q, const int64_t* qs,
-                         const T* K, const int64_t* ks, const T* V, const int64_t* vs, T* O, const int64_t* os, T* P,
+                         const T* K, const int64_t* ks, const T* V, const int64_t* vs, T* O, const int64_t* os, T* S,
                          double scale) {
   Products::for_heads(B * H, N * M * D, [&](int64_t bh) {
     const int64_t b = bh / H, h = bh % H;
-    T* p = P + bh * N * M;
+    T* p = head_scratch<T>(2, N * M);
     Products::abt(N, M, D, Q + b * qs[0] + h * qs[1], qs[2], K + b * ks[0] + h * ks[1], ks[2], p, M);  // q k^T
-    softmax_fwd_t<T>(p, p, N, M, scale, false);
+    softmax_rows_keep_stats<T>(p, N, M, scale, S + bh * N * 2);
     Products::ab(N, D, M, p, M, V + b * vs[0] + h * vs[1], vs[2], O + b * os[0] + h * os[1], os[2]);  // p v
   });
 }
 
-// dv = p^T dout; dp = dout v^T; ds = scale * softmax'(p) dp; dq = ds k; dk = ds^T q.
+// p again from q, k and the saved stats; dv = p^T dout; dp = dout v^T; ds = scale * softmax'(p) dp; dq = ds k;
+// dk = ds^T q.
 template <typename T, typename Products>
 void attention_heads_bwd(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const T* Q, const int64_t* qs,
-                         const T* K, const int64_t* ks, const T* V, const int64_t* vs, const T* P, const T* dO,
+                         const T* K, const int64_t* ks, const T* V, const int64_t* vs, const T* S, const T* dO,
                          const int64_t* ds, T* dQ, const int64_t* dqs, T* dK, const int64_t* dks, T* dV,
                          const int64_t* dvs, double scale) {
   Products::for_heads(B * H, N * M * D, [&](int64_t bh) {
     const int64_t b = bh / H, h = bh % H;
-    const T* p = P + bh * N * M;
     const T* q = Q + b * qs[0] + h * qs[1];
     const T* k = K + b * ks[0] + h * ks[1];
     const T* v = V + b * vs[0] + h * vs[1];
     const T* dout = dO + b * ds[0] + h * ds[1];
+    T* p = head_scratch<T>(2, N * M);
+    Products::abt(N, M, D, q, qs[2], k, ks[2], p, M);  // as in forward, so p is forward's, bit for bit
+    softmax_rows_replay<T>(p, N, M, scale, S + bh * N * 2);
     T* dp = head_scratch<T>(1, N * M);
     Products::atb(M, D, N, p, M, dout, ds[2], dV + b * dvs[0] + h * dvs[1], dvs[2]);
     Products::abt(N, M, D, dout, ds[2], v, vs[2], dp, M);

@@ -40,7 +40,8 @@ class CpuKernelsShared : public kernels::Kernels {
   void reset_peak_memory() override;
   // A step's pieces spread over the cores; fixed boundaries keep the sums independent of the thread count.
   int64_t optimizer_piece() const override { return 65536; }
-  int64_t attention_saved_numel(int64_t B, int64_t H, int64_t N, int64_t M) const override { return B * H * N * M; }
+  // Each query row's max and 1 / sum (kernels/cpu/attention.h): backward recomputes the probabilities.
+  int64_t attention_saved_numel(int64_t B, int64_t H, int64_t N, int64_t M) const override { return B * H * N * 2; }
 
   void dropout_mask(DType dt, void* mask, int64_t n, double p, uint64_t seed, uint64_t offset) override;
   void copy_strided(DType src_dt, kernels::Strided src, DType dst_dt, void* dst, const int64_t* dst_strides,

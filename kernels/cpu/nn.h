@@ -57,6 +57,58 @@ void softmax_bwd_t(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols, d
   });
 }
 
+// Attention's softmax, in place over one head's scores, in two steps that its backward repeats to get the same
+// probabilities back bit for bit from two numbers per row (the row's max and 1 / sum) instead of keeping them:
+// softmax_exp_row writes exp(scale x - max) and returns the sum; softmax_scale_row multiplies by 1 / sum. Both
+// stay out of line, so the forward and the replay run the very same code.
+template <typename T>
+[[gnu::noinline]] double softmax_exp_row(T* p, int64_t cols, T s, T mx) {
+  double sum = 0;
+  _Pragma("omp simd reduction(+ : sum)") for (int64_t c = 0; c < cols; ++c) {
+    T ev = fast_exp(p[c] * s - mx);
+    p[c] = ev;
+    sum += ev;
+  }
+  return sum;
+}
+template <typename T>
+[[gnu::noinline]] void softmax_scale_row(T* p, int64_t cols, T inv) {
+  SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) p[c] *= inv;
+}
+
+// p [rows, cols] = softmax(scale p) along rows, in place; stats [rows, 2] gets each row's max and 1 / sum.
+template <typename T>
+void softmax_rows_keep_stats(T* p, int64_t rows, int64_t cols, double scale, T* stats) {
+  parallel_for(rows, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
+    const T s = static_cast<T>(scale);
+    for (int64_t r = b; r < e; ++r) {
+      T* pr = p + r * cols;
+      T mx = -INFINITY;
+      _Pragma("omp simd reduction(max : mx)") for (int64_t c = 0; c < cols; ++c) {
+        T v = pr[c] * s;
+        mx = v > mx ? v : mx;
+      }
+      const T inv = static_cast<T>(1.0 / softmax_exp_row(pr, cols, s, mx));
+      softmax_scale_row(pr, cols, inv);
+      stats[2 * r] = mx;
+      stats[2 * r + 1] = inv;
+    }
+  });
+}
+
+// The same probabilities again from the same scores and the stats softmax_rows_keep_stats saved.
+template <typename T>
+void softmax_rows_replay(T* p, int64_t rows, int64_t cols, double scale, const T* stats) {
+  parallel_for(rows, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
+    const T s = static_cast<T>(scale);
+    for (int64_t r = b; r < e; ++r) {
+      T* pr = p + r * cols;
+      softmax_exp_row(pr, cols, s, stats[2 * r]);
+      softmax_scale_row(pr, cols, stats[2 * r + 1]);
+    }
+  });
+}
+
 // A missing LayerNorm weight or bias reads as ones or zeros, so the loops below have no branches in them.
 template <typename T>
 const T* or_fill(const T* p, std::vector<T>& fallback, int64_t n, T value) {

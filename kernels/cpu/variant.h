@@ -101,30 +101,30 @@ class CpuKernels final : public CpuKernelsShared {
 
   void attention_fwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const void* q, const int64_t* qs,
                      const void* k, const int64_t* ks, const void* v, const int64_t* vs, void* out,
-                     const int64_t* os, void* probs, double scale) override {
+                     const int64_t* os, void* saved, double scale) override {
 #if SPDLAB_CPU_AVX2
     if (dt == DType::f32 && small_attention(N, M))
       return attention_heads_fwd<float, SmallProducts>(B, H, N, M, D, cp<float>(q), qs, cp<float>(k), ks,
-                                                       cp<float>(v), vs, mp<float>(out), os, mp<float>(probs), scale);
+                                                       cp<float>(v), vs, mp<float>(out), os, mp<float>(saved), scale);
 #endif
     SPDLAB_FLOAT_DISPATCH(dt, "attention",
                           attention_heads_fwd<T, BlasProducts<T>>(B, H, N, M, D, cp<T>(q), qs, cp<T>(k), ks, cp<T>(v),
-                                                                  vs, mp<T>(out), os, mp<T>(probs), scale));
+                                                                  vs, mp<T>(out), os, mp<T>(saved), scale));
   }
   void attention_bwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const void* q, const int64_t* qs,
-                     const void* k, const int64_t* ks, const void* v, const int64_t* vs, const void* probs,
+                     const void* k, const int64_t* ks, const void* v, const int64_t* vs, const void* saved,
                      const void* dout, const int64_t* ds, void* dq, const int64_t* dqs, void* dk,
                      const int64_t* dks, void* dv, const int64_t* dvs, double scale) override {
 #if SPDLAB_CPU_AVX2
     if (dt == DType::f32 && small_attention(N, M))
       return attention_heads_bwd<float, SmallProducts>(B, H, N, M, D, cp<float>(q), qs, cp<float>(k), ks,
-                                                       cp<float>(v), vs, cp<float>(probs), cp<float>(dout), ds,
+                                                       cp<float>(v), vs, cp<float>(saved), cp<float>(dout), ds,
                                                        mp<float>(dq), dqs, mp<float>(dk), dks, mp<float>(dv), dvs,
                                                        scale);
 #endif
     SPDLAB_FLOAT_DISPATCH(dt, "attention_bwd",
                           attention_heads_bwd<T, BlasProducts<T>>(B, H, N, M, D, cp<T>(q), qs, cp<T>(k), ks, cp<T>(v),
-                                                                  vs, cp<T>(probs), cp<T>(dout), ds, mp<T>(dq), dqs,
+                                                                  vs, cp<T>(saved), cp<T>(dout), ds, mp<T>(dq), dqs,
                                                                   mp<T>(dk), dks, mp<T>(dv), dvs, scale));
   }
 
