@@ -1,5 +1,9 @@
 """PyTorch's side of bench/vit_bench: images per second of a ViT forward pass or training step, in one line.
 
+eval is inference at the study's batch size (500 unless --batch) as an evaluation loop would run it: 2 batches
+of images already in memory, forward and argmax under no_grad, the time per batch. spdlab's eval also runs its
+loader and preprocessing in that time; PyTorch gets its inputs ready-made.
+
 The same two models as vit_bench (vit-fmnist: 28x28x1, patch 4, dim 192, depth 6, heads 3, batch 128;
 vit-tiny16: timm's vit_tiny_patch16_224, batch 16) in plain PyTorch (bench/torch_vit_model.py). Training is
 forward, F.cross_entropy, backward and torch.optim.AdamW (timm's weight-decay groups). A benchmark, not a test.
@@ -24,10 +28,11 @@ SETUPS = ("default", "one-thread", "all-threads", "passive")
 
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mode", choices=("train", "infer"), default="train")
+    ap.add_argument("--mode", choices=("train", "infer", "eval"), default="train")
     ap.add_argument("--config", choices=("vit-fmnist", "vit-tiny16"), default="vit-fmnist")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=0, help="images per batch (default: the config's; eval: 500)")
     ap.add_argument("--threads-setup", choices=SETUPS, default="default")
     return ap.parse_args()
 
@@ -71,6 +76,9 @@ def main():
     elif args.threads_setup in ("all-threads", "passive"):
         torch.set_num_threads(os.cpu_count())
     cfg, batch = CONFIGS[args.config]
+    if args.batch < 0:
+        raise SystemExit("torch_vit.py: --batch must be positive")
+    batch = args.batch or (500 if args.mode == "eval" else batch)
     torch.manual_seed(0)
     model = VisionTransformer(**cfg)
     gen = torch.Generator().manual_seed(1)
@@ -78,7 +86,17 @@ def main():
     y = torch.randint(0, cfg["num_classes"], (batch,), generator=gen)
     iters, warmup = max(1, args.iters), max(0, args.warmup)
     times = []
-    if args.mode == "infer":
+    if args.mode == "eval":
+        model.eval()
+        xs = [torch.rand((batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"]), generator=gen) for _ in range(2)]
+        with torch.no_grad():
+            for i in range(warmup + iters):
+                t0 = time.perf_counter()
+                for xb in xs:
+                    model(xb).argmax(1)
+                if i >= warmup:
+                    times.append((time.perf_counter() - t0) * 1e3 / len(xs))
+    elif args.mode == "infer":
         model.eval()
         with torch.no_grad():
             for i in range(warmup + iters):

@@ -1,7 +1,9 @@
-// vit_bench: images per second of a ViT forward pass (inference) or of a full training step (forward,
-// cross-entropy, backward, AdamW step), with the achieved GFLOP/s and the process's peak RSS. One mode per
-// process, so the RSS belongs to that mode. A benchmark, never a test; bench/torch_vit.py measures PyTorch on
-// the same models and prints the same line, and bench/run.sh interleaves the two.
+// vit_bench: images per second of a ViT forward pass (inference), of a full training step (forward,
+// cross-entropy, backward, AdamW step), or of the study's evaluation (eval: models::accuracy over a dataset,
+// the loader, preprocessing, forward and argmax, as `spdlab compare` scores a domain), with the achieved GFLOP/s
+// and the process's peak RSS. One mode per process, so the RSS belongs to that mode. A benchmark, never a test;
+// bench/torch_vit.py measures PyTorch on the same models and prints the same line, and bench/run.sh interleaves
+// the two.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -15,6 +17,9 @@
 #include "core/ops.h"
 #include "kernels/kernels.h"
 #include "kernels/threads.h"
+#include "data/domains.h"
+#include "data/loader.h"
+#include "models/evaluate.h"
 #include "models/vit.h"
 #include "bench/bench_common.h"
 #include "optim/optim.h"
@@ -69,7 +74,11 @@ double peak_rss_mb() {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: vit_bench [--mode train|infer] [--config vit-fmnist|vit-tiny16] [--iters N] [--warmup W]\n"
+               "usage: vit_bench [--mode train|infer|eval] [--config vit-fmnist|vit-tiny16] [--batch B] [--iters N]\n"
+               "                 [--warmup W]\n"
+               "  --batch   images per batch (default: the config's; eval: 500, the study's kEvalBatch)\n"
+               "  eval      one iteration scores 2 batches of random images with models::accuracy (loader,\n"
+               "            preprocessing, forward, argmax); median_ms is per batch\n"
                "prints: spdlab <config> <mode> batch=B median_ms=.. img_per_s=.. gflops=.. peak_rss_mb=.. ...\n");
   return 2;
 }
@@ -79,6 +88,7 @@ int usage() {
 int main(int argc, char** argv) {
   std::string mode = "train", config = "vit-fmnist";
   int iters = 10, warmup = 2;
+  int64_t batch = 0;
   for (int i = 1; i < argc; i += 2) {
     const std::string a = argv[i];
     if (i + 1 >= argc) return usage();
@@ -86,12 +96,18 @@ int main(int argc, char** argv) {
     else if (a == "--config") config = argv[i + 1];
     else if (a == "--iters") iters = std::max(1, std::atoi(argv[i + 1]));
     else if (a == "--warmup") warmup = std::max(0, std::atoi(argv[i + 1]));
+    else if (a == "--batch") {
+      batch = std::atoll(argv[i + 1]);
+      if (batch < 1) return usage();
+    }
     else return usage();
   }
-  if (mode != "train" && mode != "infer") return usage();
+  if (mode != "train" && mode != "infer" && mode != "eval") return usage();
   try {
     const double base_rss = peak_rss_mb();
-    const BenchConfig bc = bench_config(config);
+    BenchConfig bc = bench_config(config);
+    if (batch > 0) bc.batch = batch;
+    else if (mode == "eval") bc.batch = 500;
     const models::ViTConfig& c = bc.vit;
     models::VisionTransformer model(c, 0);
     // One fixed batch of inputs already in the normalized range, and random labels.
@@ -102,7 +118,25 @@ int main(int argc, char** argv) {
     Tensor y = Tensor::from_vector(labels, {bc.batch});
 
     std::vector<double> times;
-    if (mode == "infer") {
+    if (mode == "eval") {
+      // What `spdlab compare` does per domain, on 2 batches of random pixels in [0, 1] (the clean domain's
+      // transform): a time per batch, so img_per_s compares with a bare forward at the same batch size.
+      constexpr int64_t kBatches = 2;
+      data::Dataset d;
+      d.images = Tensor::rand({kBatches * bc.batch, c.in_chans, c.img_size, c.img_size}, gen);
+      std::vector<int64_t> ys(size_t(kBatches * bc.batch));
+      for (auto& l : ys) l = int64_t(gen.next_u64() % uint64_t(c.num_classes));
+      d.labels = Tensor::from_vector(ys, {kBatches * bc.batch});
+      d.num_classes = c.num_classes;
+      const data::SampleTransform clean = data::domain_transform(data::Domain::clean);
+      double sink = 0;
+      for (int i = 0; i < warmup + iters; ++i) {
+        const double t0 = now_ms();
+        sink += models::accuracy(model, d, clean, 0, bc.batch);
+        if (i >= warmup) times.push_back((now_ms() - t0) / kBatches);
+      }
+      if (sink < 0) std::printf("impossible\n");
+    } else if (mode == "infer") {
       autograd::NoGradGuard ng;
       model.eval();
       for (int i = 0; i < warmup + iters; ++i) {

@@ -133,7 +133,24 @@ template <int64_t W>
 void pack(const float* X, int64_t ld, bool rows_are_stored_rows, const GemmPrologue& pro, int64_t i0, int64_t mc,
           int64_t k0, int64_t kc, float* dst) {
   float tmp[KC];
-  for (int64_t ip = 0; ip < mc; ip += W) {
+  int64_t ip0 = 0;  // where the panel-by-panel loop below starts
+  if (!rows_are_stored_rows && pro.kind == GemmPrologue::none && mc >= 2 * W) {
+    // A transposed A (a weight gradient's dy^T): every full panel at once, 8 stored rows at a time. Panel by
+    // panel, the kc rows a panel reads lie a row apart, and at vit's 768 floats a row they fall into 4 of L1's
+    // 64 sets, so each row's cache line is gone before the next panel reads its neighbouring floats.
+    constexpr int64_t kRows = 8;
+    const int64_t full = mc / W;
+    for (int64_t kk = 0; kk < kc; kk += kRows) {
+      const int64_t kn = std::min(kRows, kc - kk);
+      for (int64_t p = 0; p < full; ++p) {
+        const float* src = X + (k0 + kk) * ld + i0 + p * W;
+        float* d = dst + p * W * kc + kk * W;
+        for (int64_t k = 0; k < kn; ++k) std::memcpy(d + k * W, src + k * ld, W * sizeof(float));
+      }
+    }
+    ip0 = full * W;
+  }
+  for (int64_t ip = ip0; ip < mc; ip += W) {
     float* panel = dst + ip * kc;
     const int64_t w = std::min(W, mc - ip);
     if (rows_are_stored_rows && W == 6 && w == 6) {  // A's full panels: the transposing copy
@@ -246,12 +263,18 @@ void sgemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* 
     return;
   }
   const int64_t panels = (N + NR - 1) / NR, npad = panels * NR, kblocks = (K + KC - 1) / KC;
-  // Row blocks of at most MC rows, equal to within one tile, so no thread is left with a short last block.
-  const int64_t mblocks = (M + MC - 1) / MC, mb = ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
   const int threads = omp_in_parallel() ? 1 : get_num_threads();
   const bool parallel = threads > 1 && M * N * K >= (int64_t(1) << 20);
+  // Row blocks of at most MC rows, equal to within one tile, so no thread is left with a short last block; with
+  // rows enough for two tiles per thread, as many blocks as a multiple of the threads, so each thread gets the
+  // same share of rows and B's panels need no splitting (a split packs A's block once per part).
+  int64_t mblocks = (M + MC - 1) / MC;
+  const bool rows_suffice = parallel && M >= 2 * MR * threads;
+  if (rows_suffice) mblocks = (mblocks + threads - 1) / threads * threads;
+  const int64_t mb = ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
   // Work items: a block of rows x a range of B's panels; enough of them to keep every thread busy.
-  const int64_t chunks = parallel ? std::min<int64_t>(panels, (4 * threads + mblocks - 1) / mblocks) : 1;
+  const int64_t chunks =
+      !parallel || rows_suffice ? 1 : std::min<int64_t>(panels, (4 * threads + mblocks - 1) / mblocks);
   const int64_t tasks = mblocks * chunks;
   // K blocks are packed a phase at a time (about 4 MB of B), so a deep product (a weight gradient over every
   // token) waits at a barrier once per phase rather than once per block.
