@@ -30,7 +30,7 @@ void sgemm_reference(SPDLAB_SGEMM_ARGS);
 // Packed panels, a 6x16 register-blocked micro-kernel, OpenMP over blocks of C.
 void sgemm(SPDLAB_SGEMM_ARGS);
 // Whether the CPU kernels send a product to sgemm: every one of at least 32768 multiply-adds, for results that do
-// not depend on the thread count (it trails OpenBLAS on deep weight gradients, 0.88x: bench/README.md);
+// not depend on the thread count (on two threads it trails OpenBLAS on deep weight gradients: bench/README.md);
 // SPDLAB_SGEMM=blas (or own) overrides.
 bool sgemm_preferred(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K);
 }  // namespace avx2
