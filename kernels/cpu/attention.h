@@ -54,7 +54,7 @@ void attention_heads_fwd(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, 
     const int64_t b = bh / H, h = bh % H;
     T* p = head_scratch<T>(2, N * M);
     Products::abt(N, M, D, Q + b * qs[0] + h * qs[1], qs[2], K + b * ks[0] + h * ks[1], ks[2], p, M);  // q k^T
-    softmax_rows_keep_stats<T>(p, N, M, scale, S + bh * N * 2);
+    softmax_fwd_t<T>(p, p, N, M, scale, false, S + bh * N * 2);
     Products::ab(N, D, M, p, M, V + b * vs[0] + h * vs[1], vs[2], O + b * os[0] + h * os[1], os[2]);  // p v
   });
 }

@@ -4,8 +4,29 @@
 #error "kernels/cpu/variant.h includes this file, inside an instruction set's namespace; include that instead"
 #endif
 
+// A softmax row in two steps, each out of line, so that attention's backward (softmax_rows_replay) runs the very
+// same code as forward and gets its probabilities back bit for bit from two numbers per row, the max and 1 / sum,
+// instead of keeping them: softmax_exp_row writes exp(s x - max) and returns the sum; softmax_scale_row
+// multiplies by 1 / sum. Either may run in place (y == x).
 template <typename T>
-void softmax_fwd_t(const T* x, T* y, int64_t rows, int64_t cols, double scale, bool log) {
+[[gnu::noinline]] double softmax_exp_row(const T* x, T* y, int64_t cols, T s, T mx) {
+  double sum = 0;
+  _Pragma("omp simd reduction(+ : sum)") for (int64_t c = 0; c < cols; ++c) {
+    T ev = fast_exp(x[c] * s - mx);
+    y[c] = ev;
+    sum += ev;
+  }
+  return sum;
+}
+template <typename T>
+[[gnu::noinline]] void softmax_scale_row(T* y, int64_t cols, T inv) {
+  SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) y[c] *= inv;
+}
+
+// y = softmax(scale x) (or log_softmax) along rows; y may be x. stats, when given (softmax only), gets each row's
+// max and 1 / sum [rows, 2], which softmax_rows_replay takes to compute y again.
+template <typename T>
+void softmax_fwd_t(const T* x, T* y, int64_t rows, int64_t cols, double scale, bool log, T* stats = nullptr) {
   parallel_for(rows, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
     const T s = static_cast<T>(scale);
     for (int64_t r = b; r < e; ++r) {
@@ -16,20 +37,29 @@ void softmax_fwd_t(const T* x, T* y, int64_t rows, int64_t cols, double scale, b
         T v = px[c] * s;
         mx = v > mx ? v : mx;
       }
-      double sum = 0;
       if (log) {
+        double sum = 0;
         _Pragma("omp simd reduction(+ : sum)") for (int64_t c = 0; c < cols; ++c) sum += fast_exp(px[c] * s - mx);
         T lse = mx + static_cast<T>(std::log(sum));
         SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) py[c] = px[c] * s - lse;
       } else {
-        _Pragma("omp simd reduction(+ : sum)") for (int64_t c = 0; c < cols; ++c) {
-          T ev = fast_exp(px[c] * s - mx);
-          py[c] = ev;
-          sum += ev;
-        }
-        T inv = static_cast<T>(1.0 / sum);
-        SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) py[c] *= inv;
+        const T inv = static_cast<T>(1.0 / softmax_exp_row(px, py, cols, s, mx));
+        softmax_scale_row(py, cols, inv);
+        if (stats) stats[2 * r] = mx, stats[2 * r + 1] = inv;
       }
+    }
+  });
+}
+
+// y [rows, cols] again, from the same x (in place) and the stats softmax_fwd_t saved.
+template <typename T>
+void softmax_rows_replay(T* p, int64_t rows, int64_t cols, double scale, const T* stats) {
+  parallel_for(rows, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
+    const T s = static_cast<T>(scale);
+    for (int64_t r = b; r < e; ++r) {
+      T* pr = p + r * cols;
+      softmax_exp_row(pr, pr, cols, s, stats[2 * r]);
+      softmax_scale_row(pr, cols, stats[2 * r + 1]);
     }
   });
 }
@@ -53,58 +83,6 @@ void softmax_bwd_t(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols, d
         T a = static_cast<T>(acc);
         SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) px[c] = s * py[c] * (pd[c] - a);
       }
-    }
-  });
-}
-
-// Attention's softmax, in place over one head's scores, in two steps that its backward repeats to get the same
-// probabilities back bit for bit from two numbers per row (the row's max and 1 / sum) instead of keeping them:
-// softmax_exp_row writes exp(scale x - max) and returns the sum; softmax_scale_row multiplies by 1 / sum. Both
-// stay out of line, so the forward and the replay run the very same code.
-template <typename T>
-[[gnu::noinline]] double softmax_exp_row(T* p, int64_t cols, T s, T mx) {
-  double sum = 0;
-  _Pragma("omp simd reduction(+ : sum)") for (int64_t c = 0; c < cols; ++c) {
-    T ev = fast_exp(p[c] * s - mx);
-    p[c] = ev;
-    sum += ev;
-  }
-  return sum;
-}
-template <typename T>
-[[gnu::noinline]] void softmax_scale_row(T* p, int64_t cols, T inv) {
-  SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) p[c] *= inv;
-}
-
-// p [rows, cols] = softmax(scale p) along rows, in place; stats [rows, 2] gets each row's max and 1 / sum.
-template <typename T>
-void softmax_rows_keep_stats(T* p, int64_t rows, int64_t cols, double scale, T* stats) {
-  parallel_for(rows, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
-    const T s = static_cast<T>(scale);
-    for (int64_t r = b; r < e; ++r) {
-      T* pr = p + r * cols;
-      T mx = -INFINITY;
-      _Pragma("omp simd reduction(max : mx)") for (int64_t c = 0; c < cols; ++c) {
-        T v = pr[c] * s;
-        mx = v > mx ? v : mx;
-      }
-      const T inv = static_cast<T>(1.0 / softmax_exp_row(pr, cols, s, mx));
-      softmax_scale_row(pr, cols, inv);
-      stats[2 * r] = mx;
-      stats[2 * r + 1] = inv;
-    }
-  });
-}
-
-// The same probabilities again from the same scores and the stats softmax_rows_keep_stats saved.
-template <typename T>
-void softmax_rows_replay(T* p, int64_t rows, int64_t cols, double scale, const T* stats) {
-  parallel_for(rows, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
-    const T s = static_cast<T>(scale);
-    for (int64_t r = b; r < e; ++r) {
-      T* pr = p + r * cols;
-      softmax_exp_row(pr, cols, s, stats[2 * r]);
-      softmax_scale_row(pr, cols, stats[2 * r + 1]);
     }
   });
 }
