@@ -44,11 +44,12 @@ bool all_finite(const Tensor& x);
 
 // a [..., M, K] @ b [..., K, N] -> [..., M, N]; batch dims broadcast; 1-D operands as in PyTorch.
 Tensor matmul(const Tensor& a, const Tensor& b);
-// x [..., K] @ w[N, K]^T + bias[N] -> [..., N], one gemm (PyTorch's F.linear).
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
-// linear(gelu(h), w, bias) (exact GELU) that keeps only h for backward and computes gelu(h) again there:
-// a transformer MLP saves one [tokens, hidden] activation instead of two.
-Tensor gelu_linear(const Tensor& h, const Tensor& w, const Tensor& bias = Tensor());
+// x [..., K] @ w[N, K]^T + bias[N] -> [..., N], one gemm (PyTorch's F.linear). With a residual (the output's
+// shape), residual + that, added as the product writes its output: a pre-norm block's x + proj(...) in one pass.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(), const Tensor& residual = Tensor());
+// linear(gelu(h), w, bias, residual) (exact GELU) that keeps only h for backward and computes gelu(h) again
+// there: a transformer MLP saves one [tokens, hidden] activation instead of two.
+Tensor gelu_linear(const Tensor& h, const Tensor& w, const Tensor& bias = Tensor(), const Tensor& residual = Tensor());
 
 Tensor softmax(const Tensor& x, int64_t axis);
 Tensor log_softmax(const Tensor& x, int64_t axis);

@@ -46,8 +46,8 @@ const void* apply_prologue(Kernels& k, DType dt, const Kernels::Prologue& pro, c
 
 void Kernels::gemm_ex(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
                       const void* B, int64_t ldb, void* C, int64_t ldc, const GemmEx& ex) {
-  SPDLAB_CHECK((!ex.bias && !ex.gelu_grad) || ldc == N, "gemm_ex: a bias or GELU epilogue needs C contiguous (ldc ",
-               ldc, " for ", N, " columns)");
+  SPDLAB_CHECK((!ex.bias && !ex.gelu_grad && !ex.residual) || ldc == N,
+               "gemm_ex: a bias, GELU or residual epilogue needs C contiguous (ldc ", ldc, " for ", N, " columns)");
   if (M == 0 || N == 0) return;
   const size_t es = dtype_size(dt);
   // Stored shapes: op(A) is [M, K], so A is [K, M] when transposed; op(B) is [K, N].
@@ -74,6 +74,10 @@ void Kernels::gemm_ex(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t 
     binary_fwd(Binary::add, dt, {C, c_str}, {ex.bias, b_str}, C, shape, 2);
   }
   if (ex.gelu_grad) unary_bwd(Unary::gelu, dt, ex.gelu_grad, nullptr, C, C, M * N, 0.0);
+  if (ex.residual) {
+    const int64_t str[2] = {N, 1}, shape[2] = {M, N};
+    binary_fwd(Binary::add, dt, {C, str}, {ex.residual, str}, C, shape, 2);
+  }
 }
 
 void Kernels::gemm_ex_group(DType dt, const GemmExCall* c, int64_t n) {

@@ -112,7 +112,7 @@ class Kernels {
   };
   virtual void gemm_group(DType dt, const Gemm* calls, int64_t n) = 0;
   // A product with its neighbours folded in: C[M,N] (+)= pro_a(op(A)) pro_b(op(B)), then + bias[j], then
-  // * gelu'(aux[i,j]). A prologue transforms an operand's stored elements X[r][c] as the product reads them,
+  // * gelu'(aux[i,j]), then + residual[i,j]. A prologue transforms an operand's stored elements X[r][c] as the product reads them,
   // so gelu(h) or layer_norm(x) is never written out. The default (kernels/gemm_ex.cpp) composes it from the
   // kernels above through temporaries; the AVX2 CPU kernels run it in spdlab's own SGEMM (kernels/cpu/sgemm.h)
   // with the prologue in its packing and the rest in its epilogue.
@@ -130,6 +130,7 @@ class Kernels {
     Prologue a, b;
     const void* bias = nullptr;       // [N]
     const void* gelu_grad = nullptr;  // aux [M, N] with leading dim ldc: C[i,j] *= gelu'(aux[i,j]) (exact GELU)
+    const void* residual = nullptr;   // r [M, N] with leading dim ldc: C[i,j] += r[i,j], last (a residual stream)
     bool accumulate = false;          // C += the product instead of C =
   };
   virtual void gemm_ex(DType dt, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,

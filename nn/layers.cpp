@@ -119,12 +119,13 @@ Mlp::Mlp(int64_t dim, int64_t hidden, double drop_p, Generator& gen, Generator* 
   drop = register_module("drop", std::make_shared<Dropout>(drop_p, drop_gen));
 }
 
-Tensor Mlp::forward_hidden(const Tensor& h) const {
+Tensor Mlp::forward_hidden(const Tensor& h, const Tensor& residual) const {
   // Without dropout between them, GELU and fc2 run as one op that keeps only h for backward (half the
   // MLP's saved activations); the result is the same.
   if (act->kind == Activation::gelu && act->approx == GeluApprox::none && (!drop->is_training() || drop->p == 0))
-    return gelu_linear(h, fc2->effective_weight(), fc2->bias_or_none());
-  return drop->forward(fc2->forward(drop->forward(act->forward(h))));
+    return gelu_linear(h, fc2->effective_weight(), fc2->bias_or_none(), residual);
+  Tensor out = drop->forward(fc2->forward(drop->forward(act->forward(h))));
+  return residual.defined() ? add(residual, out) : out;
 }
 
 Attention::Attention(int64_t dim, int64_t heads, bool qkv_bias, Generator& gen) : num_heads(heads) {
@@ -133,8 +134,8 @@ Attention::Attention(int64_t dim, int64_t heads, bool qkv_bias, Generator& gen) 
   proj = register_module("proj", std::make_shared<Linear>(dim, dim, true, gen));
 }
 
-Tensor Attention::forward_qkv(const Tensor& qkv_out, int64_t queries) const {
-  return proj->forward(qkv_attention(qkv_out, num_heads, std::nullopt, queries));
+Tensor Attention::forward_qkv(const Tensor& qkv_out, int64_t queries, const Tensor& residual) const {
+  return proj->forward(qkv_attention(qkv_out, num_heads, std::nullopt, queries), residual);
 }
 
 Block::Block(int64_t dim, int64_t heads, double mlp_ratio, double eps, double drop_p, Generator& gen,
@@ -166,13 +167,14 @@ Tensor Block::forward_class_token(const Tensor& x) const {
 
 Tensor Block::forward_queries(const Tensor& x_in, int64_t queries) const {
   // norm1 with attn.qkv, and norm2 with mlp.fc1, each run as one op that keeps the block's residual stream
-  // for backward instead of its normalized copy; the result is the same.
+  // for backward instead of its normalized copy; proj and fc2 add the residual stream as they write their
+  // outputs. The result is the same, to the bit.
   const Linear &qkv = *attn->qkv, &fc1 = *mlp->fc1;
   Tensor qkv_out =
       layer_norm_linear(x_in, norm1->weight, norm1->bias, norm1->eps, qkv.effective_weight(), qkv.bias_or_none());
-  Tensor x = add(queries == -1 ? x_in : x_in.narrow(1, 0, queries), attn->forward_qkv(qkv_out, queries));
-  return add(x, mlp->forward_hidden(
-                    layer_norm_linear(x, norm2->weight, norm2->bias, norm2->eps, fc1.effective_weight(), fc1.bias_or_none())));
+  Tensor x = attn->forward_qkv(qkv_out, queries, queries == -1 ? x_in : x_in.narrow(1, 0, queries));
+  return mlp->forward_hidden(
+      layer_norm_linear(x, norm2->weight, norm2->bias, norm2->eps, fc1.effective_weight(), fc1.bias_or_none()), x);
 }
 
 PatchEmbed::Proj::Proj(int64_t in_chans, int64_t dim, int64_t patch, bool with_bias, Generator& gen)

@@ -20,7 +20,10 @@ struct Linear : Module {  // [..., in] -> [..., out]
   double lora_scale = 0;     // alpha / rank
   bool lora_merged = false;  // scale B A has been added into weight; forward uses weight alone
   Linear(int64_t in, int64_t out, bool with_bias, Generator& gen);
-  Tensor forward(const Tensor& x) const { return linear(x, effective_weight(), bias_or_none()); }
+  // With a residual (the output's shape): residual + the layer's output, added as the product writes it.
+  Tensor forward(const Tensor& x, const Tensor& residual = Tensor()) const {
+    return linear(x, effective_weight(), bias_or_none(), residual);
+  }
   Tensor bias_or_none() const { return bias ? *bias : Tensor(); }
   // The weight the layer applies: weight + lora_scale * lora_B.weight @ lora_A.weight with unmerged adapters,
   // weight otherwise. Every forward (the fused ones in Block and Mlp too) goes through it.
@@ -71,7 +74,8 @@ struct Mlp : Module {  // fc1 -> activation -> dropout -> fc2 -> dropout
   Mlp(int64_t dim, int64_t hidden, double drop_p, Generator& gen, Generator* drop_gen,
       Activation activation = Activation::gelu);
   Tensor forward(const Tensor& x) const { return forward_hidden(fc1->forward(x)); }
-  Tensor forward_hidden(const Tensor& h) const;  // the rest of the MLP, from fc1's output
+  // The rest of the MLP, from fc1's output; with a residual, residual + that (in fc2's epilogue when it can).
+  Tensor forward_hidden(const Tensor& h, const Tensor& residual = Tensor()) const;
 };
 
 struct Attention : Module {  // [B, N, C] -> [B, N, C], fused qkv like timm
@@ -79,8 +83,9 @@ struct Attention : Module {  // [B, N, C] -> [B, N, C], fused qkv like timm
   int64_t num_heads;
   Attention(int64_t dim, int64_t heads, bool qkv_bias, Generator& gen);
   Tensor forward(const Tensor& x) const { return forward_qkv(qkv->forward(x)); }
-  // The rest of the attention, from qkv's output; for the first `queries` tokens only (-1 = all).
-  Tensor forward_qkv(const Tensor& qkv_out, int64_t queries = -1) const;
+  // The rest of the attention, from qkv's output; for the first `queries` tokens only (-1 = all); with a
+  // residual, residual + that, in proj's epilogue.
+  Tensor forward_qkv(const Tensor& qkv_out, int64_t queries = -1, const Tensor& residual = Tensor()) const;
 };
 
 struct Block : Module {  // pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))

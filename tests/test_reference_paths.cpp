@@ -157,6 +157,43 @@ TEST_CASE("Block::forward_reference equals Block::forward, values and gradients 
     }
 }
 
+TEST_CASE("a residual added in the product's epilogue equals adding it after the product, bit for bit") {
+  // Block::forward adds the residual stream inside proj's and fc2's products; Block::forward_reference adds it
+  // after them. Float addition commutes, so the two must agree to the bit, values and every gradient. Shapes:
+  // below and above the size where the AVX2 kernels run spdlab's own SGEMM (the composed path, the fused one).
+  struct Case {
+    DType dt;
+    int64_t rows, in, out;
+  };
+  for (Case c : {Case{DType::f32, 6, 8, 5}, Case{DType::f32, 200, 192, 96}, Case{DType::f64, 40, 32, 24}})
+    for (bool gelu_first : {false, true}) {
+      CAPTURE(c.rows);
+      CAPTURE(gelu_first);
+      Generator gen(c.rows + c.in);
+      const Tensor x0 = Tensor::randn({2, c.rows / 2, c.in}, gen, c.dt), w0 = Tensor::randn({c.out, c.in}, gen, c.dt),
+                   b0 = Tensor::randn({c.out}, gen, c.dt), r0 = Tensor::randn({2, c.rows / 2, c.out}, gen, c.dt),
+                   dy = Tensor::randn({2, c.rows / 2, c.out}, gen, c.dt);
+      auto run = [&](bool fused) {
+        std::vector<Tensor> v;
+        for (const Tensor& t : {x0, w0, b0, r0}) v.push_back(t.clone().requires_grad_(true));
+        Tensor out = fused ? (gelu_first ? gelu_linear(v[0], v[1], v[2], v[3]) : linear(v[0], v[1], v[2], v[3]))
+                           : add(v[3], gelu_first ? gelu_linear(v[0], v[1], v[2]) : linear(v[0], v[1], v[2]));
+        sum(mul(out, dy)).backward();
+        std::vector<Tensor> all{out.detach()};
+        for (const Tensor& t : v) all.push_back(t.grad());
+        return all;
+      };
+      const std::vector<Tensor> fused = run(true), after = run(false);
+      for (size_t i = 0; i < fused.size(); ++i) {
+        CAPTURE(i);  // 0: the output, then the gradients of x, w, bias, residual
+        int64_t differ = 0;
+        for (int64_t j = 0; j < fused[i].numel(); ++j) differ += fused[i].at(j) != after[i].at(j);
+        CHECK(differ == 0);
+      }
+      CHECK(max_rel_diff(fused[4], dy) == 0.0);  // the residual's gradient is out's
+    }
+}
+
 TEST_CASE("Adam, AdamW and SPD steps equal their plain-loop references, in float and in double") {
   int projected = 0;  // SPD steps that fired with r > 0, over every shape
   for (const std::vector<int64_t>& shape : {std::vector<int64_t>{7}, std::vector<int64_t>{16, 9}, std::vector<int64_t>{3, 40, 11}}) {

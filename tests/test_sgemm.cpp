@@ -32,11 +32,11 @@ struct Case {
   bool ta, tb;
   int64_t M, N, K, pad;  // pad: extra elements on every leading dimension
   Prologue::Kind pa = Prologue::none, pb = Prologue::none;
-  bool bias = false, gelu_grad = false, accumulate = false;
+  bool bias = false, gelu_grad = false, accumulate = false, residual = false;
 };
 
 struct Operands {
-  std::vector<float> A, B, C0, bias, aux, gamma_a, beta_a, gamma_b, beta_b;
+  std::vector<float> A, B, C0, bias, aux, res, gamma_a, beta_a, gamma_b, beta_b;
   std::vector<double> mean_a, rstd_a, mean_b, rstd_b;
   int64_t lda, ldb, ldc;
   GemmEx ex;
@@ -61,12 +61,13 @@ Operands make(const Case& c, uint64_t seed) {
   const int64_t ar = c.ta ? c.K : c.M, ac = c.ta ? c.M : c.K, br = c.tb ? c.N : c.K, bc = c.tb ? c.K : c.N;
   o.lda = ac + c.pad;
   o.ldb = bc + c.pad;
-  o.ldc = c.gelu_grad || c.bias ? c.N : c.N + c.pad;
+  o.ldc = c.gelu_grad || c.bias || c.residual ? c.N : c.N + c.pad;
   o.A = random_floats(ar * o.lda, seed);
   o.B = random_floats(br * o.ldb, seed + 1);
   o.C0 = random_floats(c.M * o.ldc, seed + 2);
   o.bias = random_floats(c.N, seed + 3);
   o.aux = random_floats(c.M * o.ldc, seed + 4, 2.0f);
+  o.res = random_floats(c.M * o.ldc, seed + 9, 3.0f);
   auto prologue = [&](Prologue::Kind kind, const std::vector<float>& X, int64_t rows, int64_t cols, int64_t ld,
                       std::vector<double>& mean, std::vector<double>& rstd, std::vector<float>& gamma,
                       std::vector<float>& beta, uint64_t s) {
@@ -89,6 +90,7 @@ Operands make(const Case& c, uint64_t seed) {
   o.ex.bias = c.bias ? o.bias.data() : nullptr;
   o.ex.gelu_grad = c.gelu_grad ? o.aux.data() : nullptr;
   o.ex.accumulate = c.accumulate;
+  o.ex.residual = c.residual ? o.res.data() : nullptr;
   return o;
 }
 
@@ -124,6 +126,7 @@ std::vector<double> exact(const Case& c, const Operands& o) {
         double x = o.aux[i * o.ldc + j];
         s *= 0.5 * (1 + std::erf(x / std::sqrt(2.0))) + x * std::exp(-0.5 * x * x) / std::sqrt(2 * M_PI);
       }
+      if (c.residual) s += o.res[i * o.ldc + j];
       out[i * o.ldc + j] = s;
     }
   return out;
@@ -146,6 +149,9 @@ std::vector<Case> cases() {
   cs.push_back({true, true, 23, 19, 260, 0, Prologue::gelu, Prologue::layer_norm, true, true});  // everything
   cs.push_back({false, true, 20, 30, 300, 2, Prologue::none, Prologue::none, false, false, true});  // C +=
   cs.push_back({false, true, 20, 30, 300, 0, Prologue::gelu, Prologue::none, true, true, true});
+  cs.push_back({false, true, 37, 50, 70, 0, Prologue::none, Prologue::none, true, false, false, true});   // x + proj
+  cs.push_back({false, true, 37, 50, 300, 0, Prologue::gelu, Prologue::none, true, false, false, true});  // x + fc2
+  cs.push_back({true, true, 23, 19, 260, 0, Prologue::gelu, Prologue::layer_norm, true, true, true, true});
   return cs;
 }
 
@@ -153,7 +159,8 @@ std::string describe(const Case& c) {
   return "ta=" + std::to_string(c.ta) + " tb=" + std::to_string(c.tb) + " M=" + std::to_string(c.M) +
          " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) + " pad=" + std::to_string(c.pad) +
          " pro=" + std::to_string(c.pa) + "," + std::to_string(c.pb) + " bias=" + std::to_string(c.bias) +
-         " gelu'=" + std::to_string(c.gelu_grad) + " acc=" + std::to_string(c.accumulate);
+         " gelu'=" + std::to_string(c.gelu_grad) + " acc=" + std::to_string(c.accumulate) +
+         " res=" + std::to_string(c.residual);
 }
 
 }  // namespace

@@ -53,10 +53,14 @@ inline kernels::Kernels& K(const Tensor& t) { return kernels::get(t.device()); }
 
 // The checks of linear(x, w, bias) under the name `op`; returns the bias made contiguous (or undefined).
 Tensor check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias);
-// y [rows, N] = pro(x) [rows, K] w^T (+ bias), for contiguous x and w; `x_pro` (a GELU, say) is applied to x as
-// the product reads it, never written out.
+// y [rows, N] = pro(x) [rows, K] w^T (+ bias) (+ residual), for contiguous x and w; `x_pro` (a GELU, say) is
+// applied to x as the product reads it, never written out; a residual (contiguous, y's shape) is added in the
+// product's epilogue.
 Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias,
-                      const kernels::Kernels::Prologue& x_pro = {});
+                      const kernels::Kernels::Prologue& x_pro = {}, const Tensor& residual = Tensor());
+// The checks of linear's residual against the output shape of x [..., K] w[N, K]^T; returns it contiguous (or
+// undefined).
+Tensor check_residual(const char* op, const Tensor& x, const Tensor& w, const Tensor& residual);
 // {dx, dw, db} of y = pro(x) w^T + b, each only where asked for (undefined otherwise). dw = dy^T pro(x) applies the
 // same prologue; with `dx_gelu_of` defined, dx = (dy w) * gelu'(dx_gelu_of) (the gradient through a GELU before
 // the product) in the product's epilogue.

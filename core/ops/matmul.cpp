@@ -147,9 +147,20 @@ Tensor ops_detail::check_linear(const char* op, const Tensor& x, const Tensor& w
   return bias.contiguous();
 }
 
-// One product with the bias in its epilogue (see Kernels::gemm_ex).
+Tensor ops_detail::check_residual(const char* op, const Tensor& x, const Tensor& w, const Tensor& residual) {
+  if (!residual.defined()) return Tensor();
+  check_float(residual, op, "residual");
+  check_same(x, residual, op);
+  Shape out = x.shape();
+  out.back() = w.size(0);
+  SPDLAB_CHECK(residual.shape() == out, op, ": residual must have the output's shape ", shape_str(out), ", got ",
+               shape_str(residual.shape()));
+  return residual.contiguous();
+}
+
+// One product with the bias and the residual in its epilogue (see Kernels::gemm_ex).
 Tensor ops_detail::linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias,
-                                  const kernels::Kernels::Prologue& x_pro) {
+                                  const kernels::Kernels::Prologue& x_pro, const Tensor& residual) {
   int64_t N = w.size(0), Kd = w.size(1), rows = x.numel() / std::max<int64_t>(Kd, 1);
   Shape out_shape = x.shape();
   out_shape.back() = N;
@@ -157,6 +168,7 @@ Tensor ops_detail::linear_forward(const Tensor& x, const Tensor& w, const Tensor
   kernels::Kernels::GemmEx ex;
   ex.a = x_pro;
   ex.bias = bias.defined() ? bias.raw_data() : nullptr;
+  ex.residual = residual.defined() ? residual.raw_data() : nullptr;
   K(x).gemm_ex(x.dtype(), false, true, rows, N, Kd, x.raw_data(), Kd, w.raw_data(), Kd, y.raw_data(), N, ex);
   return y;
 }
@@ -197,31 +209,38 @@ Grads ops_detail::linear_backward(const Tensor& dy_in, const Tensor& x, const Te
   return {dx, dw, db};
 }
 
-Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
-  Tensor bc = check_linear("linear", x_in, w, bias);
+// The residual's gradient is the output's.
+Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias, const Tensor& residual) {
+  Tensor bc = check_linear("linear", x_in, w, bias), rc = check_residual("linear", x_in, w, residual);
   Tensor x = x_in.contiguous(), wc = w.contiguous();
-  Tensor y = linear_forward(x, wc, bc);
-  if (!autograd::needs_grad({&x, &wc, &bc})) return y;
+  Tensor y = linear_forward(x, wc, bc, {}, rc);
+  if (!autograd::needs_grad({&x, &wc, &bc, &rc})) return y;
   Tensor xd = x.detach(), wd = wc.detach();
   bool nx = autograd::needs_grad({&x}), nw = autograd::needs_grad({&wc}), nb = bc.defined() && autograd::needs_grad({&bc});
-  return autograd::record("linear", y, {x, wc, bc}, [=](const Tensor& dy) -> Grads {
-    return linear_backward(dy, xd, wd, nx, nw, nb);
+  bool nr = rc.defined() && autograd::needs_grad({&rc});
+  return autograd::record("linear", y, {x, wc, bc, rc}, [=](const Tensor& dy) -> Grads {
+    Grads g = linear_backward(dy, xd, wd, nx, nw, nb);
+    g.push_back(nr ? dy : Tensor());
+    return g;
   });
 }
 
 // gelu(h) is never written out: the products apply it as they read h (a prologue), and backward's dh comes
 // out of the dx product's epilogue.
-Tensor gelu_linear(const Tensor& h_in, const Tensor& w, const Tensor& bias) {
-  Tensor bc = check_linear("gelu_linear", h_in, w, bias);
+Tensor gelu_linear(const Tensor& h_in, const Tensor& w, const Tensor& bias, const Tensor& residual) {
+  Tensor bc = check_linear("gelu_linear", h_in, w, bias), rc = check_residual("gelu_linear", h_in, w, residual);
   Tensor h = h_in.contiguous(), wc = w.contiguous();
   kernels::Kernels::Prologue gelu;
   gelu.kind = kernels::Kernels::Prologue::gelu;
-  Tensor y = linear_forward(h, wc, bc, gelu);
-  if (!autograd::needs_grad({&h, &wc, &bc})) return y;
+  Tensor y = linear_forward(h, wc, bc, gelu, rc);
+  if (!autograd::needs_grad({&h, &wc, &bc, &rc})) return y;
   Tensor hd = h.detach(), wd = wc.detach();
   bool nh = autograd::needs_grad({&h}), nw = autograd::needs_grad({&wc}), nb = bc.defined() && autograd::needs_grad({&bc});
-  return autograd::record("gelu_linear", y, {h, wc, bc}, [=](const Tensor& dy) -> Grads {
-    return linear_backward(dy, hd, wd, nh, nw, nb, gelu, hd);
+  bool nr = rc.defined() && autograd::needs_grad({&rc});
+  return autograd::record("gelu_linear", y, {h, wc, bc, rc}, [=](const Tensor& dy) -> Grads {
+    Grads g = linear_backward(dy, hd, wd, nh, nw, nb, gelu, hd);
+    g.push_back(nr ? dy : Tensor());
+    return g;
   });
 }
 

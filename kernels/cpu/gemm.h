@@ -2,7 +2,7 @@
 // under AVX2 the fast version, BLIS-style. Part of the per-instruction-set half of the CPU backend
 // (kernels/cpu/variant.h).
 //
-// C[M,N] (+)= pro_a(op(A)) pro_b(op(B)), + bias, * gelu'(aux): see Kernels::gemm_ex. A prologue maps a stored
+// C[M,N] (+)= pro_a(op(A)) pro_b(op(B)), + bias, * gelu'(aux), + residual: see Kernels::gemm_ex. A prologue maps a stored
 // element X[r][c] (row and column of the matrix as it lies in memory, before any transpose).
 #ifndef SPDLAB_CPU_VARIANT
 #error "kernels/cpu/variant.h includes this file, inside an instruction set's namespace; include that instead"
@@ -27,10 +27,11 @@ inline float prologue_at(const GemmPrologue& p, const float* X, int64_t ld, int6
   return x;
 }
 
-// The epilogue of one finished element in column j (aux points at the element's GELU input, if any).
-inline float epilogue_at(const GemmEx& ex, float v, int64_t j, const float* aux) {
+// The epilogue of one finished element at offset ij = i ldc + j of C (where aux and residual have it too).
+inline float epilogue_at(const GemmEx& ex, float v, int64_t j, int64_t ij) {
   if (ex.bias) v = v + static_cast<const float*>(ex.bias)[j];
-  if (ex.gelu_grad) v = v * gelu_exact_grad(*aux);
+  if (ex.gelu_grad) v = v * gelu_exact_grad(static_cast<const float*>(ex.gelu_grad)[ij]);
+  if (ex.residual) v = v + static_cast<const float*>(ex.residual)[ij];
   return v;
 }
 
@@ -40,7 +41,6 @@ void sgemm_reference_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, con
   // op(A)[i][k] is stored at A[k][i] when transposed; likewise op(B)[k][j] at B[j][k].
   auto a = [&](int64_t i, int64_t k) { return ta ? prologue_at(ex.a, A, lda, k, i) : prologue_at(ex.a, A, lda, i, k); };
   auto b = [&](int64_t k, int64_t j) { return tb ? prologue_at(ex.b, B, ldb, j, k) : prologue_at(ex.b, B, ldb, k, j); };
-  const float* aux = static_cast<const float*>(ex.gelu_grad);
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < N; ++j) {
       float c = ex.accumulate ? C[i * ldc + j] : 0.0f;
@@ -49,7 +49,7 @@ void sgemm_reference_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, con
         for (int64_t k = k0; k < std::min(K, k0 + kSgemmKC); ++k) block = std::fma(a(i, k), b(k, j), block);
         c = (k0 == 0 && !ex.accumulate) ? block : c + block;
       }
-      C[i * ldc + j] = epilogue_at(ex, c, j, aux ? aux + i * ldc + j : nullptr);
+      C[i * ldc + j] = epilogue_at(ex, c, j, i * ldc + j);
     }
 }
 
@@ -239,12 +239,17 @@ inline void micro_edge(int64_t kc, const float* a, const float* b, float* c, int
 inline void epilogue_tile(const GemmEx& ex, float* c, int64_t ldc, int64_t i0, int64_t j0, int64_t m, int64_t n) {
   const float* bias = static_cast<const float*>(ex.bias);
   const float* aux = static_cast<const float*>(ex.gelu_grad);
+  const float* res = static_cast<const float*>(ex.residual);
   for (int64_t r = 0; r < m; ++r) {
     float* row = c + (i0 + r) * ldc + j0;
     if (bias) SPDLAB_SIMD for (int64_t j = 0; j < n; ++j) row[j] = row[j] + bias[j0 + j];
     if (aux) {
       const float* x = aux + (i0 + r) * ldc + j0;
       SPDLAB_SIMD for (int64_t j = 0; j < n; ++j) row[j] = row[j] * gelu_exact_grad(x[j]);
+    }
+    if (res) {
+      const float* x = res + (i0 + r) * ldc + j0;
+      SPDLAB_SIMD for (int64_t j = 0; j < n; ++j) row[j] = row[j] + x[j];
     }
   }
 }
@@ -255,7 +260,7 @@ void sgemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* 
                 int64_t ldb, float* C, int64_t ldc, const GemmEx& ex) {
   using namespace sgemm_detail;
   if (M == 0 || N == 0) return;
-  const bool epi = ex.bias || ex.gelu_grad;
+  const bool epi = ex.bias || ex.gelu_grad || ex.residual;
   if (K == 0) {
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = ex.accumulate ? C[i * ldc + j] : 0.0f;
