@@ -112,8 +112,8 @@ class Kernels {
   };
   virtual void gemm_group(DType dt, const Gemm* calls, int64_t n) = 0;
   // A product with its neighbours folded in: C[M,N] (+)= pro_a(op(A)) pro_b(op(B)), then + bias[j], then
-  // * gelu'(aux[i,j]), then + residual[i,j]. A prologue transforms an operand's stored elements X[r][c] as the product reads them,
-  // so gelu(h) or layer_norm(x) is never written out. The default (kernels/gemm_ex.cpp) composes it from the
+  // * gelu'(aux[i,j]), then + residual[i,j]. A prologue transforms an operand's stored elements X[r][c] as the
+  // product reads them, so gelu(h) or layer_norm(x) is never written out. The default (kernels/gemm_ex.cpp) composes it from the
   // kernels above through temporaries; the AVX2 CPU kernels run it in spdlab's own SGEMM (kernels/cpu/sgemm.h)
   // with the prologue in its packing and the rest in its epilogue.
   struct Prologue {

@@ -115,6 +115,8 @@ TEST_CASE("errors name the op and the shapes") {
   CHECK_THROWS_WITH_AS(cross_entropy(a, t), doctest::Contains("target[1] = 3 is outside [0, 3)"), Error);
   CHECK_THROWS_WITH_AS(linear(a, Tensor::zeros({4, 2})), doctest::Contains("linear: input [2, 3] has last dim 3"),
                        Error);
+  CHECK_THROWS_WITH_AS(gelu_linear(a, Tensor::zeros({4, 3}), Tensor(), Tensor::zeros({2, 3})),
+                       doctest::Contains("gelu_linear: residual must have the output's shape [2, 4], got [2, 3]"), Error);
   CHECK_THROWS_WITH_AS(layer_norm(a, Tensor::ones({4}), Tensor()), doctest::Contains("must be [3]"), Error);
   CHECK_THROWS_WITH_AS(index_select(a, 0, Tensor::from_vector(std::vector<int64_t>{2}, {1})),
                        doctest::Contains("index 2 at position 0 is out of range [0, 2)"), Error);

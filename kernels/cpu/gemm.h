@@ -2,8 +2,8 @@
 // under AVX2 the fast version, BLIS-style. Part of the per-instruction-set half of the CPU backend
 // (kernels/cpu/variant.h).
 //
-// C[M,N] (+)= pro_a(op(A)) pro_b(op(B)), + bias, * gelu'(aux), + residual: see Kernels::gemm_ex. A prologue maps a stored
-// element X[r][c] (row and column of the matrix as it lies in memory, before any transpose).
+// C[M,N] (+)= pro_a(op(A)) pro_b(op(B)), + bias, * gelu'(aux), + residual: see Kernels::gemm_ex. A prologue maps
+// a stored element X[r][c] (row and column of the matrix as it lies in memory, before any transpose).
 #ifndef SPDLAB_CPU_VARIANT
 #error "kernels/cpu/variant.h includes this file, inside an instruction set's namespace; include that instead"
 #endif
