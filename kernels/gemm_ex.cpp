@@ -35,9 +35,11 @@ const void* apply_prologue(Kernels& k, DType dt, const Kernels::Prologue& pro, c
   if (pro.kind == Kernels::Prologue::gelu) {
     k.unary_fwd(Unary::gelu, dt, X, out.get(), n, 0.0);
   } else {
-    // layer_norm_fwd makes the statistics again from the same x, the same numbers pro.mean and pro.rstd hold.
-    double* mean = static_cast<double*>(stats.get());
-    k.layer_norm_fwd(dt, X, pro.gamma, pro.beta, out.get(), mean, mean + rows, rows, cols, pro.eps);
+    // layer_norm_fwd makes the statistics again from the same x, the same numbers pro.mean and pro.rstd hold;
+    // or, in forward, the first time, into mean_out and rstd_out.
+    double* mean = pro.mean_out ? pro.mean_out : static_cast<double*>(stats.get());
+    double* rstd = pro.mean_out ? pro.rstd_out : mean + rows;
+    k.layer_norm_fwd(dt, X, pro.gamma, pro.beta, out.get(), mean, rstd, rows, cols, pro.eps);
   }
   return out.get();
 }
@@ -48,15 +50,20 @@ void Kernels::gemm_ex(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t 
                       const void* B, int64_t ldb, void* C, int64_t ldc, const GemmEx& ex) {
   SPDLAB_CHECK((!ex.bias && !ex.gelu_grad && !ex.residual) || ldc == N,
                "gemm_ex: a bias, GELU or residual epilogue needs C contiguous (ldc ", ldc, " for ", N, " columns)");
-  if (M == 0 || N == 0) return;
+  const bool wants_stats = ex.a.mean_out || ex.b.mean_out;  // computed even for an empty C
+  if ((M == 0 || N == 0) && !wants_stats) return;
   const size_t es = dtype_size(dt);
   // Stored shapes: op(A) is [M, K], so A is [K, M] when transposed; op(B) is [K, N].
   const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
   const bool pa = ex.a.kind != Prologue::none, pb = ex.b.kind != Prologue::none;
-  Scratch a_tmp(*this, pa ? ar * ac * es : 0), a_stats(*this, ex.a.kind == Prologue::layer_norm ? 16 * ar : 0);
-  Scratch b_tmp(*this, pb ? br * bc * es : 0), b_stats(*this, ex.b.kind == Prologue::layer_norm ? 16 * br : 0);
+  auto stats_bytes = [](const Prologue& p, int64_t rows) {
+    return p.kind == Prologue::layer_norm && !p.mean_out ? 16 * rows : 0;
+  };
+  Scratch a_tmp(*this, pa ? ar * ac * es : 0), a_stats(*this, stats_bytes(ex.a, ar));
+  Scratch b_tmp(*this, pb ? br * bc * es : 0), b_stats(*this, stats_bytes(ex.b, br));
   const void* a = apply_prologue(*this, dt, ex.a, A, ar, ac, lda, a_tmp, a_stats, "A");
   const void* b = apply_prologue(*this, dt, ex.b, B, br, bc, ldb, b_tmp, b_stats, "B");
+  if (M == 0 || N == 0) return;
   if (pa) lda = ac;
   if (pb) ldb = bc;
   double beta = ex.accumulate ? 1.0 : 0.0;

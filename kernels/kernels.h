@@ -119,9 +119,13 @@ class Kernels {
   struct Prologue {
     enum Kind { none, gelu, layer_norm } kind = none;
     // layer_norm: X[r][c] -> (X[r][c] - mean[r]) rstd[r] gamma[c] + beta[c], with the statistics layer_norm_fwd
-    // saved (gamma, beta may be null: 1 and 0); eps is what they were computed with.
+    // saved (gamma, beta may be null: 1 and 0); eps is what they were computed with. Forward has no statistics
+    // yet: it sets mean_out and rstd_out [rows] instead, and the product first computes them there, as
+    // layer_norm_fwd would, from X's contiguous rows.
     const double* mean = nullptr;
     const double* rstd = nullptr;
+    double* mean_out = nullptr;
+    double* rstd_out = nullptr;
     const void* gamma = nullptr;
     const void* beta = nullptr;
     double eps = 0;

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/ops.h"
 #include "core/tensor.h"
 #include "kernels/cpu/sgemm.h"
 #include "kernels/kernels.h"
@@ -33,6 +34,7 @@ struct Case {
   int64_t M, N, K, pad;  // pad: extra elements on every leading dimension
   Prologue::Kind pa = Prologue::none, pb = Prologue::none;
   bool bias = false, gelu_grad = false, accumulate = false, residual = false;
+  bool stats = false;  // a layer-norm prologue computes its statistics (forward's mean_out / rstd_out)
 };
 
 struct Operands {
@@ -77,8 +79,15 @@ Operands make(const Case& c, uint64_t seed) {
       row_stats(X, rows, cols, ld, mean, rstd);
       gamma = random_floats(cols, s);
       beta = random_floats(cols, s + 1);
-      p.mean = mean.data();
-      p.rstd = rstd.data();
+      if (c.stats) {  // the product must compute them: it starts from NaN
+        mean.assign(rows, std::nan(""));
+        rstd.assign(rows, std::nan(""));
+        p.mean_out = mean.data();
+        p.rstd_out = rstd.data();
+      } else {
+        p.mean = mean.data();
+        p.rstd = rstd.data();
+      }
       p.gamma = gamma.data();
       p.beta = beta.data();
       p.eps = 1e-6;
@@ -105,11 +114,15 @@ std::vector<float> run(SgemmFn f, const Case& c, const Operands& o) {
 
 // The same product in double from the definition, for checking the reference itself.
 std::vector<double> exact(const Case& c, const Operands& o) {
-  auto pro = [](const Prologue& p, const std::vector<float>& X, int64_t ld, int64_t r, int64_t col, const float* g,
-                const float* b) -> double {
+  std::vector<double> stats[4];  // mean and rstd of A's and of B's stored rows
+  row_stats(o.A, c.ta ? c.K : c.M, c.ta ? c.M : c.K, o.lda, stats[0], stats[1]);
+  row_stats(o.B, c.tb ? c.N : c.K, c.tb ? c.K : c.N, o.ldb, stats[2], stats[3]);
+  auto pro = [&](const Prologue& p, const std::vector<float>& X, int64_t ld, int64_t r, int64_t col, const float* g,
+                 const float* b) -> double {
     double x = X[r * ld + col];
     if (p.kind == Prologue::gelu) return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
-    if (p.kind == Prologue::layer_norm) return (x - p.mean[r]) * p.rstd[r] * g[col] + b[col];
+    const std::vector<double>* st = &X == &o.A ? stats : stats + 2;
+    if (p.kind == Prologue::layer_norm) return (x - st[0][r]) * st[1][r] * g[col] + b[col];
     return x;
   };
   std::vector<double> out(c.M * o.ldc);
@@ -152,6 +165,10 @@ std::vector<Case> cases() {
   cs.push_back({false, true, 37, 50, 70, 0, Prologue::none, Prologue::none, true, false, false, true});   // x + proj
   cs.push_back({false, true, 37, 50, 300, 0, Prologue::gelu, Prologue::none, true, false, false, true});  // x + fc2
   cs.push_back({true, true, 23, 19, 260, 0, Prologue::gelu, Prologue::layer_norm, true, true, true, true});
+  // Forward's layer norm, statistics computed by the product: ln -> qkv/fc1 with and without a bias, and on B.
+  cs.push_back({false, true, 37, 50, 70, 0, Prologue::layer_norm, Prologue::none, true, false, false, false, true});
+  cs.push_back({false, true, 130, 40, 300, 0, Prologue::layer_norm, Prologue::none, false, false, false, false, true});
+  cs.push_back({true, true, 23, 19, 260, 0, Prologue::gelu, Prologue::layer_norm, true, false, false, false, true});
   return cs;
 }
 
@@ -160,7 +177,7 @@ std::string describe(const Case& c) {
          " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) + " pad=" + std::to_string(c.pad) +
          " pro=" + std::to_string(c.pa) + "," + std::to_string(c.pb) + " bias=" + std::to_string(c.bias) +
          " gelu'=" + std::to_string(c.gelu_grad) + " acc=" + std::to_string(c.accumulate) +
-         " res=" + std::to_string(c.residual);
+         " res=" + std::to_string(c.residual) + " stats=" + std::to_string(c.stats);
 }
 
 }  // namespace
@@ -181,6 +198,16 @@ TEST_CASE("the reference SGEMM agrees with a double-precision product on every c
         worst = std::max(worst, std::abs(got[i * o.ldc + j] - w) / (1.0 + std::abs(w)));
       }
     CHECK(worst < 2e-5);
+    if (c.stats) {  // and the statistics it computed are the row statistics
+      std::vector<double> mean, rstd;
+      const bool on_a = c.pa == Prologue::layer_norm;
+      const int64_t rows = on_a ? (c.ta ? c.K : c.M) : (c.tb ? c.N : c.K), cols = on_a ? (c.ta ? c.M : c.K) : (c.tb ? c.K : c.N);
+      row_stats(on_a ? o.A : o.B, rows, cols, on_a ? o.lda : o.ldb, mean, rstd);
+      for (int64_t r = 0; r < rows; ++r) {
+        CHECK(std::abs((on_a ? o.mean_a : o.mean_b)[r] - mean[r]) < 1e-12);
+        CHECK(std::abs((on_a ? o.rstd_a : o.rstd_b)[r] - rstd[r]) < 1e-9 * rstd[r]);
+      }
+    }
     // Padding past N in each row of C is left alone.
     for (int64_t i = 0; i < c.M; ++i)
       for (int64_t j = c.N; j < o.ldc; ++j) CHECK(got[i * o.ldc + j] == o.C0[i * o.ldc + j]);
@@ -243,6 +270,42 @@ TEST_CASE("gemm_ex composed from the other kernels agrees with the fused SGEMM")
     }
     CHECK(worst < 2e-5);
     CHECK(worst_dispatched < 2e-5);
+  }
+}
+
+TEST_CASE("layer_norm_linear's product normalizes x in its packing exactly as layer_norm writes it") {
+  // The fused op never writes layer_norm(x); its output must be that of the two ops it replaces, bit for bit, on
+  // either CPU kernel set (the fused SGEMM on AVX2, gemm_ex composed on the baseline). So must every gradient
+  // where spdlab's SGEMM runs the products; OpenBLAS's backward products round by how they are grouped.
+  const bool own_products = std::string(kernels::cpu_isa()) == "avx2";
+  Generator g(31);
+  for (int64_t rows : {5, 130}) {
+    CAPTURE(rows);
+    const Tensor x0 = mul(Tensor::randn({rows, 192}, g), 3.0), gamma0 = Tensor::randn({192}, g),
+                 beta0 = Tensor::randn({192}, g), w0 = mul(Tensor::randn({576, 192}, g), 0.05),
+                 b0 = Tensor::randn({576}, g), dy = Tensor::randn({rows, 576}, g);
+    auto run_op = [&](bool fused) {  // the output, then the gradients of x, gamma, beta, w, b
+      std::vector<Tensor> in;
+      for (const Tensor* t : {&x0, &gamma0, &beta0, &w0, &b0}) in.push_back(t->clone().requires_grad_());
+      Tensor y = fused ? layer_norm_linear(in[0], in[1], in[2], 1e-6, in[3], in[4])
+                       : linear(layer_norm(in[0], in[1], in[2], 1e-6), in[3], in[4]);
+      y.backward(dy);
+      std::vector<Tensor> out{y.detach()};
+      for (Tensor& t : in) out.push_back(t.grad());
+      return out;
+    };
+    std::vector<Tensor> fused = run_op(true), plain = run_op(false);
+    const char* names[] = {"y", "dx", "dgamma", "dbeta", "dw", "db"};
+    for (size_t i = 0; i < fused.size(); ++i) {
+      CAPTURE(std::string(names[i]));
+      REQUIRE(fused[i].shape() == plain[i].shape());
+      const bool same = std::memcmp(fused[i].data<float>(), plain[i].data<float>(), fused[i].numel() * 4) == 0;
+      if (i == 0 || own_products) {
+        CHECK(same);
+      } else {
+        CHECK(max(abs(sub(fused[i], plain[i]))).item() < 1e-5 * (1.0 + max(abs(plain[i])).item()));
+      }
+    }
   }
 }
 

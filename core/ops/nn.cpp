@@ -96,24 +96,29 @@ Tensor layer_norm_linear(const Tensor& x_in, const Tensor& ln_weight, const Tens
   Tensor x = x_in.contiguous(), w = weight.contiguous();
   Tensor gamma = ln_weight.defined() ? ln_weight.contiguous() : Tensor();
   Tensor beta = ln_bias.defined() ? ln_bias.contiguous() : Tensor();
-  Tensor mean, rstd;
-  // The normalized x lives only until the product is done.
-  Tensor y = linear_forward(layer_norm_forward(x, gamma, beta, eps, mean, rstd), w, lb);
+  // The normalized x is never written: the products apply layer norm as they read x (a prologue). Forward's
+  // product computes the statistics first, into mean and rstd; backward's dw = dy^T layer_norm(x) reads them.
+  int64_t rows = x.numel() / std::max<int64_t>(x.size(-1), 1);
+  Tensor mean = Tensor::empty({rows}, DType::f64, x.device()), rstd = Tensor::empty({rows}, DType::f64, x.device());
+  kernels::Kernels::Prologue ln_x;
+  ln_x.kind = kernels::Kernels::Prologue::layer_norm;
+  ln_x.mean_out = mean.data<double>();
+  ln_x.rstd_out = rstd.data<double>();
+  ln_x.gamma = gamma.defined() ? gamma.raw_data() : nullptr;
+  ln_x.beta = beta.defined() ? beta.raw_data() : nullptr;
+  ln_x.eps = eps;
+  Tensor y = linear_forward(x, w, lb, ln_x);
   if (!autograd::needs_grad({&x, &gamma, &beta, &w, &lb})) return y;
+  ln_x.mean = ln_x.mean_out;
+  ln_x.rstd = ln_x.rstd_out;
+  ln_x.mean_out = ln_x.rstd_out = nullptr;
   Tensor xd = x.detach(), wd = w.detach();
   Tensor lnw = gamma.defined() ? gamma.detach() : Tensor(), lnb = beta.defined() ? beta.detach() : Tensor();
   bool need_lnw = lnw.defined() && autograd::needs_grad({&gamma});
   bool need_lnb = lnb.defined() && autograd::needs_grad({&beta});
   bool need_w = autograd::needs_grad({&w}), need_b = lb.defined() && autograd::needs_grad({&lb});
+  // The lambda keeps mean, rstd, lnw and lnb alive, and with them the memory ln_x points into.
   return autograd::record("layer_norm_linear", y, {x, gamma, beta, w, lb}, [=](const Tensor& dy) -> Grads {
-    // dw = dy^T layer_norm(x): the product normalizes x with the saved statistics as it reads it.
-    kernels::Kernels::Prologue ln_x;
-    ln_x.kind = kernels::Kernels::Prologue::layer_norm;
-    ln_x.mean = static_cast<const double*>(mean.raw_data());
-    ln_x.rstd = static_cast<const double*>(rstd.raw_data());
-    ln_x.gamma = lnw.defined() ? lnw.raw_data() : nullptr;
-    ln_x.beta = lnb.defined() ? lnb.raw_data() : nullptr;
-    ln_x.eps = eps;
     Grads lin = linear_backward(dy, xd, wd, true, need_w, need_b, ln_x);
     Grads ln = layer_norm_backward(lin[0], xd, lnw, mean, rstd, need_lnw, need_lnb);
     return {ln[0], ln[1], ln[2], lin[1], lin[2]};

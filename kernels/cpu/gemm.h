@@ -35,9 +35,32 @@ inline float epilogue_at(const GemmEx& ex, float v, int64_t j, int64_t ij) {
   return v;
 }
 
+// A layer-norm prologue that asks for its statistics (forward's: mean_out set) gets them here, before anything
+// reads the operand, by layer_norm_fwd's own code (nn.h) without its output; the product then uses them.
+inline GemmPrologue with_statistics(const GemmPrologue& p, const float* X, int64_t rows, int64_t cols, int64_t ld) {
+  if (p.kind != GemmPrologue::layer_norm || !p.mean_out) return p;
+  SPDLAB_CHECK(ld == cols, "gemm_ex: a layer-norm prologue that computes its statistics needs its operand's stored "
+               "rows contiguous (ld ", ld, " for ", cols, " columns)");
+  layer_norm_fwd_t<float>(X, static_cast<const float*>(p.gamma), static_cast<const float*>(p.beta), nullptr,
+                          p.mean_out, p.rstd_out, rows, cols, p.eps);
+  GemmPrologue q = p;
+  q.mean = p.mean_out;
+  q.rstd = p.rstd_out;
+  q.mean_out = q.rstd_out = nullptr;
+  return q;
+}
+inline GemmEx with_statistics(const GemmEx& ex, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
+                              int64_t lda, const float* B, int64_t ldb) {
+  GemmEx e = ex;
+  e.a = with_statistics(ex.a, A, ta ? K : M, ta ? M : K, lda);  // stored shapes, as in Kernels::gemm_ex
+  e.b = with_statistics(ex.b, B, tb ? N : K, tb ? K : N, ldb);
+  return e;
+}
+
 // The reference: what the fast version computes, in the same order, one element at a time.
 void sgemm_reference_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                          const float* B, int64_t ldb, float* C, int64_t ldc, const GemmEx& ex) {
+                          const float* B, int64_t ldb, float* C, int64_t ldc, const GemmEx& ex_in) {
+  const GemmEx ex = with_statistics(ex_in, ta, tb, M, N, K, A, lda, B, ldb);
   // op(A)[i][k] is stored at A[k][i] when transposed; likewise op(B)[k][j] at B[j][k].
   auto a = [&](int64_t i, int64_t k) { return ta ? prologue_at(ex.a, A, lda, k, i) : prologue_at(ex.a, A, lda, i, k); };
   auto b = [&](int64_t k, int64_t j) { return tb ? prologue_at(ex.b, B, ldb, j, k) : prologue_at(ex.b, B, ldb, k, j); };
@@ -257,8 +280,9 @@ inline void epilogue_tile(const GemmEx& ex, float* c, int64_t ldc, int64_t i0, i
 }  // namespace sgemm_detail
 
 void sgemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-                int64_t ldb, float* C, int64_t ldc, const GemmEx& ex) {
+                int64_t ldb, float* C, int64_t ldc, const GemmEx& ex_in) {
   using namespace sgemm_detail;
+  const GemmEx ex = with_statistics(ex_in, ta, tb, M, N, K, A, lda, B, ldb);  // also for an empty C
   if (M == 0 || N == 0) return;
   const bool epi = ex.bias || ex.gelu_grad || ex.residual;
   if (K == 0) {

@@ -104,7 +104,7 @@ void layer_norm_fwd_t(const T* x, const T* w_in, const T* bias_in, T* y, double*
   parallel_for(rows, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const T* px = x + r * cols;
-      T* py = y + r * cols;
+      T* py = y ? y + r * cols : nullptr;
       double s = 0;
       _Pragma("omp simd reduction(+ : s)") for (int64_t c = 0; c < cols; ++c) s += px[c];
       double mu = s / cols, v = 0;
@@ -115,6 +115,7 @@ void layer_norm_fwd_t(const T* x, const T* w_in, const T* bias_in, T* y, double*
       double rs = 1.0 / std::sqrt(v / cols + eps);
       mean[r] = mu;
       rstd[r] = rs;
+      if (!y) continue;  // the statistics alone (a product's layer-norm prologue, gemm.h)
       T m = static_cast<T>(mu), q = static_cast<T>(rs);
       SPDLAB_SIMD for (int64_t c = 0; c < cols; ++c) py[c] = (px[c] - m) * q * w[c] + bias[c];
     }
