@@ -129,6 +129,14 @@ class Kernels {
     const void* gamma = nullptr;
     const void* beta = nullptr;
     double eps = 0;
+    // This prologue once mean_out and rstd_out hold the statistics: it reads them from there.
+    Prologue with_saved_statistics() const {
+      Prologue q = *this;
+      q.mean = mean_out;
+      q.rstd = rstd_out;
+      q.mean_out = q.rstd_out = nullptr;
+      return q;
+    }
   };
   struct GemmEx {
     Prologue a, b;

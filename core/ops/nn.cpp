@@ -109,9 +109,7 @@ Tensor layer_norm_linear(const Tensor& x_in, const Tensor& ln_weight, const Tens
   ln_x.eps = eps;
   Tensor y = linear_forward(x, w, lb, ln_x);
   if (!autograd::needs_grad({&x, &gamma, &beta, &w, &lb})) return y;
-  ln_x.mean = ln_x.mean_out;
-  ln_x.rstd = ln_x.rstd_out;
-  ln_x.mean_out = ln_x.rstd_out = nullptr;
+  ln_x = ln_x.with_saved_statistics();  // backward's products read what forward's computed
   Tensor xd = x.detach(), wd = w.detach();
   Tensor lnw = gamma.defined() ? gamma.detach() : Tensor(), lnb = beta.defined() ? beta.detach() : Tensor();
   bool need_lnw = lnw.defined() && autograd::needs_grad({&gamma});

@@ -43,11 +43,7 @@ inline GemmPrologue with_statistics(const GemmPrologue& p, const float* X, int64
                "rows contiguous (ld ", ld, " for ", cols, " columns)");
   layer_norm_fwd_t<float>(X, static_cast<const float*>(p.gamma), static_cast<const float*>(p.beta), nullptr,
                           p.mean_out, p.rstd_out, rows, cols, p.eps);
-  GemmPrologue q = p;
-  q.mean = p.mean_out;
-  q.rstd = p.rstd_out;
-  q.mean_out = q.rstd_out = nullptr;
-  return q;
+  return p.with_saved_statistics();
 }
 inline GemmEx with_statistics(const GemmEx& ex, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
                               int64_t lda, const float* B, int64_t ldb) {
