@@ -251,9 +251,11 @@ bool cuda_is_emulated();
 void set_allow_tf32(bool on);
 bool allow_tf32();
 
-// The instruction set the CPU kernels run with: "avx2" (AVX2 and FMA, chosen when the CPU has both) or "base"
-// (the compiler's default target). SPDLAB_CPU_ISA=base|avx2 in the environment overrides the choice; asking
-// for avx2 on a CPU without it is an error. Results are bit-identical run to run for one ISA, not across ISAs.
+// The instruction set the CPU kernels run with: "avx512" (the AVX2 kernels, with spdlab's SGEMM on its AVX-512
+// tile: chosen when the CPU has AVX-512F), "avx2" (AVX2 and FMA, chosen when the CPU has both) or "base" (the
+// compiler's default target). SPDLAB_CPU_ISA=base|avx2|avx512 in the environment overrides the choice; asking
+// for a set the CPU lacks is an error. Results are bit-identical run to run for one ISA, and avx512's are avx2's
+// (the SGEMM sums every element in the same order on either tile); base's differ from both.
 const char* cpu_isa();
 
 }  // namespace spdlab::kernels

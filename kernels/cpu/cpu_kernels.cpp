@@ -1,7 +1,8 @@
 // The CPU backend: OpenBLAS for products, OpenMP loops for everything else. The loops are compiled twice, for
 // the baseline target (kernels/cpu/isa_base.cpp) and, on x86-64, for AVX2 with FMA (isa_avx2.cpp); this file
-// picks one at run time by what the CPU supports. What does not depend on the instruction set (memory, copies,
-// products, gathers) is compiled once, in shared.cpp. Thread control is kernels/threads.h.
+// picks one at run time by what the CPU supports (avx512: the AVX2 set with spdlab's SGEMM on its AVX-512
+// tile). What does not depend on the instruction set (memory, copies, products, gathers) is compiled once, in
+// shared.cpp. Thread control is kernels/threads.h.
 #include <cstdlib>
 #include <string>
 
@@ -19,6 +20,7 @@ bool cpu_has_avx2() {
   return false;
 #endif
 }
+bool cpu_has_avx512() { return cpu_has_avx2() && __builtin_cpu_supports("avx512f"); }
 
 struct CpuChoice {
   const char* isa;
@@ -28,8 +30,16 @@ struct CpuChoice {
 CpuChoice choose_cpu() {
   const char* env = std::getenv("SPDLAB_CPU_ISA");
   std::string want = env && *env ? env : "auto";
-  SPDLAB_CHECK(want == "auto" || want == "base" || want == "avx2", "SPDLAB_CPU_ISA: expected auto, base or avx2, got '",
-               want, "'");
+  SPDLAB_CHECK(want == "auto" || want == "base" || want == "avx2" || want == "avx512",
+               "SPDLAB_CPU_ISA: expected auto, base, avx2 or avx512, got '", want, "'");
+  // avx512 is the AVX2 kernels with spdlab's SGEMM on its AVX-512 tile (kernels/cpu/gemm.h), the same bits.
+  if (want == "avx512" || (want == "auto" && cpu_has_avx512())) {
+    SPDLAB_CHECK(cpu_has_avx512(), "SPDLAB_CPU_ISA=avx512: this CPU (or this build) has no AVX-512F; "
+                                   "use SPDLAB_CPU_ISA=avx2 or base, or leave it unset");
+#if SPDLAB_HAVE_AVX2_KERNELS
+    return {"avx512", &cpu::avx2::instance()};
+#endif
+  }
   bool avx2 = want == "avx2" || (want == "auto" && cpu_has_avx2());
   if (avx2) {
     SPDLAB_CHECK(cpu_has_avx2(), "SPDLAB_CPU_ISA=avx2: this CPU (or this build) has no AVX2+FMA kernels; "

@@ -1,5 +1,6 @@
 // spdlab's own SGEMM (declared in kernels/cpu/sgemm.h): the plain-loop reference for every instruction set, and
-// under AVX2 the fast version, BLIS-style. Part of the per-instruction-set half of the CPU backend
+// under AVX2 the fast version, BLIS-style, on a 6x16 tile of 256-bit registers or, on CPUs with AVX-512, a 6x32
+// tile of 512-bit ones. Part of the per-instruction-set half of the CPU backend
 // (kernels/cpu/variant.h).
 //
 // C[M,N] (+)= pro_a(op(A)) pro_b(op(B)), + bias, * gelu'(aux), + residual: see Kernels::gemm_ex. A prologue maps
@@ -75,9 +76,9 @@ void sgemm_reference_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, con
 #if SPDLAB_CPU_AVX2
 namespace sgemm_detail {
 
-constexpr int64_t MR = 6, NR = 16;  // the micro-kernel's tile of C: 12 ymm accumulators
-constexpr int64_t KC = kSgemmKC;    // K block: a B panel (KC x NR, 16 KB) stays in L1, the packed block of B
-                                    // (KC x N, 768 KB at N = 768) in L2
+constexpr int64_t MR = 6;           // rows of the micro-kernel's tile of C (its columns: the tile's NR below)
+constexpr int64_t KC = kSgemmKC;    // K block: a B panel (KC x NR, 16 or 32 KB) stays in L1, the packed block
+                                    // of B (KC x N, 768 KB at N = 768) in L2
 constexpr int64_t MC = 120;         // rows of A packed at a time (MC x KC, 120 KB): stays in L2
 
 // A 64-byte aligned buffer per thread that only grows, so steady-state products allocate nothing.
@@ -202,57 +203,134 @@ void pack(const float* X, int64_t ld, bool rows_are_stored_rows, const GemmProlo
   }
 }
 
-// C[0..6)[0..16) (ldc) = (add ? C + : ) sum_k a[k][0..6) b[k][0..16), each row's sum fused multiply-adds in k order.
-inline void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
-         c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-    __m256 x = _mm256_broadcast_ss(a + 0);
-    c00 = _mm256_fmadd_ps(x, b0, c00);
-    c01 = _mm256_fmadd_ps(x, b1, c01);
-    x = _mm256_broadcast_ss(a + 1);
-    c10 = _mm256_fmadd_ps(x, b0, c10);
-    c11 = _mm256_fmadd_ps(x, b1, c11);
-    x = _mm256_broadcast_ss(a + 2);
-    c20 = _mm256_fmadd_ps(x, b0, c20);
-    c21 = _mm256_fmadd_ps(x, b1, c21);
-    x = _mm256_broadcast_ss(a + 3);
-    c30 = _mm256_fmadd_ps(x, b0, c30);
-    c31 = _mm256_fmadd_ps(x, b1, c31);
-    x = _mm256_broadcast_ss(a + 4);
-    c40 = _mm256_fmadd_ps(x, b0, c40);
-    c41 = _mm256_fmadd_ps(x, b1, c41);
-    x = _mm256_broadcast_ss(a + 5);
-    c50 = _mm256_fmadd_ps(x, b0, c50);
-    c51 = _mm256_fmadd_ps(x, b1, c51);
-    a += MR;
-    b += NR;
-  }
-  auto put = [&](float* row, __m256 lo, __m256 hi) {
-    if (add) {
-      lo = _mm256_add_ps(_mm256_loadu_ps(row), lo);
-      hi = _mm256_add_ps(_mm256_loadu_ps(row + 8), hi);
+// C[0..6)[0..16) (ldc) = (add ? C + : ) sum_k a[k][0..6) b[k][0..16), each row's sum fused multiply-adds in k order;
+// then, where given, + bias[0..16) and + res[0..6)[0..16) (ldc), the epilogue's first and last steps (epilogue_at)
+// done before the tile is stored: reading the tile back from memory just after storing it stalls.
+// 12 ymm accumulators keep two 256-bit FMA units busy: 32 flops a cycle, half of what Tile6x32 gets from CPUs
+// whose two FMA units are 512 bits wide (Zen 5, Xeons with two).
+struct Tile6x16 {
+  static constexpr int64_t NR = 16;
+  static void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add,
+                    const float* bias = nullptr, const float* res = nullptr) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t k = 0; k < kc; ++k) {
+      const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+      __m256 x = _mm256_broadcast_ss(a + 0);
+      c00 = _mm256_fmadd_ps(x, b0, c00);
+      c01 = _mm256_fmadd_ps(x, b1, c01);
+      x = _mm256_broadcast_ss(a + 1);
+      c10 = _mm256_fmadd_ps(x, b0, c10);
+      c11 = _mm256_fmadd_ps(x, b1, c11);
+      x = _mm256_broadcast_ss(a + 2);
+      c20 = _mm256_fmadd_ps(x, b0, c20);
+      c21 = _mm256_fmadd_ps(x, b1, c21);
+      x = _mm256_broadcast_ss(a + 3);
+      c30 = _mm256_fmadd_ps(x, b0, c30);
+      c31 = _mm256_fmadd_ps(x, b1, c31);
+      x = _mm256_broadcast_ss(a + 4);
+      c40 = _mm256_fmadd_ps(x, b0, c40);
+      c41 = _mm256_fmadd_ps(x, b1, c41);
+      x = _mm256_broadcast_ss(a + 5);
+      c50 = _mm256_fmadd_ps(x, b0, c50);
+      c51 = _mm256_fmadd_ps(x, b1, c51);
+      a += MR;
+      b += NR;
     }
-    _mm256_storeu_ps(row, lo);
-    _mm256_storeu_ps(row + 8, hi);
-  };
-  put(c + 0 * ldc, c00, c01);
-  put(c + 1 * ldc, c10, c11);
-  put(c + 2 * ldc, c20, c21);
-  put(c + 3 * ldc, c30, c31);
-  put(c + 4 * ldc, c40, c41);
-  put(c + 5 * ldc, c50, c51);
-}
+    auto put = [&](float* row, __m256 lo, __m256 hi) {
+      if (add) {
+        lo = _mm256_add_ps(_mm256_loadu_ps(row), lo);
+        hi = _mm256_add_ps(_mm256_loadu_ps(row + 8), hi);
+      }
+      if (bias) {
+        lo = _mm256_add_ps(lo, _mm256_loadu_ps(bias));
+        hi = _mm256_add_ps(hi, _mm256_loadu_ps(bias + 8));
+      }
+      if (res) {
+        const float* x = res + (row - c);
+        lo = _mm256_add_ps(lo, _mm256_loadu_ps(x));
+        hi = _mm256_add_ps(hi, _mm256_loadu_ps(x + 8));
+      }
+      _mm256_storeu_ps(row, lo);
+      _mm256_storeu_ps(row + 8, hi);
+    };
+    put(c + 0 * ldc, c00, c01);
+    put(c + 1 * ldc, c10, c11);
+    put(c + 2 * ldc, c20, c21);
+    put(c + 3 * ldc, c30, c31);
+    put(c + 4 * ldc, c40, c41);
+    put(c + 5 * ldc, c50, c51);
+  }
+};
 
-// A tile of m <= 6 rows and n <= 16 columns: the micro-kernel into a full tile, then the valid part, with the
+// The same tile 32 columns wide in 12 zmm accumulators, for CPUs with AVX-512 (compiled for it here, called
+// only when the CPU has it: sgemm_impl). Each element's sum is the one Tile6x16 computes, in the same order, so
+// the two agree bit for bit; on a CPU with two 512-bit FMA units it does twice the work a cycle.
+struct Tile6x32 {
+  static constexpr int64_t NR = 32;
+  __attribute__((target("avx512f"), noinline)) static void micro(int64_t kc, const float* a, const float* b,
+                                                                  float* c, int64_t ldc, bool add,
+                                                                  const float* bias = nullptr,
+                                                                  const float* res = nullptr) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t k = 0; k < kc; ++k) {
+      const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+      __m512 x = _mm512_set1_ps(a[0]);
+      c00 = _mm512_fmadd_ps(x, b0, c00);
+      c01 = _mm512_fmadd_ps(x, b1, c01);
+      x = _mm512_set1_ps(a[1]);
+      c10 = _mm512_fmadd_ps(x, b0, c10);
+      c11 = _mm512_fmadd_ps(x, b1, c11);
+      x = _mm512_set1_ps(a[2]);
+      c20 = _mm512_fmadd_ps(x, b0, c20);
+      c21 = _mm512_fmadd_ps(x, b1, c21);
+      x = _mm512_set1_ps(a[3]);
+      c30 = _mm512_fmadd_ps(x, b0, c30);
+      c31 = _mm512_fmadd_ps(x, b1, c31);
+      x = _mm512_set1_ps(a[4]);
+      c40 = _mm512_fmadd_ps(x, b0, c40);
+      c41 = _mm512_fmadd_ps(x, b1, c41);
+      x = _mm512_set1_ps(a[5]);
+      c50 = _mm512_fmadd_ps(x, b0, c50);
+      c51 = _mm512_fmadd_ps(x, b1, c51);
+      a += MR;
+      b += NR;
+    }
+    auto put = [&](float* row, __m512 lo, __m512 hi) __attribute__((target("avx512f"))) {
+      if (add) {
+        lo = _mm512_add_ps(_mm512_loadu_ps(row), lo);
+        hi = _mm512_add_ps(_mm512_loadu_ps(row + 16), hi);
+      }
+      if (bias) {
+        lo = _mm512_add_ps(lo, _mm512_loadu_ps(bias));
+        hi = _mm512_add_ps(hi, _mm512_loadu_ps(bias + 16));
+      }
+      if (res) {
+        const float* x = res + (row - c);
+        lo = _mm512_add_ps(lo, _mm512_loadu_ps(x));
+        hi = _mm512_add_ps(hi, _mm512_loadu_ps(x + 16));
+      }
+      _mm512_storeu_ps(row, lo);
+      _mm512_storeu_ps(row + 16, hi);
+    };
+    put(c + 0 * ldc, c00, c01);
+    put(c + 1 * ldc, c10, c11);
+    put(c + 2 * ldc, c20, c21);
+    put(c + 3 * ldc, c30, c31);
+    put(c + 4 * ldc, c40, c41);
+    put(c + 5 * ldc, c50, c51);
+  }
+};
+
+// A tile of m <= 6 rows and n <= NR columns: the micro-kernel into a full tile, then the valid part, with the
 // same additions, so edge tiles round as the interior does.
-inline void micro_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add, int64_t m,
-                       int64_t n) {
-  alignas(32) float t[MR * NR];
-  micro_6x16(kc, a, b, t, NR, false);
+template <class Tile>
+void micro_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add, int64_t m, int64_t n) {
+  alignas(64) float t[MR * Tile::NR];
+  Tile::micro(kc, a, b, t, Tile::NR, false);
   for (int64_t r = 0; r < m; ++r)
-    for (int64_t j = 0; j < n; ++j) c[r * ldc + j] = add ? c[r * ldc + j] + t[r * NR + j] : t[r * NR + j];
+    for (int64_t j = 0; j < n; ++j) c[r * ldc + j] = add ? c[r * ldc + j] + t[r * Tile::NR + j] : t[r * Tile::NR + j];
 }
 
 inline void epilogue_tile(const GemmEx& ex, float* c, int64_t ldc, int64_t i0, int64_t j0, int64_t m, int64_t n) {
@@ -273,11 +351,10 @@ inline void epilogue_tile(const GemmEx& ex, float* c, int64_t ldc, int64_t i0, i
   }
 }
 
-}  // namespace sgemm_detail
-
-void sgemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-                int64_t ldb, float* C, int64_t ldc, const GemmEx& ex_in) {
-  using namespace sgemm_detail;
+template <class Tile>
+void sgemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                 int64_t ldb, float* C, int64_t ldc, const GemmEx& ex_in) {
+  constexpr int64_t NR = Tile::NR;
   const GemmEx ex = with_statistics(ex_in, ta, tb, M, N, K, A, lda, B, ldb);  // also for an empty C
   if (M == 0 || N == 0) return;
   const bool epi = ex.bias || ex.gelu_grad || ex.residual;
@@ -329,8 +406,14 @@ void sgemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* 
           for (int64_t ip = 0; ip < mc; ip += MR) {
             const int64_t m = std::min(MR, mc - ip);
             float* c = C + (i0 + ip) * ldc + j0;
-            if (m == MR && n == NR) micro_6x16(kc, ap + ip * kc, bpanel, c, ldc, add);
-            else micro_edge(kc, ap + ip * kc, bpanel, c, ldc, add, m, n);
+            if (m == MR && n == NR && last && epi && !ex.gelu_grad) {  // the whole epilogue as the tile is stored
+              const float* bias = ex.bias ? static_cast<const float*>(ex.bias) + j0 : nullptr;
+              const float* res = ex.residual ? static_cast<const float*>(ex.residual) + (c - C) : nullptr;
+              Tile::micro(kc, ap + ip * kc, bpanel, c, ldc, add, bias, res);
+              continue;
+            }
+            if (m == MR && n == NR) Tile::micro(kc, ap + ip * kc, bpanel, c, ldc, add);
+            else micro_edge<Tile>(kc, ap + ip * kc, bpanel, c, ldc, add, m, n);
             if (last && epi) epilogue_tile(ex, C, ldc, i0 + ip, j0, m, n);
           }
         }
@@ -350,5 +433,15 @@ void sgemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* 
       for (int64_t t = 0; t < tasks; ++t) task(t);
     }
   }
+}
+
+}  // namespace sgemm_detail
+
+// The tile SPDLAB_CPU_ISA chose (kernels/cpu/cpu_kernels.cpp): 6x32 under avx512, 6x16 under avx2.
+void sgemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                int64_t ldb, float* C, int64_t ldc, const GemmEx& ex) {
+  static const bool wide = std::string(kernels::cpu_isa()) == "avx512";
+  if (wide) return sgemm_detail::sgemm_tiled<sgemm_detail::Tile6x32>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex);
+  sgemm_detail::sgemm_tiled<sgemm_detail::Tile6x16>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex);
 }
 #endif  // SPDLAB_CPU_AVX2

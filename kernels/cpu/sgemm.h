@@ -27,8 +27,12 @@ void sgemm_reference(SPDLAB_SGEMM_ARGS);
 #if SPDLAB_HAVE_AVX2_KERNELS
 namespace avx2 {
 void sgemm_reference(SPDLAB_SGEMM_ARGS);
-// Packed panels, a 6x16 register-blocked micro-kernel, OpenMP over blocks of C.
+// Packed panels, a register-blocked micro-kernel, OpenMP over blocks of C: the 6x32 AVX-512 tile when
+// kernels::cpu_isa() is "avx512", else the 6x16 AVX2 tile.
 void sgemm(SPDLAB_SGEMM_ARGS);
+// Each tile by name, for the tests; sgemm_6x32 only on a CPU with AVX-512F.
+void sgemm_6x16(SPDLAB_SGEMM_ARGS);
+void sgemm_6x32(SPDLAB_SGEMM_ARGS);
 // Whether the CPU kernels send a product to sgemm: every one of at least 32768 multiply-adds, for results that do
 // not depend on the thread count (on two threads it trails OpenBLAS on deep weight gradients: bench/README.md);
 // SPDLAB_SGEMM=blas (or own) overrides.

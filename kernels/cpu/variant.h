@@ -17,7 +17,7 @@
 //   attention.h    one attention body over per-head products (OpenBLAS, or AVX2 kernels for small heads)
 //   optimizers.h   fused SGD, Adam and SPD passes
 //   gemm.h         spdlab's own SGEMM with prologues and epilogues (its reference loops, and under AVX2 the
-//                  packed, register-blocked version)
+//                  packed, register-blocked version, on a 256-bit or, where the CPU has AVX-512, a 512-bit tile)
 #define SPDLAB_CPU_VARIANT 1
 
 namespace {
@@ -37,7 +37,9 @@ using kernels::Unary;
 
 class CpuKernels final : public CpuKernelsShared {
  public:
-  std::string name() const override { return SPDLAB_CPU_AVX2 ? "cpu (avx2)" : "cpu (base)"; }
+  std::string name() const override {
+    return SPDLAB_CPU_AVX2 ? std::string("cpu (") + kernels::cpu_isa() + ")" : "cpu (base)";
+  }
 
   void unary_fwd(Unary op, DType dt, const void* x, void* y, int64_t n, double alpha) override {
     SPDLAB_FLOAT_DISPATCH(dt, "unary", unary_fwd_t<T>(op, cp<T>(x), mp<T>(y), n, alpha));
@@ -188,6 +190,13 @@ void sgemm_reference(SPDLAB_SGEMM_ARGS) {
 }
 #if SPDLAB_CPU_AVX2
 void sgemm(SPDLAB_SGEMM_ARGS) { sgemm_impl(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, ex); }
+void sgemm_6x16(SPDLAB_SGEMM_ARGS) {
+  sgemm_detail::sgemm_tiled<sgemm_detail::Tile6x16>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, ex);
+}
+void sgemm_6x32(SPDLAB_SGEMM_ARGS) {
+  SPDLAB_CHECK(__builtin_cpu_supports("avx512f"), "sgemm_6x32: this CPU has no AVX-512F");
+  sgemm_detail::sgemm_tiled<sgemm_detail::Tile6x32>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, ex);
+}
 bool sgemm_preferred(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
   static const int mode = [] {  // SPDLAB_SGEMM=blas: OpenBLAS for every product (with gemm_ex composed); for A/B
     const char* e = std::getenv("SPDLAB_SGEMM");
