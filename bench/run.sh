@@ -8,7 +8,8 @@
 # Environment knobs: ITERS (10) and WARMUP (2) per process; CONFIGS ("vit-fmnist vit-tiny16");
 # MODES ("train infer eval"); eval (the study's evaluation at its batch of 500, against PyTorch's inference at
 # 500) runs for EVAL_CONFIGS ("vit-fmnist") with EVAL_ITERS (3) and EVAL_WARMUP (1), each iteration 2 batches;
-# TORCH_SETUPS ("default one-thread all-threads passive"); PYTHON (/usr/bin/python3);
+# TORCH_SETUPS ("default one-thread all-threads passive", and one-thread-avx512 passive-avx512 on a CPU with
+# AVX-512); PYTHON (/usr/bin/python3);
 # BUILD_DIR (build); JOBS (nproc) for the build; SKIP_BUILD=1 reuses an existing build;
 # SKIP_OPTIM=1 / SKIP_MATMUL=1 skip those benches.
 # Raw lines go to $BUILD_DIR/bench-<stamp>.log, the report to stdout and $BUILD_DIR/bench-<stamp>.md.
@@ -24,7 +25,11 @@ MODES=${MODES:-"train infer eval"}
 EVAL_CONFIGS=${EVAL_CONFIGS:-"vit-fmnist"}
 EVAL_ITERS=${EVAL_ITERS:-3}
 EVAL_WARMUP=${EVAL_WARMUP:-1}
-TORCH_SETUPS=${TORCH_SETUPS:-"default one-thread all-threads passive"}
+# On a CPU with AVX-512, PyTorch also runs with OpenBLAS's and its own AVX-512 kernels (torch_vit.py's -avx512
+# setups), which Debian's builds do not pick by themselves on Zen 4 and 5: PyTorch's fastest setup must include them.
+DEFAULT_SETUPS="default one-thread all-threads passive"
+grep -qw avx512f /proc/cpuinfo 2>/dev/null && DEFAULT_SETUPS+=" one-thread-avx512 passive-avx512"
+TORCH_SETUPS=${TORCH_SETUPS:-$DEFAULT_SETUPS}
 PYTHON=${PYTHON:-/usr/bin/python3}
 BUILD=${BUILD_DIR:-$ROOT/build}
 [[ "$BUILD" = /* ]] || BUILD=$ROOT/$BUILD

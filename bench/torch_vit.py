@@ -13,6 +13,12 @@ Threading setups (--threads-setup):
   one-thread  torch.set_num_threads(1); OpenBLAS keeps its own threads
   all-threads torch.set_num_threads(os.cpu_count())
   passive     all-threads with OMP_WAIT_POLICY=PASSIVE (set here before torch loads its OpenMP runtime)
+  one-thread-avx512, passive-avx512
+              the same with PyTorch on AVX-512 wherever it offers it: OPENBLAS_CORETYPE=SkylakeX (OpenBLAS's AVX-512
+              kernels, which Debian's OpenBLAS 0.3.21 does not pick by itself on CPUs newer than it, Zen 4 and 5:
+              it falls back to its AVX2 Haswell kernels) and ATEN_CPU_CAPABILITY=avx512 (PyTorch's own kernels;
+              1.13 picks AVX2 by default). Both set here before torch loads. For CPUs with AVX-512 (bench/run.sh
+              adds them there).
 
 Run: /usr/bin/python3 bench/torch_vit.py --mode train --config vit-fmnist --iters 10 --warmup 2
 Prints: torch <config> <mode> batch=B median_ms=.. img_per_s=.. gflops=.. peak_rss_mb=.. ... setup=<setup>
@@ -23,7 +29,7 @@ import resource
 import statistics
 import time
 
-SETUPS = ("default", "one-thread", "all-threads", "passive")
+SETUPS = ("default", "one-thread", "all-threads", "passive", "one-thread-avx512", "passive-avx512")
 
 
 def parse_args():
@@ -42,7 +48,11 @@ def peak_rss_mb():
 
 
 ARGS = parse_args()
-if ARGS.threads_setup == "passive":
+THREADS = ARGS.threads_setup.removesuffix("-avx512")  # the threading half of the setup
+if ARGS.threads_setup.endswith("-avx512"):
+    os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+    os.environ["ATEN_CPU_CAPABILITY"] = "avx512"
+if THREADS == "passive":
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import torch  # noqa: E402  (after OMP_WAIT_POLICY)
@@ -71,9 +81,9 @@ def forward_macs_per_image(c):
 
 def main():
     args = ARGS
-    if args.threads_setup == "one-thread":
+    if THREADS == "one-thread":
         torch.set_num_threads(1)
-    elif args.threads_setup in ("all-threads", "passive"):
+    elif THREADS in ("all-threads", "passive"):
         torch.set_num_threads(os.cpu_count())
     cfg, batch = CONFIGS[args.config]
     if args.batch < 0:
