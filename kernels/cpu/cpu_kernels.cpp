@@ -20,7 +20,13 @@ bool cpu_has_avx2() {
   return false;
 #endif
 }
-bool cpu_has_avx512() { return cpu_has_avx2() && __builtin_cpu_supports("avx512f"); }
+bool cpu_has_avx512() {
+#if SPDLAB_HAVE_AVX2_KERNELS
+  return cpu_has_avx2() && __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
 
 struct CpuChoice {
   const char* isa;
