@@ -27,7 +27,8 @@ void sgemm_reference(SPDLAB_SGEMM_ARGS);
 #if SPDLAB_HAVE_AVX2_KERNELS
 namespace avx2 {
 void sgemm_reference(SPDLAB_SGEMM_ARGS);
-// Packed panels, a register-blocked micro-kernel, OpenMP over blocks of C: the 6x32 AVX-512 tile when
+// B in packed panels, A packed (under a prologue) or read in place, a register-blocked micro-kernel, OpenMP over
+// blocks of C: the 6x32 AVX-512 tile when
 // kernels::cpu_isa() is "avx512", else the 6x16 AVX2 tile.
 void sgemm(SPDLAB_SGEMM_ARGS);
 // Each tile by name, for the tests; sgemm_6x32 only on a CPU with AVX-512F.
