@@ -268,6 +268,37 @@ TEST_CASE("a ViT-sized product splits over threads without changing a bit, on ea
   }
   set_num_threads(saved);
 }
+
+TEST_CASE("attention's small products: 256-bit and 512-bit registers give the plain fused multiply-add loop's bits") {
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return;
+  const bool wide = __builtin_cpu_supports("avx512f");
+  if (!wide) MESSAGE("this CPU has no AVX-512F: small_gemm_32 is not checked");
+  uint64_t seed = 500;
+  for (int64_t m : {1, 5, 6, 13, 50})
+    for (int64_t n : {1, 15, 16, 17, 31, 32, 33, 50, 64, 197})
+      for (int64_t k : {1, 50, 64})
+        for (bool at : {false, true}) {  // A stored [m, k], or [k, m] read transposed (as atb does)
+          CAPTURE(m);
+          CAPTURE(n);
+          CAPTURE(k);
+          CAPTURE(at);
+          const int64_t lda = at ? 1 : k + 2, ak = at ? m + 1 : 1, ldb = n + 3, ldc = n + 1;
+          std::vector<float> A = random_floats(at ? k * ak : m * lda, seed++), B = random_floats(k * ldb, seed++);
+          std::vector<float> want(m * ldc, -7.0f);
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) {
+              float acc = 0.0f;
+              for (int64_t kk = 0; kk < k; ++kk) acc = std::fma(A[i * lda + kk * ak], B[kk * ldb + j], acc);
+              want[i * ldc + j] = acc;
+            }
+          for (auto fn : {cpu::avx2::small_gemm_16, cpu::avx2::small_gemm_32}) {
+            if (fn == cpu::avx2::small_gemm_32 && !wide) continue;
+            std::vector<float> got(m * ldc, -7.0f);  // columns past n must stay as they are
+            fn(m, n, k, A.data(), lda, ak, B.data(), ldb, got.data(), ldc);
+            CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+          }
+        }
+}
 #endif
 
 TEST_CASE("gemm_ex composed from the other kernels agrees with the fused SGEMM") {

@@ -1,7 +1,8 @@
 // Attention, one (batch, head) pair at a time. One body, attention_heads_fwd/bwd below, serves every path; what
 // differs is where its products (of three kinds: A B, A B^T, A^T B) come from:
 //   - BlasProducts<T>: OpenBLAS, for f64, for large heads, and for every head on CPUs without AVX2;
-//   - SmallProducts (AVX2 only, f32): register-blocked kernels that keep one head's operands in L1/L2.
+//   - SmallProducts (f32, AVX2's 256-bit registers or AVX-512's 512-bit ones): register-blocked kernels that keep
+//     one head's operands in L1/L2.
 // core/ops.h's attention_reference is the same computation as plain tensor ops (matmul, softmax, matmul), and
 // tests/test_reference_paths.cpp checks this kernel against it.
 #ifndef SPDLAB_CPU_VARIANT
@@ -138,21 +139,63 @@ void small_gemm_rows(int64_t n, int64_t k, const float* A, int64_t lda, int64_t 
   }
 }
 
-// C [m, n] = A [m, k] B [k, n], six rows of C at a time; A strided as in small_gemm_rows.
-inline void small_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, int64_t ak, const float* B,
-                       int64_t ldb, float* C, int64_t ldc) {
+// The same rows 32 columns at a time in 512-bit registers, for CPUs with AVX-512 (called only there: small_gemm).
+// Each element's sum is small_gemm_rows's, in the same order, so the bits are too; masks cover the last block.
+template <int R>
+__attribute__((target("avx512f"))) void small_gemm_rows_wide(int64_t n, int64_t k, const float* A, int64_t lda,
+                                                            int64_t ak, const float* B, int64_t ldb, float* C,
+                                                            int64_t ldc) {
+  for (int64_t j = 0; j < n; j += 32) {
+    const int64_t w = std::min<int64_t>(32, n - j);
+    const __mmask16 m0 = w >= 16 ? 0xFFFF : __mmask16((1u << w) - 1);
+    const __mmask16 m1 = w >= 32 ? 0xFFFF : w > 16 ? __mmask16((1u << (w - 16)) - 1) : 0;
+    __m512 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    const float* a_k = A;  // A's column kk
+    for (int64_t kk = 0; kk < k; ++kk, a_k += ak) {
+      const float* b = B + kk * ldb + j;
+      const __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+      for (int r = 0; r < R; ++r) {
+        const __m512 a = _mm512_set1_ps(a_k[r * lda]);
+        acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      _mm512_mask_storeu_ps(C + r * ldc + j, m0, acc[r][0]);
+      _mm512_mask_storeu_ps(C + r * ldc + j + 16, m1, acc[r][1]);
+    }
+  }
+}
+
+// C [m, n] = A [m, k] B [k, n], six rows of C at a time; A strided as in small_gemm_rows; in 512-bit registers
+// when kWide.
+template <bool kWide>
+void small_gemm_t(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, int64_t ak, const float* B,
+                  int64_t ldb, float* C, int64_t ldc) {
+  auto rows = [&](auto r, int64_t i) {
+    constexpr int R = decltype(r)::value;
+    if constexpr (kWide) small_gemm_rows_wide<R>(n, k, A + i * lda, lda, ak, B, ldb, C + i * ldc, ldc);
+    else small_gemm_rows<R>(n, k, A + i * lda, lda, ak, B, ldb, C + i * ldc, ldc);
+  };
   int64_t i = 0;
-  for (; i + 6 <= m; i += 6) small_gemm_rows<6>(n, k, A + i * lda, lda, ak, B, ldb, C + i * ldc, ldc);
-  const float* a = A + i * lda;
-  float* c = C + i * ldc;
+  for (; i + 6 <= m; i += 6) rows(std::integral_constant<int, 6>{}, i);
   switch (m - i) {
-    case 5: small_gemm_rows<5>(n, k, a, lda, ak, B, ldb, c, ldc); break;
-    case 4: small_gemm_rows<4>(n, k, a, lda, ak, B, ldb, c, ldc); break;
-    case 3: small_gemm_rows<3>(n, k, a, lda, ak, B, ldb, c, ldc); break;
-    case 2: small_gemm_rows<2>(n, k, a, lda, ak, B, ldb, c, ldc); break;
-    case 1: small_gemm_rows<1>(n, k, a, lda, ak, B, ldb, c, ldc); break;
+    case 5: rows(std::integral_constant<int, 5>{}, i); break;
+    case 4: rows(std::integral_constant<int, 4>{}, i); break;
+    case 3: rows(std::integral_constant<int, 3>{}, i); break;
+    case 2: rows(std::integral_constant<int, 2>{}, i); break;
+    case 1: rows(std::integral_constant<int, 1>{}, i); break;
     default: break;
   }
+}
+
+// The one cpu_isa() chose: 512-bit under avx512.
+inline void small_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, int64_t ak, const float* B,
+                       int64_t ldb, float* C, int64_t ldc) {
+  static const bool wide = std::string(kernels::cpu_isa()) == "avx512";
+  if (wide) small_gemm_t<true>(m, n, k, A, lda, ak, B, ldb, C, ldc);
+  else small_gemm_t<false>(m, n, k, A, lda, ak, B, ldb, C, ldc);
 }
 
 // dst [cols, rows] = src [rows, cols]^T, src rows ld apart.

@@ -38,6 +38,14 @@ void sgemm_6x32(SPDLAB_SGEMM_ARGS);
 // not depend on the thread count (on two threads it trails OpenBLAS on deep weight gradients: bench/README.md);
 // SPDLAB_SGEMM=blas (or own) overrides.
 bool sgemm_preferred(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K);
+// Attention's small products (kernels/cpu/attention.h): C [m, n] = A [m, k] B [k, n], A's element (r, kk) at
+// A[r lda + kk ak], 16 columns at a time in 256-bit registers or 32 in 512-bit ones (AVX-512F only), bit for bit
+// the same.
+#define SPDLAB_SMALL_GEMM_ARGS                                                                                    \
+  int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, int64_t ak, const float *B, int64_t ldb, float *C, \
+      int64_t ldc
+void small_gemm_16(SPDLAB_SMALL_GEMM_ARGS);
+void small_gemm_32(SPDLAB_SMALL_GEMM_ARGS);
 }  // namespace avx2
 #endif
 

@@ -197,6 +197,11 @@ void sgemm_6x32(SPDLAB_SGEMM_ARGS) {
   SPDLAB_CHECK(__builtin_cpu_supports("avx512f"), "sgemm_6x32: this CPU has no AVX-512F");
   sgemm_detail::sgemm_tiled<sgemm_detail::Tile6x32>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, ex);
 }
+void small_gemm_16(SPDLAB_SMALL_GEMM_ARGS) { small_gemm_t<false>(m, n, k, A, lda, ak, B, ldb, C, ldc); }
+void small_gemm_32(SPDLAB_SMALL_GEMM_ARGS) {
+  SPDLAB_CHECK(__builtin_cpu_supports("avx512f"), "small_gemm_32: this CPU has no AVX-512F");
+  small_gemm_t<true>(m, n, k, A, lda, ak, B, ldb, C, ldc);
+}
 bool sgemm_preferred(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
   static const int mode = [] {  // SPDLAB_SGEMM=blas: OpenBLAS for every product (with gemm_ex composed); for A/B
     const char* e = std::getenv("SPDLAB_SGEMM");
