@@ -164,6 +164,7 @@ std::vector<Case> cases() {
   // A read in place (no prologue) under a fused bias and residual: proj, and a transposed A with a short last panel.
   cs.push_back({false, true, 37, 50, 70, 0, Prologue::none, Prologue::none, true, false, false, true});  // proj
   cs.push_back({true, false, 23, 45, 260, 1, Prologue::none, Prologue::layer_norm, true, false, true, true});
+  cs.push_back({true, false, 30, 400, 300, 1});  // a transposed A against more than 384 columns: packed
   cs.push_back({false, true, 20, 30, 300, 2, Prologue::none, Prologue::none, false, false, true});  // C +=
   cs.push_back({false, true, 20, 30, 300, 0, Prologue::gelu, Prologue::none, true, true, true});
   cs.push_back({false, true, 37, 50, 70, 0, Prologue::none, Prologue::none, true, false, false, true});   // x + proj

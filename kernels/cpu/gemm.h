@@ -153,7 +153,25 @@ template <int64_t W>
 void pack(const float* X, int64_t ld, bool rows_are_stored_rows, const GemmPrologue& pro, int64_t i0, int64_t mc,
           int64_t k0, int64_t kc, float* dst) {
   float tmp[KC];
-  for (int64_t ip = 0; ip < mc; ip += W) {
+  int64_t ip0 = 0;  // where the panel-by-panel loop below starts
+  if (!rows_are_stored_rows && pro.kind == GemmPrologue::none && mc >= 2 * W) {
+    // A transposed A (a weight gradient's dy^T, when sgemm_tiled packs it): every full panel at once, 8 stored
+    // rows at a time. Panel by panel, the kc rows a panel reads lie a row apart, and at vit's 768 floats a row
+    // they fall into 4 of L1's 64 sets, so each row's cache line is gone before the next panel reads its
+    // neighbouring floats.
+    constexpr int64_t kRows = 8;
+    const int64_t full = mc / W;
+    for (int64_t kk = 0; kk < kc; kk += kRows) {
+      const int64_t kn = std::min(kRows, kc - kk);
+      for (int64_t p = 0; p < full; ++p) {
+        const float* src = X + (k0 + kk) * ld + i0 + p * W;
+        float* d = dst + p * W * kc + kk * W;
+        for (int64_t k = 0; k < kn; ++k) std::memcpy(d + k * W, src + k * ld, W * sizeof(float));
+      }
+    }
+    ip0 = full * W;
+  }
+  for (int64_t ip = ip0; ip < mc; ip += W) {
     float* panel = dst + ip * kc;
     const int64_t w = std::min(W, mc - ip);
     if (rows_are_stored_rows && W == 6 && w == 6) {  // A's full panels (under a prologue: else ARows): transposed
@@ -382,9 +400,12 @@ void sgemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
   // K blocks are packed a phase at a time (about 4 MB of B), so a deep product (a weight gradient over every
   // token) waits at a barrier once per phase rather than once per block.
   const int64_t phase = std::max<int64_t>(1, std::min(kblocks, (int64_t(1) << 20) / (KC * npad)));
-  // A without a prologue is read where it lies (ARows) rather than packed: matmul_bench's input- and
-  // weight-gradient shapes 6-14% faster, vit-fmnist training 287 -> 299 img/s (alternating medians).
-  const bool in_place = ex.a.kind == GemmPrologue::none;
+  // A without a prologue is read where it lies (ARows) rather than packed, except a transposed A against many
+  // panels of B: read in place it costs a cache line per k for 6 of its floats, which packing pays once for
+  // every panel. matmul_bench, 1 thread, packed -> in place: input gradients (6400 x 192 x 576) 171 -> 185
+  // GFLOP/s, weight gradients at N = 192 (768 x 192 x 6400) 149 -> 161, but at N = 768 (192 x 768 x 6400)
+  // 155 -> 139; vit-fmnist training 287 -> 299 img/s.
+  const bool in_place = ex.a.kind == GemmPrologue::none && (!ta || N <= 384);
   float* bp = tl_b.get(static_cast<size_t>(phase) * KC * npad);  // block kb of a phase at (kb % phase) KC npad
 
   // K blocks in order (the order every element's sum follows). In a phase, B's panels are packed, then the row
