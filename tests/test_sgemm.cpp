@@ -161,8 +161,7 @@ std::vector<Case> cases() {
   cs.push_back({true, false, 50, 40, 300, 2, Prologue::none, Prologue::layer_norm});            // qkv/fc1 dW
   cs.push_back({false, false, 40, 50, 30, 1, Prologue::layer_norm, Prologue::gelu});            // both, strided
   cs.push_back({true, true, 23, 19, 260, 0, Prologue::gelu, Prologue::layer_norm, true, true});  // everything
-  // A read in place (no prologue) under a fused bias and residual: proj, and a transposed A with a short last panel.
-  cs.push_back({false, true, 37, 50, 70, 0, Prologue::none, Prologue::none, true, false, false, true});  // proj
+  // A transposed A read in place (no prologue) with a short last panel, under bias, C += and residual.
   cs.push_back({true, false, 23, 45, 260, 1, Prologue::none, Prologue::layer_norm, true, false, true, true});
   cs.push_back({true, false, 30, 400, 300, 1});  // a transposed A against more than 384 columns: packed
   cs.push_back({false, true, 20, 30, 300, 2, Prologue::none, Prologue::none, false, false, true});  // C +=

@@ -402,9 +402,9 @@ void sgemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
   const int64_t phase = std::max<int64_t>(1, std::min(kblocks, (int64_t(1) << 20) / (KC * npad)));
   // A without a prologue is read where it lies (ARows) rather than packed, except a transposed A against many
   // panels of B: read in place it costs a cache line per k for 6 of its floats, which packing pays once for
-  // every panel. matmul_bench, 1 thread, packed -> in place: input gradients (6400 x 192 x 576) 171 -> 185
-  // GFLOP/s, weight gradients at N = 192 (768 x 192 x 6400) 149 -> 161, but at N = 768 (192 x 768 x 6400)
-  // 155 -> 139; vit-fmnist training 287 -> 299 img/s.
+  // every panel. One-thread runs of each product, alternating, packed -> in place: an input gradient
+  // (6400 x 192 x 576) 171 -> 185 GFLOP/s, a weight gradient at N = 192 (768 x 192 x 6400) 149 -> 161, but at
+  // N = 768 (192 x 768 x 6400) 155 -> 139; vit-fmnist training 287 -> 299 img/s (bench/README.md).
   const bool in_place = ex.a.kind == GemmPrologue::none && (!ta || N <= 384);
   float* bp = tl_b.get(static_cast<size_t>(phase) * KC * npad);  // block kb of a phase at (kb % phase) KC npad
 
