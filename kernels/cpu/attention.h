@@ -193,8 +193,7 @@ void small_gemm_t(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, 
 // The one cpu_isa() chose: 512-bit under avx512.
 inline void small_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, int64_t ak, const float* B,
                        int64_t ldb, float* C, int64_t ldc) {
-  static const bool wide = std::string(kernels::cpu_isa()) == "avx512";
-  if (wide) small_gemm_t<true>(m, n, k, A, lda, ak, B, ldb, C, ldc);
+  if (wide_kernels()) small_gemm_t<true>(m, n, k, A, lda, ak, B, ldb, C, ldc);
   else small_gemm_t<false>(m, n, k, A, lda, ak, B, ldb, C, ldc);
 }
 

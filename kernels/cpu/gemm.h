@@ -481,8 +481,8 @@ void sgemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
 // The tile SPDLAB_CPU_ISA chose (kernels/cpu/cpu_kernels.cpp): 6x32 under avx512, 6x16 under avx2.
 void sgemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                 int64_t ldb, float* C, int64_t ldc, const GemmEx& ex) {
-  static const bool wide = std::string(kernels::cpu_isa()) == "avx512";
-  if (wide) return sgemm_detail::sgemm_tiled<sgemm_detail::Tile6x32>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex);
+  if (wide_kernels())
+    return sgemm_detail::sgemm_tiled<sgemm_detail::Tile6x32>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex);
   sgemm_detail::sgemm_tiled<sgemm_detail::Tile6x16>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex);
 }
 #endif  // SPDLAB_CPU_AVX2

@@ -14,7 +14,8 @@
 //   elementwise.h  unary ops and their derivatives, binary ops, where
 //   reductions.h   sum, max, max's backward
 //   nn.h           softmax, layer norm, cross-entropy, patch unfold
-//   attention.h    one attention body over per-head products (OpenBLAS, or AVX2 kernels for small heads)
+//   attention.h    one attention body over per-head products (OpenBLAS, or AVX2 / AVX-512 kernels for small
+//                  heads)
 //   optimizers.h   fused SGD, Adam and SPD passes
 //   gemm.h         spdlab's own SGEMM with prologues and epilogues (its reference loops, and under AVX2 the
 //                  packed, register-blocked version, on a 256-bit or, where the CPU has AVX-512, a 512-bit tile)
@@ -26,6 +27,15 @@ using kernels::Binary;
 using kernels::Reduce;
 using kernels::Strided;
 using kernels::Unary;
+
+#if SPDLAB_CPU_AVX2
+// Whether this set's 512-bit kernels run (SPDLAB_CPU_ISA=avx512, the default on a CPU with AVX-512F:
+// kernels/cpu/cpu_kernels.cpp): the SGEMM's 6x32 tile and attention's 32-column small products.
+inline bool wide_kernels() {
+  static const bool wide = std::string(kernels::cpu_isa()) == "avx512";
+  return wide;
+}
+#endif
 
 #include "kernels/cpu/math.h"
 #include "kernels/cpu/elementwise.h"
