@@ -9,6 +9,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "kernels/threads.h"
 #include "nn/layers.h"
 #include "optim/reference.h"
 
@@ -274,6 +275,37 @@ TEST_CASE("eq, sigmoid and the method forms") {
   CHECK(a.sum().item() == 10);
   CHECK(a.mean().item() == 2.5);
   CHECK(norm(a).item() == doctest::Approx(std::sqrt(30.0)));
+}
+
+TEST_CASE("elementwise kernels share a long row among the threads: add, mul, where and copies equal a plain loop") {
+  // Rows fewer than the threads (a contiguous tensor is one row) are cut into spans of columns (kernels/cpu/
+  // iter.h); every element must still be its own operation, on 1 thread and on 2, whatever the cut.
+  const int threads = get_num_threads();
+  Generator gen(7);
+  const int64_t n = 70001;  // > 2 x 32768 elements a row, and no multiple of a span
+  const Tensor a = Tensor::randn({3, n}, gen), b = Tensor::randn({3, n}, gen), row = Tensor::randn({1, n}, gen),
+               col = Tensor::randn({3, 1}, gen), mask = Tensor::rand({3, n}, gen);
+  for (int t : {1, 2}) {
+    set_num_threads(t);
+    CAPTURE(t);
+    const Tensor sum_ab = add(a, b), prod_row = mul(a, row), sum_col = add(a, col),
+                 chosen = where(mask, a, b), twice = add(a.transpose(0, 1).contiguous(), a.transpose(0, 1)),
+                 as_f64 = a.to(DType::f64);
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < 3; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t k = i * n + j;
+        const float x = static_cast<float>(a.at(k)), y = static_cast<float>(b.at(k));
+        wrong += sum_ab.at(k) != static_cast<double>(x + y);
+        wrong += prod_row.at(k) != static_cast<double>(x * static_cast<float>(row.at(j)));
+        wrong += sum_col.at(k) != static_cast<double>(x + static_cast<float>(col.at(i)));
+        wrong += chosen.at(k) != (mask.at(k) != 0 ? a.at(k) : b.at(k));
+        wrong += twice.at(j * 3 + i) != static_cast<double>(x + x);
+        wrong += as_f64.at(k) != a.at(k);
+      }
+    CHECK(wrong == 0);
+  }
+  set_num_threads(threads);
 }
 
 }  // TEST_SUITE

@@ -69,14 +69,15 @@ void unary_bwd_t(Unary op, const T* x, const T* y, const T* dy, T* dx, int64_t n
 template <typename T, typename F>
 void binary_loop(const Iter& it, const T* a, const T* b, T* out, F f) {
   int64_t in = it.inner(), sa = it.strides[0][it.ndim - 1], sb = it.strides[1][it.ndim - 1];
-  it.for_each_row([&](int64_t r, const int64_t* off) {
-    const T* pa = a + off[0];
-    const T* pb = b + off[1];
-    T* po = out + r * in;
-    if (sa == 1 && sb == 1) for (int64_t i = 0; i < in; ++i) po[i] = f(pa[i], pb[i]);
-    else if (sa == 1 && sb == 0) { T vb = pb[0]; for (int64_t i = 0; i < in; ++i) po[i] = f(pa[i], vb); }
-    else if (sa == 0 && sb == 1) { T va = pa[0]; for (int64_t i = 0; i < in; ++i) po[i] = f(va, pb[i]); }
-    else for (int64_t i = 0; i < in; ++i) po[i] = f(pa[i * sa], pb[i * sb]);
+  it.for_each_span([&](int64_t r, const int64_t* off, int64_t j0, int64_t j1) {
+    const T* pa = a + off[0] + j0 * sa;
+    const T* pb = b + off[1] + j0 * sb;
+    T* po = out + r * in + j0;
+    const int64_t w = j1 - j0;
+    if (sa == 1 && sb == 1) for (int64_t i = 0; i < w; ++i) po[i] = f(pa[i], pb[i]);
+    else if (sa == 1 && sb == 0) { T vb = pb[0]; for (int64_t i = 0; i < w; ++i) po[i] = f(pa[i], vb); }
+    else if (sa == 0 && sb == 1) { T va = pa[0]; for (int64_t i = 0; i < w; ++i) po[i] = f(va, pb[i]); }
+    else for (int64_t i = 0; i < w; ++i) po[i] = f(pa[i * sa], pb[i * sb]);
   });
 }
 
@@ -99,9 +100,9 @@ template <typename C, typename T>
 void where_loop(const Iter& it, const C* c, const T* a, const T* b, T* out) {
   int64_t in = it.inner();
   int64_t sc = it.strides[0][it.ndim - 1], sa = it.strides[1][it.ndim - 1], sb = it.strides[2][it.ndim - 1];
-  it.for_each_row([&](int64_t r, const int64_t* off) {
+  it.for_each_span([&](int64_t r, const int64_t* off, int64_t j0, int64_t j1) {
     T* po = out + r * in;
-    for (int64_t i = 0; i < in; ++i) po[i] = c[off[0] + i * sc] != C(0) ? a[off[1] + i * sa] : b[off[2] + i * sb];
+    for (int64_t i = j0; i < j1; ++i) po[i] = c[off[0] + i * sc] != C(0) ? a[off[1] + i * sa] : b[off[2] + i * sb];
   });
 }
 

@@ -1,6 +1,6 @@
 // N-d iteration for the CPU's strided kernels (elementwise, where, copy): up to four operands' strides over
 // one shape, with adjacent dims merged wherever every operand is contiguous across them, so a contiguous
-// tensor of any rank is walked as one row.
+// tensor of any rank is walked as one row (cut into spans of columns to share it among the threads).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -69,17 +69,24 @@ struct Iter {
       for (int k = 0; k < nops; ++k) off[k] += i * strides[k][d];
     }
   }
-  // f(row, off) for every row, in parallel (sized by the total element count), with `off` holding each
-  // operand's element offset at the start of the row.
+  // f(row, off, j0, j1) over columns [j0, j1) of every row, in parallel (sized by the total element count), with
+  // `off` holding each operand's element offset at the start of the row. Rows too few to share among the threads
+  // (a contiguous tensor is a single row) are cut into spans of columns: each element is computed alone, so the
+  // cut changes no value. Whole rows ran a contiguous add of 6400 x 192 floats on one thread.
   template <typename F>
-  void for_each_row(F&& f) const {
-    int64_t n = rows(), in = inner();
-    int64_t grain = std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(in, 1));
-    parallel_for(n, grain, [&](int64_t r0, int64_t r1) {
+  void for_each_span(F&& f) const {
+    const int64_t n = rows(), in = inner();
+    int64_t spans = 1;
+    if (n < 4 * get_num_threads() && in >= 2 * kParallelGrain)
+      spans = std::min<int64_t>(in / kParallelGrain, 4 * get_num_threads());
+    const int64_t width = (in + spans - 1) / spans;  // columns per span, but the last
+    const int64_t grain = std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(width, 1));
+    parallel_for(n * spans, grain, [&](int64_t p0, int64_t p1) {
       int64_t off[4];
-      for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t r = p / spans, j0 = (p % spans) * width;
         row_offsets(r, off);
-        f(r, off);
+        f(r, off, j0, std::min(in, j0 + width));
       }
     });
   }

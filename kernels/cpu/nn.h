@@ -131,11 +131,11 @@ void layer_norm_bwd_t(const T* x, const T* w_in, const double* mean, const doubl
   const T* w = or_fill(w_in, ones, cols, T(1));
   const bool params = dw || db;
   const int64_t rb = row_block(cols), nblk = (rows + rb - 1) / rb;
-  std::vector<double> part(params ? nblk * 2 * cols : 0);
+  auto part = std::make_unique_for_overwrite<double[]>(params ? nblk * 2 * cols : 0);  // each block fills its own
   parallel_for(nblk, std::max<int64_t>(1, kParallelGrain / (rb * std::max<int64_t>(cols, 1))), [&](int64_t b0,
                                                                                                    int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) {
-      double* pw = params ? part.data() + blk * 2 * cols : nullptr;
+      double* pw = params ? part.get() + blk * 2 * cols : nullptr;
       double* pb = params ? pw + cols : nullptr;
       if (params) std::fill(pw, pw + 2 * cols, 0.0);
       for (int64_t r = blk * rb; r < std::min(rows, (blk + 1) * rb); ++r) {

@@ -34,11 +34,13 @@ void reduce_t(Reduce op, const T* x, T* y, int64_t outer, int64_t r, int64_t inn
   if (op == Reduce::sum) {
     // Column sums: fixed blocks of rows each sum into their own partials, added afterwards in block order.
     const int64_t rb = row_block(inner), nblk = (r + rb - 1) / rb;
-    std::vector<double> part(outer * nblk * inner);
+    // Each block fills its own partials before summing into them: left uninitialized here, since zeroing them
+    // all is a pass on one thread while the others wait.
+    auto part = std::make_unique_for_overwrite<double[]>(outer * nblk * inner);
     parallel_for(outer * nblk, std::max<int64_t>(1, kParallelGrain / (rb * inner)), [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         int64_t o = t / nblk, blk = t % nblk;
-        double* acc = part.data() + t * inner;
+        double* acc = part.get() + t * inner;
         std::fill(acc, acc + inner, 0.0);
         for (int64_t j = blk * rb; j < std::min(r, (blk + 1) * rb); ++j) {
           const T* px = x + (o * r + j) * inner;
