@@ -87,10 +87,11 @@ void Kernels::gemm_ex(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t 
   }
 }
 
-void Kernels::gemm_ex_group(DType dt, const GemmExCall* c, int64_t n) {
+void Kernels::gemm_ex_group(DType dt, const GemmExCall* c, int64_t n, const ColumnSums& sums) {
   for (int64_t i = 0; i < n; ++i)
     gemm_ex(dt, c[i].trans_a, c[i].trans_b, c[i].M, c[i].N, c[i].K, c[i].A, c[i].lda, c[i].B, c[i].ldb, c[i].C,
             c[i].ldc, c[i].ex);
+  if (sums.y) reduce(Reduce::sum, dt, sums.x, sums.y, 1, sums.rows, sums.cols, nullptr);
 }
 
 }  // namespace spdlab::kernels

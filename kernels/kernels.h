@@ -159,7 +159,15 @@ class Kernels {
     int64_t ldc;
     GemmEx ex;
   };
-  virtual void gemm_ex_group(DType dt, const GemmExCall* calls, int64_t n);
+  // With `sums` set, the group also writes the column sums of sums.x [rows, cols] to sums.y [cols] (a linear
+  // layer's bias gradient, beside its dx and dW), as reduce(sum) does, bit for bit: on the CPU, on whichever
+  // thread finishes its product first.
+  struct ColumnSums {
+    const void* x = nullptr;
+    void* y = nullptr;
+    int64_t rows = 0, cols = 0;
+  };
+  virtual void gemm_ex_group(DType dt, const GemmExCall* calls, int64_t n, const ColumnSums& sums);
   // y[rows, cols] = bias[cols] for every row
   virtual void fill_rows(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) = 0;
 

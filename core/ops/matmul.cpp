@@ -182,6 +182,7 @@ Grads ops_detail::linear_backward(const Tensor& dy_in, const Tensor& x, const Te
   Tensor dx, dw, db;
   if (nx) dx = Tensor::empty(x.shape(), dy.dtype(), dy.device());
   if (nw) dw = Tensor::empty({N, Kd}, dy.dtype(), dy.device());
+  if (nb) db = Tensor::empty({N}, dy.dtype(), dy.device());
   if (x_pro.kind == kernels::Kernels::Prologue::none && !dx_gelu_of.defined()) {
     // dx and dw are independent products of the same size (rows * N * Kd multiply-adds each).
     kernels::Kernels::Gemm g[2];
@@ -200,12 +201,12 @@ Grads ops_detail::linear_backward(const Tensor& dy_in, const Tensor& x, const Te
       g[n] = {true, false, N, Kd, rows, dy.raw_data(), N, x.raw_data(), Kd, dw.raw_data(), Kd, {}};
       g[n++].ex.b = x_pro;
     }
-    k.gemm_ex_group(dy.dtype(), g, n);
+    kernels::Kernels::ColumnSums sums;  // db, beside the products
+    if (nb) sums = {dy.raw_data(), db.raw_data(), rows, N};
+    k.gemm_ex_group(dy.dtype(), g, n, sums);
+    return {dx, dw, db};
   }
-  if (nb) {
-    db = Tensor::empty({N}, dy.dtype(), dy.device());
-    k.reduce(kernels::Reduce::sum, dy.dtype(), dy.raw_data(), db.raw_data(), 1, rows, N, nullptr);
-  }
+  if (nb) k.reduce(kernels::Reduce::sum, dy.dtype(), dy.raw_data(), db.raw_data(), 1, rows, N, nullptr);
   return {dx, dw, db};
 }
 

@@ -156,15 +156,23 @@ class CpuKernels final : public CpuKernelsShared {
   }
   // gemm_group is CpuKernelsShared's: it calls gemm() above, so the group's products run here as well.
   // Independent products, one per thread when there are enough (inside the parallel region sgemm stays on its
-  // thread): no barriers, and every product computes the same bits on any thread.
-  void gemm_ex_group(DType dt, const GemmExCall* c, int64_t n) override {
+  // thread): no barriers, and every product computes the same bits on any thread. The column sums come last,
+  // taken by the first thread to finish its product: a linear layer's dx and dW rarely take the same time, and
+  // the sums (reduce_t, in fixed blocks: the same bits on one thread) fill the gap.
+  void gemm_ex_group(DType dt, const GemmExCall* c, int64_t n, const ColumnSums& sums) override {
     for (int64_t i = 0; i < n; ++i)
       if (!own_sgemm(dt, c[i].trans_a, c[i].trans_b, c[i].M, c[i].N, c[i].K, 1.0, 0.0))
-        return Kernels::gemm_ex_group(dt, c, n);
-    run_products(n, [&](int64_t i) {
+        return Kernels::gemm_ex_group(dt, c, n, sums);
+    auto column_sums = [&] {
+      reduce_t<float>(Reduce::sum, cp<float>(sums.x), mp<float>(sums.y), 1, sums.rows, sums.cols, nullptr);
+    };
+    const bool beside = sums.y && n >= get_num_threads();  // else a product alone would run on one thread
+    run_products(n + (beside ? 1 : 0), [&](int64_t i) {
+      if (i == n) return column_sums();
       sgemm_impl(c[i].trans_a, c[i].trans_b, c[i].M, c[i].N, c[i].K, cp<float>(c[i].A), c[i].lda, cp<float>(c[i].B),
                  c[i].ldb, mp<float>(c[i].C), c[i].ldc, c[i].ex);
     });
+    if (sums.y && !beside) column_sums();
   }
 #endif
   void gemm_ex(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
