@@ -199,7 +199,7 @@ inline void small_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t 
 
 // dst [cols, rows] = src [rows, cols]^T, src rows ld apart: 8 x 8 blocks transposed in registers, the edges one
 // float at a time as the plain loop does. Float by float, every store of a row went to another cache line: 2.2%
-// of a vit-fmnist training step's samples, for the three k^T and v^T of each head.
+// of a vit-fmnist training step's samples, for k^T (forward and backward) and v^T (backward) of each head.
 inline void transpose_into(const float* src, int64_t ld, int64_t rows, int64_t cols, float* dst) {
   const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
   for (int64_t r = 0; r < r8; r += 8)

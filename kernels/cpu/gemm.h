@@ -381,9 +381,9 @@ void epilogue_tile(const GemmEx& ex, float* c, int64_t ldc, int64_t i0, int64_t 
 // profile, this epilogue and the driver it was inlined into took 5.3% of the samples at 256 bits, 3.6% at 512;
 // training ran 1.026x as fast (8 alternating rounds, faster in each).
 template <>
-__attribute__((target("avx512f"), noinline)) void epilogue_tile<Tile6x32>(const GemmEx& ex, float* c,
-                                                                                 int64_t ldc, int64_t i0,
-                                                                                 int64_t j0, int64_t m, int64_t n) {
+__attribute__((target("avx512f"), noinline)) void epilogue_tile<Tile6x32>(const GemmEx& ex, float* c, int64_t ldc,
+                                                                          int64_t i0, int64_t j0, int64_t m,
+                                                                          int64_t n) {
   epilogue_rows(ex, c, ldc, i0, j0, m, n);
 }
 

@@ -124,9 +124,9 @@ void layer_norm_fwd_t(const T* x, const T* w_in, const T* bias_in, T* y, double*
 
 // For float: each row's sums of g = dy w and of g h (h = (x - mean) rstd) in double, one column after another,
 // for rows [r0, r0 + R) at once, so that their 2R chains of additions overlap instead of each waiting on its
-// last add. An omp simd reduction does not vectorize across float-to-double (GCC 12 compiled it to this
-// column-order scalar loop, one row at a time, running at an add's latency: 2.9% of a vit-fmnist training
-// step's samples). Each row keeps the column order, so the bits are the one-row loop's (R = 1), as before.
+// last add. GCC 12 did not vectorize the omp simd reduction this replaces: it compiled it to this column-order
+// scalar loop, one row at a time, running at an add's latency (2.9% of a vit-fmnist training step's samples).
+// Each row keeps the column order, so the bits are the one-row loop's (R = 1), as before.
 template <int R, typename T>
 inline void layer_norm_bwd_row_sums(const T* x, const T* dy, const T* w, const double* mean, const double* rstd,
                                     int64_t r0, int64_t cols, double* sg, double* sgh) {
