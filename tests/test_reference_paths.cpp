@@ -284,7 +284,10 @@ TEST_CASE("elementwise kernels share a long row among the threads: add, mul, whe
   Generator gen(7);
   const int64_t n = 70001;  // > 2 x 32768 elements a row, and no multiple of a span
   const Tensor a = Tensor::randn({3, n}, gen), b = Tensor::randn({3, n}, gen), row = Tensor::randn({1, n}, gen),
-               col = Tensor::randn({3, 1}, gen), mask = Tensor::rand({3, n}, gen);
+               col = Tensor::randn({3, 1}, gen);
+  std::vector<float> pattern(3 * n);  // where() picks from both sides: every third element from a
+  for (int64_t k = 0; k < 3 * n; ++k) pattern[k] = k % 3 == 0 ? 1.0f : 0.0f;
+  const Tensor mask = Tensor::from_vector(pattern, {3, n});
   for (int t : {1, 2}) {
     set_num_threads(t);
     CAPTURE(t);

@@ -117,30 +117,16 @@ inline void prologue_row(const GemmPrologue& p, const float* X, int64_t ld, int6
 }
 
 // Six rows (src, stride ld), columns [0, kc), into kc groups of six at dst: 8 columns at a time by an 8x8
-// transpose in registers (two rows of zeros), each group stored as 8 floats that the next group overwrites, so
-// dst needs 2 floats of room past its end; the last kc % 8 columns one by one.
+// transpose in registers (attention.h's transpose_8x8, two rows of zeros), each group stored as 8 floats that the
+// next group overwrites, so dst needs 2 floats of room past its end; the last kc % 8 columns one by one.
 inline void pack_6_rows(const float* src, int64_t ld, int64_t kc, float* dst) {
   int64_t k = 0;
-  const __m256 z = _mm256_setzero_ps();
   for (; k + 8 <= kc; k += 8) {
-    const __m256 a0 = _mm256_loadu_ps(src + k), a1 = _mm256_loadu_ps(src + ld + k),
-                 a2 = _mm256_loadu_ps(src + 2 * ld + k), a3 = _mm256_loadu_ps(src + 3 * ld + k),
-                 a4 = _mm256_loadu_ps(src + 4 * ld + k), a5 = _mm256_loadu_ps(src + 5 * ld + k);
-    const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1), t2 = _mm256_unpacklo_ps(a2, a3),
-                 t3 = _mm256_unpackhi_ps(a2, a3), t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
-    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
-                 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
-                 u4 = _mm256_shuffle_ps(t4, z, 0x44), u5 = _mm256_shuffle_ps(t4, z, 0xEE),
-                 u6 = _mm256_shuffle_ps(t5, z, 0x44), u7 = _mm256_shuffle_ps(t5, z, 0xEE);
-    float* d = dst + k * 6;
-    _mm256_storeu_ps(d + 0, _mm256_permute2f128_ps(u0, u4, 0x20));  // column k: rows 0..5, then 2 zeros
-    _mm256_storeu_ps(d + 6, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(d + 12, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(d + 18, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(d + 30, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(d + 36, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(d + 42, _mm256_permute2f128_ps(u3, u7, 0x31));
+    __m256 v[8];
+    for (int r = 0; r < 6; ++r) v[r] = _mm256_loadu_ps(src + r * ld + k);
+    v[6] = v[7] = _mm256_setzero_ps();
+    transpose_8x8(v);
+    for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + (k + j) * 6, v[j]);  // column k + j: rows 0..5, 2 zeros
   }
   for (; k < kc; ++k)
     for (int64_t r = 0; r < 6; ++r) dst[k * 6 + r] = src[r * ld + k];
