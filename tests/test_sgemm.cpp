@@ -325,6 +325,95 @@ TEST_CASE("gemm_ex composed from the other kernels agrees with the fused SGEMM")
   }
 }
 
+TEST_CASE("a group's products and column sums equal each product alone, bit for bit, however the threads share them") {
+  // On two threads the SGEMM runs a group of two as sgemm_group: each thread owns a product and, once done,
+  // takes the column sums and then row blocks of the other. The products here differ 20-fold in size, so the
+  // first to finish takes part of the other's; the big one spans two phases of packed B (N = 1024, 7 K blocks).
+  kernels::Kernels& k = kernels::get(Device::cpu);
+  const int saved = get_num_threads();
+  struct P {
+    bool ta;
+    int64_t M, N, K;
+    bool gelu_grad, ln_b;
+  };
+  const std::vector<std::vector<P>> groups = {
+      {{true, 24, 1024, 1792, false, false}, {false, 90, 40, 50, true, false}},   // big first
+      {{false, 90, 40, 50, false, false}, {true, 30, 1024, 1792, false, true}},   // big second, a layer-norm B
+      {{false, 1200, 64, 96, true, false}, {true, 96, 64, 1200, false, true}},    // dx and dW of one layer
+  };
+  uint64_t seed = 900;
+  for (size_t gi = 0; gi < groups.size(); ++gi)
+    for (bool with_sums : {false, true})
+      for (int threads : {1, 2}) {
+        CAPTURE(gi);
+        CAPTURE(with_sums);
+        CAPTURE(threads);
+        const auto& g = groups[gi];
+        std::vector<std::vector<float>> A, B, aux, want, got;
+        std::vector<std::vector<double>> mean, rstd;
+        std::vector<kernels::Kernels::GemmExCall> calls;
+        for (const P& p : g) {
+          const int64_t sa = p.M * p.K, sb = p.K * p.N;
+          A.push_back(random_floats(sa, seed++));
+          B.push_back(random_floats(sb, seed++));
+          aux.push_back(random_floats(p.M * p.N, seed++));
+          mean.emplace_back();
+          rstd.emplace_back();
+          if (p.ln_b) row_stats(B.back(), p.K, p.N, p.N, mean.back(), rstd.back());
+        }
+        for (size_t i = 0; i < g.size(); ++i) {
+          const P& p = g[i];
+          kernels::Kernels::GemmExCall c{p.ta, false, p.M, p.N, p.K, A[i].data(), p.ta ? p.M : p.K, B[i].data(), p.N,
+                                          nullptr, p.N, {}};
+          if (p.gelu_grad) c.ex.gelu_grad = aux[i].data();
+          if (p.ln_b) {
+            c.ex.b.kind = Prologue::layer_norm;
+            c.ex.b.mean = mean[i].data();
+            c.ex.b.rstd = rstd[i].data();
+          }
+          calls.push_back(c);
+        }
+        const P& first = g[0];  // the column sums of the first product's A, as a linear layer's db of dy
+        std::vector<float> sums_want(first.ta ? first.M : first.K), sums_got(sums_want.size(), -1.0f);
+        const int64_t rows = first.ta ? first.K : first.M;
+        set_num_threads(threads);  // the baseline kernels' OpenBLAS rounds differently on 1 and 2 threads
+        for (size_t i = 0; i < g.size(); ++i) {  // each alone
+          want.emplace_back(g[i].M * g[i].N, -3.0f);
+          const auto& c = calls[i];
+          k.gemm_ex(DType::f32, c.trans_a, c.trans_b, c.M, c.N, c.K, c.A, c.lda, c.B, c.ldb, want.back().data(), c.ldc,
+                    c.ex);
+        }
+        k.reduce(kernels::Reduce::sum, DType::f32, A[0].data(), sums_want.data(), 1, rows,
+                 static_cast<int64_t>(sums_want.size()), nullptr);
+        for (size_t i = 0; i < g.size(); ++i) {
+          got.emplace_back(g[i].M * g[i].N, -5.0f);
+          calls[i].C = got.back().data();
+        }
+        kernels::Kernels::ColumnSums sums;
+        if (with_sums) sums = {A[0].data(), sums_got.data(), rows, static_cast<int64_t>(sums_want.size())};
+        k.gemm_ex_group(DType::f32, calls.data(), static_cast<int64_t>(calls.size()), sums);
+        for (size_t i = 0; i < g.size(); ++i)
+          CHECK(std::memcmp(got[i].data(), want[i].data(), want[i].size() * sizeof(float)) == 0);
+        if (with_sums) CHECK(std::memcmp(sums_got.data(), sums_want.data(), sums_want.size() * sizeof(float)) == 0);
+        // gemm_group, the same products without prologue or epilogue, the second accumulating into C
+        if (g[0].gelu_grad || g[0].ln_b || g[1].gelu_grad || g[1].ln_b) continue;
+        std::vector<kernels::Kernels::Gemm> plain;
+        for (size_t i = 0; i < g.size(); ++i) {
+          const auto& c = calls[i];
+          got[i] = want[i];
+          plain.push_back({c.trans_a, c.trans_b, c.M, c.N, c.K, 1.0, c.A, c.lda, c.B, c.ldb, i == 1 ? 1.0 : 0.0,
+                           got[i].data(), c.ldc});
+        }
+        k.gemm_group(DType::f32, plain.data(), static_cast<int64_t>(plain.size()));
+        CHECK(std::memcmp(got[0].data(), want[0].data(), want[0].size() * sizeof(float)) == 0);
+        std::vector<float> twice = want[1];  // want + want, computed as one product added to C
+        k.gemm(DType::f32, calls[1].trans_a, false, calls[1].M, calls[1].N, calls[1].K, 1.0, calls[1].A, calls[1].lda,
+               calls[1].B, calls[1].ldb, 1.0, twice.data(), calls[1].ldc);
+        CHECK(std::memcmp(got[1].data(), twice.data(), twice.size() * sizeof(float)) == 0);
+      }
+  set_num_threads(saved);
+}
+
 TEST_CASE("layer_norm_linear's product normalizes x in its packing exactly as layer_norm writes it") {
   // The fused op never writes layer_norm(x); its output must be that of the two ops it replaces, bit for bit, on
   // either CPU kernel set (the fused SGEMM on AVX2, gemm_ex composed on the baseline). So must every gradient

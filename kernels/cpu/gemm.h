@@ -373,108 +373,225 @@ __attribute__((target("avx512f"), noinline)) void epilogue_tile<Tile6x32>(const 
   epilogue_rows(ex, c, ldc, i0, j0, m, n);
 }
 
+// How one product is cut: row blocks x ranges of B's panels (tasks), K blocks packed a phase at a time; then the
+// two steps every schedule runs, packing one (K block, panel) pair of B and computing one task over a phase's K
+// blocks. `threads` is how many will share each phase, `min_blocks` the fewest row blocks wanted (a group's
+// products are cut finer, so that a thread done with its own product can take part of another's: sgemm_group).
+template <class Tile>
+struct Plan {
+  static constexpr int64_t NR = Tile::NR;
+  bool ta, tb;
+  int64_t M, N, K;
+  const float* A;
+  int64_t lda;
+  const float* B;
+  int64_t ldb;
+  float* C;
+  int64_t ldc;
+  GemmEx ex;  // with its statistics (with_statistics)
+  bool epi, in_place;
+  int64_t panels, npad, kblocks, mb, chunks, tasks, phase;
+
+  // M, N and K are nonzero here (sgemm_tiled handles empty products).
+  Plan(bool ta_, bool tb_, int64_t M_, int64_t N_, int64_t K_, const float* A_, int64_t lda_, const float* B_,
+       int64_t ldb_, float* C_, int64_t ldc_, const GemmEx& ex_, int threads, int64_t min_blocks = 1)
+      : ta(ta_), tb(tb_), M(M_), N(N_), K(K_), A(A_), lda(lda_), B(B_), ldb(ldb_), C(C_), ldc(ldc_), ex(ex_) {
+    epi = ex.bias || ex.gelu_grad || ex.residual;
+    panels = (N + NR - 1) / NR;
+    npad = panels * NR;
+    kblocks = (K + KC - 1) / KC;
+    const bool parallel = threads > 1;
+    // Row blocks of at most MC rows, equal to within one tile, so no thread is left with a short last block; with
+    // rows enough for two tiles per thread, as many blocks as a multiple of the threads, so each thread gets the
+    // same share of rows and B's panels need no splitting (a split packs A's block once per part).
+    int64_t mblocks = std::max((M + MC - 1) / MC, std::min(min_blocks, (M + 2 * MR - 1) / (2 * MR)));
+    const bool rows_suffice = parallel && M >= 2 * MR * threads;
+    if (rows_suffice) mblocks = (mblocks + threads - 1) / threads * threads;
+    mb = ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
+    mblocks = (M + mb - 1) / mb;
+    // Work items: a block of rows x a range of B's panels; enough of them to keep every thread busy.
+    chunks = !parallel || rows_suffice ? 1 : std::min<int64_t>(panels, (4 * threads + mblocks - 1) / mblocks);
+    tasks = mblocks * chunks;
+    // K blocks are packed a phase at a time (about 4 MB of B), so a deep product (a weight gradient over every
+    // token) waits at a barrier once per phase rather than once per block.
+    phase = std::max<int64_t>(1, std::min(kblocks, (int64_t(1) << 20) / (KC * npad)));
+    // A without a prologue is read where it lies (ARows) rather than packed, except a transposed A against many
+    // panels of B: read in place it costs a cache line per k for 6 of its floats, which packing pays once for
+    // every panel. One-thread runs of each product, alternating, packed -> in place: an input gradient
+    // (6400 x 192 x 576) 171 -> 185 GFLOP/s, a weight gradient at N = 192 (768 x 192 x 6400) 149 -> 161, but at
+    // N = 768 (192 x 768 x 6400) 155 -> 139; vit-fmnist training 287 -> 299 img/s (bench/README.md).
+    in_place = ex.a.kind == GemmPrologue::none && (!ta || N <= 384);
+  }
+  size_t b_floats() const { return static_cast<size_t>(phase) * KC * npad; }  // block kb at (kb % phase) KC npad
+  int64_t b_tasks(int64_t kb0) const { return (std::min(kblocks, kb0 + phase) - kb0) * panels; }
+
+  void pack_b(int64_t kb0, float* bp, int64_t t) const {  // one (block, panel) pair of the phase at kb0
+    const int64_t kb = kb0 + t / panels, jp = t % panels, k0 = kb * KC, kc = std::min(KC, K - k0), j0 = jp * NR;
+    pack<NR>(B, ldb, tb, ex.b, j0, std::min(NR, N - j0), k0, kc, bp + (kb - kb0) * KC * npad + jp * kc * NR);
+  }
+
+  // Task t of the phase at kb0: its rows of A packed (or read in place) and multiplied by the phase's packed B,
+  // K block by K block in order (the order every element's sum follows).
+  void task(int64_t kb0, const float* bp, int64_t t) const {
+    const int64_t kb1 = std::min(kblocks, kb0 + phase);
+    const int64_t ib = t / chunks, jc = t % chunks;
+    const int64_t i0 = ib * mb, mc = std::min(mb, M - i0);
+    const int64_t p0 = panels * jc / chunks, p1 = panels * (jc + 1) / chunks;
+    float* ap = tl_a.get(static_cast<size_t>(MC) * KC + 8);  // + room for pack_6_rows's last store
+    for (int64_t kb = kb0; kb < kb1; ++kb) {
+      const int64_t k0 = kb * KC, kc = std::min(KC, K - k0);
+      const bool add = kb > 0 || ex.accumulate, last = kb == kblocks - 1;
+      // Read in place, A's full panels need no copy; a last panel of fewer rows is packed (zero-padded).
+      const int64_t full = in_place ? mc / MR * MR : 0;
+      if (full < mc) pack<MR>(A, lda, !ta, ex.a, i0 + full, mc - full, k0, kc, ap);
+      for (int64_t jp = p0; jp < p1; ++jp) {
+        const float* bpanel = bp + (kb - kb0) * KC * npad + jp * kc * NR;
+        const int64_t j0 = jp * NR, n = std::min(NR, N - j0);
+        for (int64_t ip = 0; ip < mc; ip += MR) {
+          const int64_t m = std::min(MR, mc - ip);
+          float* c = C + (i0 + ip) * ldc + j0;
+          // What the tile's stores read besides A and B (C's partial sums, gelu'(h)'s h, the residual) lies
+          // outside L1, often in memory: asked for now, it arrives while the micro-kernel runs (vit-fmnist
+          // training 259 -> 312 img/s).
+          if (add) prefetch_tile(c, ldc, m, n);
+          if (last && (ex.gelu_grad || ex.residual))
+            prefetch_tile(static_cast<const float*>(ex.gelu_grad ? ex.gelu_grad : ex.residual) + (c - C), ldc, m, n);
+          // Rows [ip, ip + 6) in place or packed; bias and residual added as the tile is stored when it is
+          // whole and gelu' is not asked for (it multiplies before the residual adds: epilogue_tile).
+          const bool here = ip < full, fused = m == MR && n == NR && last && !ex.gelu_grad;
+          const float* a = !here ? ap + (ip - full) * kc : ta ? A + k0 * lda + i0 + ip : A + (i0 + ip) * lda + k0;
+          const ARows ar = !here ? ARows{} : ta ? ARows{1, lda} : ARows{lda, 1};
+          const float* bias = fused && ex.bias ? static_cast<const float*>(ex.bias) + j0 : nullptr;
+          const float* res = fused && ex.residual ? static_cast<const float*>(ex.residual) + (c - C) : nullptr;
+          if (m == MR && n == NR) {
+            if (here) Tile::template micro<true>(kc, a, bpanel, c, ldc, add, bias, res, ar);
+            else Tile::micro(kc, a, bpanel, c, ldc, add, bias, res);
+          } else if (here) {
+            micro_edge<Tile, true>(kc, a, bpanel, c, ldc, add, m, n, ar);
+          } else {
+            micro_edge<Tile>(kc, a, bpanel, c, ldc, add, m, n);
+          }
+          if (last && epi && !fused) epilogue_tile<Tile>(ex, C, ldc, i0 + ip, j0, m, n);
+        }
+      }
+    }
+  }
+};
+
+// C of an empty product (M, N or K zero): false when there is a product to compute.
+template <class Tile>
+bool sgemm_empty(int64_t M, int64_t N, int64_t K, float* C, int64_t ldc, const GemmEx& ex) {
+  if (M == 0 || N == 0) return true;
+  if (K != 0) return false;
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = ex.accumulate ? C[i * ldc + j] : 0.0f;
+  if (ex.bias || ex.gelu_grad || ex.residual) epilogue_tile<Tile>(ex, C, ldc, 0, 0, M, N);
+  return true;
+}
+
 template <class Tile>
 void sgemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                  int64_t ldb, float* C, int64_t ldc, const GemmEx& ex_in) {
-  constexpr int64_t NR = Tile::NR;
   const GemmEx ex = with_statistics(ex_in, ta, tb, M, N, K, A, lda, B, ldb);  // also for an empty C
-  if (M == 0 || N == 0) return;
-  const bool epi = ex.bias || ex.gelu_grad || ex.residual;
-  if (K == 0) {
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = ex.accumulate ? C[i * ldc + j] : 0.0f;
-    if (epi) epilogue_tile<Tile>(ex, C, ldc, 0, 0, M, N);
-    return;
-  }
-  const int64_t panels = (N + NR - 1) / NR, npad = panels * NR, kblocks = (K + KC - 1) / KC;
-  const int threads = omp_in_parallel() ? 1 : get_num_threads();
-  const bool parallel = threads > 1 && M * N * K >= (int64_t(1) << 20);
-  // Row blocks of at most MC rows, equal to within one tile, so no thread is left with a short last block; with
-  // rows enough for two tiles per thread, as many blocks as a multiple of the threads, so each thread gets the
-  // same share of rows and B's panels need no splitting (a split packs A's block once per part).
-  int64_t mblocks = (M + MC - 1) / MC;
-  const bool rows_suffice = parallel && M >= 2 * MR * threads;
-  if (rows_suffice) mblocks = (mblocks + threads - 1) / threads * threads;
-  const int64_t mb = ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
-  // Work items: a block of rows x a range of B's panels; enough of them to keep every thread busy.
-  const int64_t chunks =
-      !parallel || rows_suffice ? 1 : std::min<int64_t>(panels, (4 * threads + mblocks - 1) / mblocks);
-  const int64_t tasks = mblocks * chunks;
-  // K blocks are packed a phase at a time (about 4 MB of B), so a deep product (a weight gradient over every
-  // token) waits at a barrier once per phase rather than once per block.
-  const int64_t phase = std::max<int64_t>(1, std::min(kblocks, (int64_t(1) << 20) / (KC * npad)));
-  // A without a prologue is read where it lies (ARows) rather than packed, except a transposed A against many
-  // panels of B: read in place it costs a cache line per k for 6 of its floats, which packing pays once for
-  // every panel. One-thread runs of each product, alternating, packed -> in place: an input gradient
-  // (6400 x 192 x 576) 171 -> 185 GFLOP/s, a weight gradient at N = 192 (768 x 192 x 6400) 149 -> 161, but at
-  // N = 768 (192 x 768 x 6400) 155 -> 139; vit-fmnist training 287 -> 299 img/s (bench/README.md).
-  const bool in_place = ex.a.kind == GemmPrologue::none && (!ta || N <= 384);
-  float* bp = tl_b.get(static_cast<size_t>(phase) * KC * npad);  // block kb of a phase at (kb % phase) KC npad
-
-  // K blocks in order (the order every element's sum follows). In a phase, B's panels are packed, then the row
-  // blocks of A are packed and multiplied by them, both spread over the threads.
-  for (int64_t kb0 = 0; kb0 < kblocks; kb0 += phase) {
-    const int64_t kb1 = std::min(kblocks, kb0 + phase);
-    auto pack_b = [&](int64_t t) {  // one (block, panel) pair of the phase
-      const int64_t kb = kb0 + t / panels, jp = t % panels, k0 = kb * KC, kc = std::min(KC, K - k0), j0 = jp * NR;
-      pack<NR>(B, ldb, tb, ex.b, j0, std::min(NR, N - j0), k0, kc, bp + (kb - kb0) * KC * npad + jp * kc * NR);
-    };
-    auto task = [&](int64_t t) {
-      const int64_t ib = t / chunks, jc = t % chunks;
-      const int64_t i0 = ib * mb, mc = std::min(mb, M - i0);
-      const int64_t p0 = panels * jc / chunks, p1 = panels * (jc + 1) / chunks;
-      float* ap = tl_a.get(static_cast<size_t>(MC) * KC + 8);  // + room for pack_6_rows's last store
-      for (int64_t kb = kb0; kb < kb1; ++kb) {
-        const int64_t k0 = kb * KC, kc = std::min(KC, K - k0);
-        const bool add = kb > 0 || ex.accumulate, last = kb == kblocks - 1;
-        // Read in place, A's full panels need no copy; a last panel of fewer rows is packed (zero-padded).
-        const int64_t full = in_place ? mc / MR * MR : 0;
-        if (full < mc) pack<MR>(A, lda, !ta, ex.a, i0 + full, mc - full, k0, kc, ap);
-        for (int64_t jp = p0; jp < p1; ++jp) {
-          const float* bpanel = bp + (kb - kb0) * KC * npad + jp * kc * NR;
-          const int64_t j0 = jp * NR, n = std::min(NR, N - j0);
-          for (int64_t ip = 0; ip < mc; ip += MR) {
-            const int64_t m = std::min(MR, mc - ip);
-            float* c = C + (i0 + ip) * ldc + j0;
-            // What the tile's stores read besides A and B (C's partial sums, gelu'(h)'s h, the residual) lies
-            // outside L1, often in memory: asked for now, it arrives while the micro-kernel runs (vit-fmnist
-            // training 259 -> 312 img/s).
-            if (add) prefetch_tile(c, ldc, m, n);
-            if (last && (ex.gelu_grad || ex.residual))
-              prefetch_tile(static_cast<const float*>(ex.gelu_grad ? ex.gelu_grad : ex.residual) + (c - C), ldc, m,
-                            n);
-            // Rows [ip, ip + 6) in place or packed; bias and residual added as the tile is stored when it is
-            // whole and gelu' is not asked for (it multiplies before the residual adds: epilogue_tile).
-            const bool here = ip < full, fused = m == MR && n == NR && last && !ex.gelu_grad;
-            const float* a = !here ? ap + (ip - full) * kc : ta ? A + k0 * lda + i0 + ip : A + (i0 + ip) * lda + k0;
-            const ARows ar = !here ? ARows{} : ta ? ARows{1, lda} : ARows{lda, 1};
-            const float* bias = fused && ex.bias ? static_cast<const float*>(ex.bias) + j0 : nullptr;
-            const float* res = fused && ex.residual ? static_cast<const float*>(ex.residual) + (c - C) : nullptr;
-            if (m == MR && n == NR) {
-              if (here) Tile::template micro<true>(kc, a, bpanel, c, ldc, add, bias, res, ar);
-              else Tile::micro(kc, a, bpanel, c, ldc, add, bias, res);
-            } else if (here) {
-              micro_edge<Tile, true>(kc, a, bpanel, c, ldc, add, m, n, ar);
-            } else {
-              micro_edge<Tile>(kc, a, bpanel, c, ldc, add, m, n);
-            }
-            if (last && epi && !fused) epilogue_tile<Tile>(ex, C, ldc, i0 + ip, j0, m, n);
-          }
-        }
-      }
-    };
-    const int64_t btasks = (kb1 - kb0) * panels;
-    if (parallel) {
+  if (sgemm_empty<Tile>(M, N, K, C, ldc, ex)) return;
+  const int omp_threads = omp_in_parallel() ? 1 : get_num_threads();
+  const int threads = omp_threads > 1 && M * N * K >= (int64_t(1) << 20) ? omp_threads : 1;
+  const Plan<Tile> p(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex, threads);
+  float* bp = tl_b.get(p.b_floats());
+  // In a phase, B's panels are packed, then the row blocks of A are packed and multiplied by them, both spread
+  // over the threads.
+  for (int64_t kb0 = 0; kb0 < p.kblocks; kb0 += p.phase) {
+    const int64_t btasks = p.b_tasks(kb0);
+    if (threads > 1) {
 #pragma omp parallel num_threads(threads)
       {
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < btasks; ++t) pack_b(t);
+        for (int64_t t = 0; t < btasks; ++t) p.pack_b(kb0, bp, t);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < tasks; ++t) task(t);
+        for (int64_t t = 0; t < p.tasks; ++t) p.task(kb0, bp, t);
       }
     } else {
-      for (int64_t t = 0; t < btasks; ++t) pack_b(t);
-      for (int64_t t = 0; t < tasks; ++t) task(t);
+      for (int64_t t = 0; t < btasks; ++t) p.pack_b(kb0, bp, t);
+      for (int64_t t = 0; t < p.tasks; ++t) p.task(kb0, bp, t);
+    }
+  }
+}
+
+// Independent products, one per thread (n == the thread count), each computed as sgemm_tiled computes it on one
+// thread, and so with its bits. A thread done with its own product takes `sums` (once, when has_sums), then
+// tasks of the products still running: each owner packs a phase of its B into its own buffer, publishes it,
+// claims the phase's tasks one at a time with the helpers, and waits for every claimed task before packing the
+// next phase over it. A task writes its own rows of C only, in the same K order, so who runs it changes no bit.
+// Each product is cut into at least 4 row blocks, so the helper's share can be small (group_bench's four groups:
+// 61.0, 61.1 and 61.8 ms with at least 2, 4 and 8 blocks, 61.5 with sgemm_tiled's own; a block re-reads the
+// phase's packed B, 4 MB in a deep product, so many more blocks cost). With whole products per thread, the first thread
+// to finish waited for the other: libgomp took 4.4% of a vit-fmnist training step's samples, now 1.5% (plus
+// 0.5% waiting here); bench/README.md has the times.
+template <class Tile, class Sums>
+void sgemm_group(const kernels::Kernels::GemmExCall* c, int64_t n, bool has_sums, const Sums& sums) {
+  struct alignas(64) Slot {
+    std::atomic<uint64_t> state{0};  // (phase + 1) << 32 | next task; 0 before the first phase, kFinished after
+    std::atomic<int64_t> done{0};    // tasks of the current phase finished
+    const float* bp = nullptr;       // the owner's packed B, set before the first phase is published
+  };
+  constexpr uint64_t kFinished = ~uint64_t(0), kTaskMask = 0xffffffffu;
+  std::vector<Plan<Tile>> plans;
+  plans.reserve(n);
+  for (int64_t i = 0; i < n; ++i)
+    plans.emplace_back(c[i].trans_a, c[i].trans_b, c[i].M, c[i].N, c[i].K, static_cast<const float*>(c[i].A),
+                       c[i].lda, static_cast<const float*>(c[i].B), c[i].ldb, static_cast<float*>(c[i].C), c[i].ldc,
+                       c[i].ex, 1, /*min_blocks=*/4);
+  std::unique_ptr<Slot[]> slots(new Slot[n]);
+  std::atomic<bool> sums_taken{!has_sums};
+
+  auto own = [&](int64_t i) {
+    const Plan<Tile>& p = plans[i];
+    Slot& s = slots[i];
+    float* bp = tl_b.get(p.b_floats());
+    s.bp = bp;
+    for (int64_t kb0 = 0, ph = 1; kb0 < p.kblocks; kb0 += p.phase, ++ph) {
+      for (int64_t t = 0, bt = p.b_tasks(kb0); t < bt; ++t) p.pack_b(kb0, bp, t);
+      s.done.store(0, std::memory_order_relaxed);  // no task of the last phase is left to count
+      s.state.store(uint64_t(ph) << 32, std::memory_order_release);
+      for (;;) {
+        const int64_t t = static_cast<int64_t>(s.state.fetch_add(1, std::memory_order_acq_rel) & kTaskMask);
+        if (t >= p.tasks) break;
+        p.task(kb0, bp, t);
+        s.done.fetch_add(1, std::memory_order_release);
+      }
+      while (s.done.load(std::memory_order_acquire) < p.tasks) _mm_pause();  // a helper's last task
+    }
+    s.state.store(kFinished, std::memory_order_release);
+  };
+  // One task of product j's current phase, if one is free; false otherwise.
+  auto help = [&](int64_t j) {
+    const Plan<Tile>& p = plans[j];
+    Slot& s = slots[j];
+    uint64_t v = s.state.load(std::memory_order_acquire);
+    do {
+      if (v == kFinished || (v >> 32) == 0 || static_cast<int64_t>(v & kTaskMask) >= p.tasks) return false;
+    } while (!s.state.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire));
+    p.task(static_cast<int64_t>((v >> 32) - 1) * p.phase, s.bp, static_cast<int64_t>(v & kTaskMask));
+    s.done.fetch_add(1, std::memory_order_release);
+    return true;
+  };
+
+#pragma omp parallel num_threads(static_cast<int>(n))
+  {
+    const int64_t i = omp_get_thread_num();
+    // Every product has an owner even if OpenMP gave fewer threads than asked: a helper waits for owners.
+    for (int64_t j = i; j < n; j += omp_get_num_threads()) own(j);
+    if (!sums_taken.exchange(true)) sums();
+    for (bool running = true; running;) {
+      running = false;
+      bool ran = false;
+      for (int64_t d = 1; d < n; ++d) {
+        const int64_t j = (i + d) % n;
+        if (slots[j].state.load(std::memory_order_acquire) == kFinished) continue;
+        running = true;
+        ran = help(j) || ran;
+      }
+      if (running && !ran) _mm_pause();  // the owner is packing its next phase
     }
   }
 }
@@ -487,5 +604,17 @@ void sgemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* 
   if (wide_kernels())
     return sgemm_detail::sgemm_tiled<sgemm_detail::Tile6x32>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex);
   sgemm_detail::sgemm_tiled<sgemm_detail::Tile6x16>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex);
+}
+// n products on n threads (sgemm_group), or false when that does not apply: fewer threads than products, or a
+// product that is empty or computes layer-norm statistics (sgemm_tiled handles those). sums() runs once when
+// has_sums.
+template <class Sums>
+bool sgemm_group_impl(const kernels::Kernels::GemmExCall* c, int64_t n, bool has_sums, const Sums& sums) {
+  if (n < 2 || n != get_num_threads() || omp_in_parallel()) return false;
+  for (int64_t i = 0; i < n; ++i)
+    if (c[i].M == 0 || c[i].N == 0 || c[i].K == 0 || c[i].ex.a.mean_out || c[i].ex.b.mean_out) return false;
+  if (wide_kernels()) sgemm_detail::sgemm_group<sgemm_detail::Tile6x32>(c, n, has_sums, sums);
+  else sgemm_detail::sgemm_group<sgemm_detail::Tile6x16>(c, n, has_sums, sums);
+  return true;
 }
 #endif  // SPDLAB_CPU_AVX2

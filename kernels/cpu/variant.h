@@ -154,11 +154,11 @@ class CpuKernels final : public CpuKernelsShared {
     ex.accumulate = beta == 1.0;
     sgemm_impl(ta, tb, M, N, K, cp<float>(A), lda, cp<float>(B), ldb, mp<float>(C), ldc, ex);
   }
-  // gemm_group is CpuKernelsShared's: it calls gemm() above, so the group's products run here as well.
-  // Independent products, one per thread when there are enough (inside the parallel region sgemm stays on its
-  // thread): no barriers, and every product computes the same bits on any thread. The column sums come last,
-  // taken by the first thread to finish its product: a linear layer's dx and dW rarely take the same time, and
-  // the sums (reduce_t, in fixed blocks: the same bits on one thread) fill the gap.
+  // Independent products, one per thread: with as many products as threads, sgemm_group, where a thread done
+  // with its own product takes the column sums, then tasks of the others; else one product per thread when
+  // there are enough (inside the parallel region sgemm stays on its thread), the column sums taken by the first
+  // thread to finish. Either way every product computes the same bits on any thread, and the sums (reduce_t, in
+  // fixed blocks) too.
   void gemm_ex_group(DType dt, const GemmExCall* c, int64_t n, const ColumnSums& sums) override {
     for (int64_t i = 0; i < n; ++i)
       if (!own_sgemm(dt, c[i].trans_a, c[i].trans_b, c[i].M, c[i].N, c[i].K, 1.0, 0.0))
@@ -166,6 +166,7 @@ class CpuKernels final : public CpuKernelsShared {
     auto column_sums = [&] {
       reduce_t<float>(Reduce::sum, cp<float>(sums.x), mp<float>(sums.y), 1, sums.rows, sums.cols, nullptr);
     };
+    if (sgemm_group_impl(c, n, sums.y != nullptr, column_sums)) return;
     const bool beside = sums.y && n >= get_num_threads();  // else a product alone would run on one thread
     run_products(n + (beside ? 1 : 0), [&](int64_t i) {
       if (i == n) return column_sums();
@@ -173,6 +174,21 @@ class CpuKernels final : public CpuKernelsShared {
                  c[i].ldb, mp<float>(c[i].C), c[i].ldc, c[i].ex);
     });
     if (sums.y && !beside) column_sums();
+  }
+  // gemm's products in a group as gemm_ex_group's (sgemm_group) where the SGEMM takes them all; else
+  // CpuKernelsShared's, which calls gemm() above, so the group's products run here as well. (A plain array: a
+  // std::vector of a type from outside this namespace would be instantiated here with this file's target.)
+  void gemm_group(DType dt, const Gemm* g, int64_t n) override {
+    GemmExCall c[8];
+    if (n > 8) return CpuKernelsShared::gemm_group(dt, g, n);
+    for (int64_t i = 0; i < n; ++i) {
+      if (!own_sgemm(dt, g[i].trans_a, g[i].trans_b, g[i].M, g[i].N, g[i].K, g[i].alpha, g[i].beta))
+        return CpuKernelsShared::gemm_group(dt, g, n);
+      c[i] = {g[i].trans_a, g[i].trans_b, g[i].M, g[i].N, g[i].K, g[i].A, g[i].lda, g[i].B, g[i].ldb, g[i].C,
+              g[i].ldc, {}};
+      c[i].ex.accumulate = g[i].beta == 1.0;
+    }
+    if (!sgemm_group_impl(c, n, false, [] {})) CpuKernelsShared::gemm_group(dt, g, n);
   }
 #endif
   void gemm_ex(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
