@@ -161,7 +161,7 @@ class Kernels {
   };
   // With `sums` set, the group also writes the column sums of sums.x [rows, cols] to sums.y [cols] (a linear
   // layer's bias gradient, beside its dx and dW), as reduce(sum) does, bit for bit: on the CPU, on whichever
-  // thread finishes its product first.
+  // thread finishes its product first, which then helps with the others (sgemm_group, kernels/cpu/gemm.h).
   struct ColumnSums {
     const void* x = nullptr;
     void* y = nullptr;
