@@ -392,10 +392,10 @@ struct Plan {
   bool epi, in_place;
   int64_t panels, npad, kblocks, mb, chunks, tasks, phase;
 
-  // M, N and K are nonzero here (sgemm_tiled handles empty products).
-  Plan(bool ta_, bool tb_, int64_t M_, int64_t N_, int64_t K_, const float* A_, int64_t lda_, const float* B_,
-       int64_t ldb_, float* C_, int64_t ldc_, const GemmEx& ex_, int threads, int64_t min_blocks = 1)
-      : ta(ta_), tb(tb_), M(M_), N(N_), K(K_), A(A_), lda(lda_), B(B_), ldb(ldb_), C(C_), ldc(ldc_), ex(ex_) {
+  // c's M, N and K are nonzero here (sgemm_tiled handles empty products).
+  Plan(const kernels::Kernels::GemmExCall& c, int threads, int64_t min_blocks = 1)
+      : ta(c.trans_a), tb(c.trans_b), M(c.M), N(c.N), K(c.K), A(static_cast<const float*>(c.A)), lda(c.lda),
+        B(static_cast<const float*>(c.B)), ldb(c.ldb), C(static_cast<float*>(c.C)), ldc(c.ldc), ex(c.ex) {
     epi = ex.bias || ex.gelu_grad || ex.residual;
     panels = (N + NR - 1) / NR;
     npad = panels * NR;
@@ -496,7 +496,7 @@ void sgemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
   if (sgemm_empty<Tile>(M, N, K, C, ldc, ex)) return;
   const int omp_threads = omp_in_parallel() ? 1 : get_num_threads();
   const int threads = omp_threads > 1 && M * N * K >= (int64_t(1) << 20) ? omp_threads : 1;
-  const Plan<Tile> p(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex, threads);
+  const Plan<Tile> p({ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex}, threads);
   float* bp = tl_b.get(p.b_floats());
   // In a phase, B's panels are packed, then the row blocks of A are packed and multiplied by them, both spread
   // over the threads.
@@ -537,10 +537,7 @@ void sgemm_group(const kernels::Kernels::GemmExCall* c, int64_t n, bool has_sums
   constexpr uint64_t kFinished = ~uint64_t(0), kTaskMask = 0xffffffffu;
   std::vector<Plan<Tile>> plans;
   plans.reserve(n);
-  for (int64_t i = 0; i < n; ++i)
-    plans.emplace_back(c[i].trans_a, c[i].trans_b, c[i].M, c[i].N, c[i].K, static_cast<const float*>(c[i].A),
-                       c[i].lda, static_cast<const float*>(c[i].B), c[i].ldb, static_cast<float*>(c[i].C), c[i].ldc,
-                       c[i].ex, 1, /*min_blocks=*/4);
+  for (int64_t i = 0; i < n; ++i) plans.emplace_back(c[i], 1, /*min_blocks=*/4);
   std::unique_ptr<Slot[]> slots(new Slot[n]);
   std::atomic<bool> sums_taken{!has_sums};
 
