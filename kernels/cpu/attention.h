@@ -44,6 +44,21 @@ struct BlasProducts {
   }
 };
 
+// Asks for the n rows (d elements each) of head bh of an operand addressed by strides s (b, h, row) to be
+// brought into L2, to be read (kWrite false) or written. A head's rows are a few hundred bytes each, thousands of
+// bytes apart (q, k and v of one token lie in one row of the fused qkv), and the hardware's prefetchers do not
+// run ahead of that: the heads' loop asks for the next head's operands while it computes this one's.
+template <bool kWrite, typename T>
+inline void prefetch_head(const T* X, const int64_t* s, int64_t bh, int64_t H, int64_t n, int64_t d) {
+  const char* head = reinterpret_cast<const char*>(X + bh / H * s[0] + bh % H * s[1]);
+  const int64_t bytes = d * static_cast<int64_t>(sizeof(T));
+  for (int64_t r = 0; r < n; ++r) {
+    const char* row = head + r * s[2] * static_cast<int64_t>(sizeof(T));
+    for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(row + o, kWrite ? 1 : 0, 2);
+    __builtin_prefetch(row + bytes - 1, kWrite ? 1 : 0, 2);  // the last line, when the row starts mid-line
+  }
+}
+
 // out = softmax(scale q k^T) v for every head. The probabilities live only in a per-thread buffer; what is kept
 // for backward is two numbers per query row, S [B, H, N, 2] (max and 1 / sum), from which backward recomputes
 // them: a 197-token vit_tiny head would otherwise keep 155 KB, 7.4 MB per block at batch 16.
@@ -53,6 +68,12 @@ void attention_heads_fwd(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, 
                          double scale) {
   Products::for_heads(B * H, N * M * D, [&](int64_t bh) {
     const int64_t b = bh / H, h = bh % H;
+    if (bh + 1 < B * H) {  // the next head's operands, while this one's are computed
+      prefetch_head<false>(Q, qs, bh + 1, H, N, D);
+      prefetch_head<false>(K, ks, bh + 1, H, M, D);
+      prefetch_head<false>(V, vs, bh + 1, H, M, D);
+      prefetch_head<true>(O, os, bh + 1, H, N, D);
+    }
     T* p = head_scratch<T>(2, N * M);
     Products::abt(N, M, D, Q + b * qs[0] + h * qs[1], qs[2], K + b * ks[0] + h * ks[1], ks[2], p, M);  // q k^T
     softmax_fwd_t<T>(p, p, N, M, scale, false, S + bh * N * 2);
@@ -73,6 +94,15 @@ void attention_heads_bwd(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, 
     const T* k = K + b * ks[0] + h * ks[1];
     const T* v = V + b * vs[0] + h * vs[1];
     const T* dout = dO + b * ds[0] + h * ds[1];
+    if (bh + 1 < B * H) {  // the next head's operands, while this one's are computed
+      prefetch_head<false>(Q, qs, bh + 1, H, N, D);
+      prefetch_head<false>(K, ks, bh + 1, H, M, D);
+      prefetch_head<false>(V, vs, bh + 1, H, M, D);
+      prefetch_head<false>(dO, ds, bh + 1, H, N, D);
+      prefetch_head<true>(dQ, dqs, bh + 1, H, N, D);
+      prefetch_head<true>(dK, dks, bh + 1, H, M, D);
+      prefetch_head<true>(dV, dvs, bh + 1, H, M, D);
+    }
     T* p = head_scratch<T>(2, N * M);
     Products::abt(N, M, D, q, qs[2], k, ks[2], p, M);  // as in forward, so p is forward's, bit for bit
     softmax_rows_replay<T>(p, N, M, scale, S + bh * N * 2);
