@@ -73,10 +73,10 @@ int main(int argc, char** argv) {
         ms.push_back(bench::now_ms() - t0);
       }
       const bench::Timing t = bench::summarize(ms);
-      std::printf("spdlab attention %s %s B=%lld T=%lld H=%lld D=%lld median_ms=%.3f min_ms=%.3f gflops=%.1f threads=%d\n",
-                  s.name, p.name, static_cast<long long>(s.B), static_cast<long long>(s.T),
-                  static_cast<long long>(s.H), static_cast<long long>(s.D), t.median, t.min,
-                  p.products * product / (t.median / 1e3), get_num_threads());
+      std::printf(
+          "spdlab attention %s %s B=%lld T=%lld H=%lld D=%lld median_ms=%.3f min_ms=%.3f gflops=%.1f threads=%d\n",
+          s.name, p.name, static_cast<long long>(s.B), static_cast<long long>(s.T), static_cast<long long>(s.H),
+          static_cast<long long>(s.D), t.median, t.min, p.products * product / (t.median / 1e3), get_num_threads());
     }
   }
 }
