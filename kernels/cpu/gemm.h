@@ -100,8 +100,8 @@ struct Buffer {
 thread_local Buffer tl_a, tl_b;
 
 // Row r, columns [c0, c0 + n) of the stored X, after the prologue, into dst[0, n).
-inline void prologue_row(const GemmPrologue& p, const float* X, int64_t ld, int64_t r, int64_t c0, int64_t n,
-                         float* dst) {
+__attribute__((always_inline)) inline void prologue_row(const GemmPrologue& p, const float* X, int64_t ld, int64_t r,
+                                                        int64_t c0, int64_t n, float* dst) {
   const float* x = X + r * ld + c0;
   switch (p.kind) {
     case GemmPrologue::none: std::memcpy(dst, x, n * sizeof(float)); break;
@@ -136,8 +136,9 @@ inline void pack_6_rows(const float* src, int64_t ld, int64_t kc, float* dst) {
 // kc groups of W values (zero past the last row). "Rows" here are A's rows or B's columns: the same code packs
 // both, with `trans` saying whether those rows lie along the stored rows.
 template <int64_t W>
-void pack(const float* X, int64_t ld, bool rows_are_stored_rows, const GemmPrologue& pro, int64_t i0, int64_t mc,
-          int64_t k0, int64_t kc, float* dst) {
+__attribute__((always_inline)) inline void pack_body(const float* X, int64_t ld, bool rows_are_stored_rows,
+                                                     const GemmPrologue& pro, int64_t i0, int64_t mc, int64_t k0,
+                                                     int64_t kc, float* dst) {
   float tmp[KC];
   int64_t ip0 = 0;  // where the panel-by-panel loop below starts
   if (!rows_are_stored_rows && pro.kind == GemmPrologue::none && mc >= 2 * W) {
@@ -186,6 +187,23 @@ void pack(const float* X, int64_t ld, bool rows_are_stored_rows, const GemmProlo
   }
 }
 
+// The same loops for Tile6x32 (kWide), compiled for AVX-512 so that they vectorize 512 bits wide, as its
+// epilogue's do (epilogue_tile); each element gets the same operations either way, so the bits do not change.
+// Most of the work is a prologue's: GELU's erf in fc2's A panels (forward) and B panels (its weight gradient),
+// layer norm in those of qkv and fc1.
+template <int64_t W>
+__attribute__((target("avx512f"), noinline)) void pack_wide(const float* X, int64_t ld, bool rows_are_stored_rows,
+                                                           const GemmPrologue& pro, int64_t i0, int64_t mc,
+                                                           int64_t k0, int64_t kc, float* dst) {
+  pack_body<W>(X, ld, rows_are_stored_rows, pro, i0, mc, k0, kc, dst);
+}
+template <int64_t W, bool kWide>
+void pack(const float* X, int64_t ld, bool rows_are_stored_rows, const GemmPrologue& pro, int64_t i0, int64_t mc,
+          int64_t k0, int64_t kc, float* dst) {
+  if constexpr (kWide) pack_wide<W>(X, ld, rows_are_stored_rows, pro, i0, mc, k0, kc, dst);
+  else pack_body<W>(X, ld, rows_are_stored_rows, pro, i0, mc, k0, kc, dst);
+}
+
 // Where the micro-kernel reads A: element (row r, k) of its 6-row panel at a[r rs + k ks]. A packed panel is
 // rs = 1, ks = 6; an operand read in place (no prologue) is its stored layout: rs = lda, ks = 1 for A, or
 // rs = 1, ks = lda for a transposed A (a weight gradient's dy^T). The values and their order are the same either
@@ -201,6 +219,7 @@ struct ARows {
 // whose two FMA units are 512 bits wide (Zen 5, Xeons with two).
 struct Tile6x16 {
   static constexpr int64_t NR = 16;
+  static constexpr bool kWide = false;  // pack's loops at 256 bits
   template <bool kInPlace = false>
   static void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add,
                     const float* bias = nullptr, const float* res = nullptr, ARows ar = {}) {
@@ -261,6 +280,7 @@ struct Tile6x16 {
 // the two agree bit for bit; on a CPU with two 512-bit FMA units it does twice the work a cycle.
 struct Tile6x32 {
   static constexpr int64_t NR = 32;
+  static constexpr bool kWide = true;  // pack's loops at 512 bits (pack_wide)
   template <bool kInPlace = false>
   __attribute__((target("avx512f"), noinline)) static void micro(int64_t kc, const float* a, const float* b,
                                                                   float* c, int64_t ldc, bool add,
@@ -427,7 +447,8 @@ struct Plan {
 
   void pack_b(int64_t kb0, float* bp, int64_t t) const {  // one (block, panel) pair of the phase at kb0
     const int64_t kb = kb0 + t / panels, jp = t % panels, k0 = kb * KC, kc = std::min(KC, K - k0), j0 = jp * NR;
-    pack<NR>(B, ldb, tb, ex.b, j0, std::min(NR, N - j0), k0, kc, bp + (kb - kb0) * KC * npad + jp * kc * NR);
+    pack<NR, Tile::kWide>(B, ldb, tb, ex.b, j0, std::min(NR, N - j0), k0, kc,
+                          bp + (kb - kb0) * KC * npad + jp * kc * NR);
   }
 
   // Task t of the phase at kb0: its rows of A packed (or read in place) and multiplied by the phase's packed B,
@@ -443,7 +464,7 @@ struct Plan {
       const bool add = kb > 0 || ex.accumulate, last = kb == kblocks - 1;
       // Read in place, A's full panels need no copy; a last panel of fewer rows is packed (zero-padded).
       const int64_t full = in_place ? mc / MR * MR : 0;
-      if (full < mc) pack<MR>(A, lda, !ta, ex.a, i0 + full, mc - full, k0, kc, ap);
+      if (full < mc) pack<MR, Tile::kWide>(A, lda, !ta, ex.a, i0 + full, mc - full, k0, kc, ap);
       for (int64_t jp = p0; jp < p1; ++jp) {
         const float* bpanel = bp + (kb - kb0) * KC * npad + jp * kc * NR;
         const int64_t j0 = jp * NR, n = std::min(NR, N - j0);
