@@ -7,10 +7,7 @@
 // Not part of run.sh: for changes to the attention kernels, built against both libraries and run alternately.
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <functional>
-#include <vector>
 
 #include "bench/bench_common.h"
 #include "core/tensor.h"
@@ -20,19 +17,8 @@
 using namespace spdlab;
 
 int main(int argc, char** argv) {
-  int iters = 30;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc) {
-      iters = std::atoi(argv[++i]);
-    } else {
-      std::fprintf(stderr, "usage: attention_bench [--iters N]\n");
-      return 2;
-    }
-  }
-  if (iters < 1) {
-    std::fprintf(stderr, "attention_bench: --iters must be at least 1\n");
-    return 2;
-  }
+  const int iters = bench::iters_flag(argc, argv, "attention_bench", 30);
+  if (iters < 1) return 2;
   kernels::Kernels& k = kernels::get(Device::cpu);
   struct Shape {
     const char* name;
@@ -65,14 +51,7 @@ int main(int argc, char** argv) {
     };
     const Pass passes[] = {{"fwd", fwd, 2}, {"bwd", bwd, 5}};
     for (const Pass& p : passes) {
-      for (int i = 0; i < 3; ++i) p.run();  // warm-up: scratch buffers, page faults
-      std::vector<double> ms;
-      for (int i = 0; i < iters; ++i) {
-        const double t0 = bench::now_ms();
-        p.run();
-        ms.push_back(bench::now_ms() - t0);
-      }
-      const bench::Timing t = bench::summarize(ms);
+      const bench::Timing t = bench::time_runs(p.run, iters);
       std::printf(
           "spdlab attention %s %s B=%lld T=%lld H=%lld D=%lld median_ms=%.3f min_ms=%.3f gflops=%.1f threads=%d\n",
           s.name, p.name, static_cast<long long>(s.B), static_cast<long long>(s.T), static_cast<long long>(s.H),

@@ -3,8 +3,6 @@
 // transposed copy. These are bound by memory; what matters is that both threads share them.
 //   elementwise_bench [--iters N]      prints one line per kernel: median and min microseconds, GB/s moved
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -16,19 +14,8 @@
 using namespace spdlab;
 
 int main(int argc, char** argv) {
-  int iters = 400;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc) {
-      iters = std::atoi(argv[++i]);
-    } else {
-      std::fprintf(stderr, "usage: elementwise_bench [--iters N]\n");
-      return 2;
-    }
-  }
-  if (iters < 1) {
-    std::fprintf(stderr, "elementwise_bench: --iters must be at least 1\n");
-    return 2;
-  }
+  const int iters = bench::iters_flag(argc, argv, "elementwise_bench", 400);
+  if (iters < 1) return 2;
   const int64_t rows = 6400, cols = 192;
   Generator gen(1);
   const Tensor a = Tensor::randn({rows, cols}, gen), b = Tensor::randn({rows, cols}, gen),

@@ -6,8 +6,6 @@
 // Not part of run.sh: for changes to how a group's products share the threads, built against both libraries and
 // run alternately.
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -20,19 +18,8 @@ using namespace spdlab;
 using Kernels = kernels::Kernels;
 
 int main(int argc, char** argv) {
-  int iters = 30;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc) {
-      iters = std::atoi(argv[++i]);
-    } else {
-      std::fprintf(stderr, "usage: group_bench [--iters N]\n");
-      return 2;
-    }
-  }
-  if (iters < 1) {
-    std::fprintf(stderr, "group_bench: --iters must be at least 1\n");
-    return 2;
-  }
+  const int iters = bench::iters_flag(argc, argv, "group_bench", 30);
+  if (iters < 1) return 2;
   Kernels& k = kernels::get(Device::cpu);
   const int64_t rows = 6400, d = 192;
   Generator gen(1);
@@ -77,14 +64,7 @@ int main(int argc, char** argv) {
       k.gemm_group(DType::f32, p, 2);
       k.reduce(kernels::Reduce::sum, DType::f32, dy.raw_data(), db.raw_data(), 1, rows, l.n, nullptr);
     };
-    for (int i = 0; i < 3; ++i) run();  // warm-up: packing buffers, page faults
-    std::vector<double> ms;
-    for (int i = 0; i < iters; ++i) {
-      const double t0 = bench::now_ms();
-      run();
-      ms.push_back(bench::now_ms() - t0);
-    }
-    const bench::Timing s = bench::summarize(ms);
+    const bench::Timing s = bench::time_runs(run, iters);
     const double gflop = 2.0 * 2.0 * static_cast<double>(rows * l.n * l.kd) / 1e9;  // dx and dW
     std::printf("spdlab group %s rows=%lld n=%lld k=%lld median_ms=%.3f min_ms=%.3f gflops=%.1f threads=%d\n", l.name,
                 static_cast<long long>(rows), static_cast<long long>(l.n), static_cast<long long>(l.kd), s.median,
