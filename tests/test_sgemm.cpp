@@ -173,6 +173,9 @@ std::vector<Case> cases() {
   cs.push_back({false, true, 37, 50, 70, 0, Prologue::layer_norm, Prologue::none, true, false, false, false, true});
   cs.push_back({false, true, 130, 40, 300, 0, Prologue::layer_norm, Prologue::none, false, false, false, false, true});
   cs.push_back({true, true, 23, 19, 260, 0, Prologue::gelu, Prologue::layer_norm, true, false, false, false, true});
+  // gelu' (with a bias and a residual) on whole 6x32 tiles and edge ones, over three K blocks.
+  cs.push_back({false, false, 20, 70, 600, 0, Prologue::none, Prologue::none, true, true, false, true});
+  cs.push_back({false, true, 13, 64, 300, 0, Prologue::none, Prologue::none, false, true, true});
   return cs;
 }
 

@@ -212,9 +212,17 @@ struct ARows {
   int64_t rs = 1, ks = MR;
 };
 
+// gelu'(x) of a 6 x W tile (row stride ld) into g (row stride W), by epilogue_rows's loop on each row, so each
+// value has the same bits.
+template <int64_t W>
+__attribute__((always_inline)) inline void gelu_grad_tile(const float* x, int64_t ld, float* g) {
+  for (int64_t r = 0; r < 6; ++r) SPDLAB_SIMD for (int64_t j = 0; j < W; ++j) g[r * W + j] = gelu_exact_grad(x[r * ld + j]);
+}
+
 // C[0..6)[0..16) (ldc) = (add ? C + : ) sum_k a[k][0..6) b[k][0..16), each row's sum fused multiply-adds in k order;
-// then, where given, + bias[0..16) and + res[0..6)[0..16) (ldc), the epilogue's first and last steps (epilogue_at)
-// done before the tile is stored: reading the tile back from memory just after storing it stalls.
+// then, where given, + bias[0..16), x gelu'(gg[0..6)[0..16)) and + res[0..6)[0..16) (both ldc), the epilogue's steps
+// in epilogue_at's order, done before the tile is stored: reading the tile back from memory just after storing it
+// stalls.
 // 12 ymm accumulators keep two 256-bit FMA units busy: 32 flops a cycle, half of what Tile6x32 gets from CPUs
 // whose two FMA units are 512 bits wide (Zen 5, Xeons with two).
 struct Tile6x16 {
@@ -222,7 +230,8 @@ struct Tile6x16 {
   static constexpr bool kWide = false;  // pack's loops at 256 bits
   template <bool kInPlace = false>
   static void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add,
-                    const float* bias = nullptr, const float* res = nullptr, ARows ar = {}) {
+                    const float* bias = nullptr, const float* gg = nullptr, const float* res = nullptr,
+                    ARows ar = {}) {
     const int64_t rs = kInPlace ? ar.rs : 1, ks = kInPlace ? ar.ks : MR;
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
            c40 = c00, c41 = c00, c50 = c00, c51 = c00;
@@ -249,7 +258,10 @@ struct Tile6x16 {
       a += ks;
       b += NR;
     }
-    auto put = [&](float* row, __m256 lo, __m256 hi) {
+    alignas(64) float grad[MR * NR];  // gelu'(gg), the whole tile's at once
+    if (gg) gelu_grad_tile<NR>(gg, ldc, grad);
+    auto put = [&](int64_t r, __m256 lo, __m256 hi) {
+      float* row = c + r * ldc;
       if (add) {
         lo = _mm256_add_ps(_mm256_loadu_ps(row), lo);
         hi = _mm256_add_ps(_mm256_loadu_ps(row + 8), hi);
@@ -258,20 +270,25 @@ struct Tile6x16 {
         lo = _mm256_add_ps(lo, _mm256_loadu_ps(bias));
         hi = _mm256_add_ps(hi, _mm256_loadu_ps(bias + 8));
       }
+      if (gg) {
+        const float* g = grad + r * NR;
+        lo = _mm256_mul_ps(lo, _mm256_load_ps(g));
+        hi = _mm256_mul_ps(hi, _mm256_load_ps(g + 8));
+      }
       if (res) {
-        const float* x = res + (row - c);
+        const float* x = res + r * ldc;
         lo = _mm256_add_ps(lo, _mm256_loadu_ps(x));
         hi = _mm256_add_ps(hi, _mm256_loadu_ps(x + 8));
       }
       _mm256_storeu_ps(row, lo);
       _mm256_storeu_ps(row + 8, hi);
     };
-    put(c + 0 * ldc, c00, c01);
-    put(c + 1 * ldc, c10, c11);
-    put(c + 2 * ldc, c20, c21);
-    put(c + 3 * ldc, c30, c31);
-    put(c + 4 * ldc, c40, c41);
-    put(c + 5 * ldc, c50, c51);
+    put(0, c00, c01);
+    put(1, c10, c11);
+    put(2, c20, c21);
+    put(3, c30, c31);
+    put(4, c40, c41);
+    put(5, c50, c51);
   }
 };
 
@@ -285,6 +302,7 @@ struct Tile6x32 {
   __attribute__((target("avx512f"), noinline)) static void micro(int64_t kc, const float* a, const float* b,
                                                                   float* c, int64_t ldc, bool add,
                                                                   const float* bias = nullptr,
+                                                                  const float* gg = nullptr,
                                                                   const float* res = nullptr, ARows ar = {}) {
     const int64_t rs = kInPlace ? ar.rs : 1, ks = kInPlace ? ar.ks : MR;
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
@@ -312,7 +330,10 @@ struct Tile6x32 {
       a += ks;
       b += NR;
     }
-    auto put = [&](float* row, __m512 lo, __m512 hi) __attribute__((target("avx512f"))) {
+    alignas(64) float grad[MR * NR];  // gelu'(gg), the whole tile's at once
+    if (gg) gelu_grad_tile<NR>(gg, ldc, grad);
+    auto put = [&](int64_t r, __m512 lo, __m512 hi) __attribute__((target("avx512f"), always_inline)) {
+      float* row = c + r * ldc;
       if (add) {
         lo = _mm512_add_ps(_mm512_loadu_ps(row), lo);
         hi = _mm512_add_ps(_mm512_loadu_ps(row + 16), hi);
@@ -321,20 +342,25 @@ struct Tile6x32 {
         lo = _mm512_add_ps(lo, _mm512_loadu_ps(bias));
         hi = _mm512_add_ps(hi, _mm512_loadu_ps(bias + 16));
       }
+      if (gg) {
+        const float* g = grad + r * NR;
+        lo = _mm512_mul_ps(lo, _mm512_load_ps(g));
+        hi = _mm512_mul_ps(hi, _mm512_load_ps(g + 16));
+      }
       if (res) {
-        const float* x = res + (row - c);
+        const float* x = res + r * ldc;
         lo = _mm512_add_ps(lo, _mm512_loadu_ps(x));
         hi = _mm512_add_ps(hi, _mm512_loadu_ps(x + 16));
       }
       _mm512_storeu_ps(row, lo);
       _mm512_storeu_ps(row + 16, hi);
     };
-    put(c + 0 * ldc, c00, c01);
-    put(c + 1 * ldc, c10, c11);
-    put(c + 2 * ldc, c20, c21);
-    put(c + 3 * ldc, c30, c31);
-    put(c + 4 * ldc, c40, c41);
-    put(c + 5 * ldc, c50, c51);
+    put(0, c00, c01);
+    put(1, c10, c11);
+    put(2, c20, c21);
+    put(3, c30, c31);
+    put(4, c40, c41);
+    put(5, c50, c51);
   }
 };
 
@@ -353,7 +379,7 @@ template <class Tile, bool kInPlace = false>
 void micro_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add, int64_t m, int64_t n,
                 ARows ar = {}) {
   alignas(64) float t[MR * Tile::NR];
-  Tile::template micro<kInPlace>(kc, a, b, t, Tile::NR, false, nullptr, nullptr, ar);
+  Tile::template micro<kInPlace>(kc, a, b, t, Tile::NR, false, nullptr, nullptr, nullptr, ar);
   for (int64_t r = 0; r < m; ++r)
     for (int64_t j = 0; j < n; ++j) c[r * ldc + j] = add ? c[r * ldc + j] + t[r * Tile::NR + j] : t[r * Tile::NR + j];
 }
@@ -383,9 +409,10 @@ template <class Tile>
 void epilogue_tile(const GemmEx& ex, float* c, int64_t ldc, int64_t i0, int64_t j0, int64_t m, int64_t n) {
   epilogue_rows(ex, c, ldc, i0, j0, m, n);
 }
-// GELU's derivative, the epilogue of fc2's input gradient, is most of this. In a vit-fmnist training step's
-// profile, this epilogue and the driver it was inlined into took 5.3% of the samples at 256 bits, 3.6% at 512;
-// training ran 1.026x as fast (8 alternating rounds, faster in each).
+// Edge tiles only: a whole tile's epilogue, GELU's derivative (fc2's input gradient) included, is done in the
+// micro-kernel's stores. When every tile's gelu' came here, this function took 5.3% of a vit-fmnist training
+// step's samples at 256 bits and 3.6% at 512 (training 1.026x as fast at 512); in the stores, fc2's backward group
+// runs about 3% faster (bench/README.md).
 template <>
 __attribute__((target("avx512f"), noinline)) void epilogue_tile<Tile6x32>(const GemmEx& ex, float* c, int64_t ldc,
                                                                           int64_t i0, int64_t j0, int64_t m,
@@ -477,16 +504,17 @@ struct Plan {
           if (add) prefetch_tile(c, ldc, m, n);
           if (last && (ex.gelu_grad || ex.residual))
             prefetch_tile(static_cast<const float*>(ex.gelu_grad ? ex.gelu_grad : ex.residual) + (c - C), ldc, m, n);
-          // Rows [ip, ip + 6) in place or packed; bias and residual added as the tile is stored when it is
-          // whole and gelu' is not asked for (it multiplies before the residual adds: epilogue_tile).
-          const bool here = ip < full, fused = m == MR && n == NR && last && !ex.gelu_grad;
+          // Rows [ip, ip + 6) in place or packed; a whole tile's epilogue is done as it is stored (an edge
+          // tile's after: epilogue_tile).
+          const bool here = ip < full, fused = m == MR && n == NR && last;
           const float* a = !here ? ap + (ip - full) * kc : ta ? A + k0 * lda + i0 + ip : A + (i0 + ip) * lda + k0;
           const ARows ar = !here ? ARows{} : ta ? ARows{1, lda} : ARows{lda, 1};
           const float* bias = fused && ex.bias ? static_cast<const float*>(ex.bias) + j0 : nullptr;
+          const float* gg = fused && ex.gelu_grad ? static_cast<const float*>(ex.gelu_grad) + (c - C) : nullptr;
           const float* res = fused && ex.residual ? static_cast<const float*>(ex.residual) + (c - C) : nullptr;
           if (m == MR && n == NR) {
-            if (here) Tile::template micro<true>(kc, a, bpanel, c, ldc, add, bias, res, ar);
-            else Tile::micro(kc, a, bpanel, c, ldc, add, bias, res);
+            if (here) Tile::template micro<true>(kc, a, bpanel, c, ldc, add, bias, gg, res, ar);
+            else Tile::micro(kc, a, bpanel, c, ldc, add, bias, gg, res);
           } else if (here) {
             micro_edge<Tile, true>(kc, a, bpanel, c, ldc, add, m, n, ar);
           } else {
