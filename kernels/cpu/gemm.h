@@ -216,7 +216,8 @@ struct ARows {
 // value has the same bits.
 template <int64_t W>
 __attribute__((always_inline)) inline void gelu_grad_tile(const float* x, int64_t ld, float* g) {
-  for (int64_t r = 0; r < 6; ++r) SPDLAB_SIMD for (int64_t j = 0; j < W; ++j) g[r * W + j] = gelu_exact_grad(x[r * ld + j]);
+  for (int64_t r = 0; r < 6; ++r)
+    SPDLAB_SIMD for (int64_t j = 0; j < W; ++j) g[r * W + j] = gelu_exact_grad(x[r * ld + j]);
 }
 
 // C[0..6)[0..16) (ldc) = (add ? C + : ) sum_k a[k][0..6) b[k][0..16), each row's sum fused multiply-adds in k order;
@@ -412,7 +413,7 @@ void epilogue_tile(const GemmEx& ex, float* c, int64_t ldc, int64_t i0, int64_t 
 // Edge tiles only: a whole tile's epilogue, GELU's derivative (fc2's input gradient) included, is done in the
 // micro-kernel's stores. When every tile's gelu' came here, this function took 5.3% of a vit-fmnist training
 // step's samples at 256 bits and 3.6% at 512 (training 1.026x as fast at 512); in the stores, fc2's backward group
-// runs about 3% faster (bench/README.md).
+// takes 0.962x the time (bench/README.md).
 template <>
 __attribute__((target("avx512f"), noinline)) void epilogue_tile<Tile6x32>(const GemmEx& ex, float* c, int64_t ldc,
                                                                           int64_t i0, int64_t j0, int64_t m,
