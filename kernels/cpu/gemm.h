@@ -212,11 +212,11 @@ struct ARows {
   int64_t rs = 1, ks = MR;
 };
 
-// gelu'(x) of a 6 x W tile (row stride ld) into g (row stride W), by epilogue_rows's loop on each row, so each
+// gelu'(x) of an MR x W tile (row stride ld) into g (row stride W), by epilogue_rows's loop on each row, so each
 // value has the same bits.
 template <int64_t W>
 __attribute__((always_inline)) inline void gelu_grad_tile(const float* x, int64_t ld, float* g) {
-  for (int64_t r = 0; r < 6; ++r)
+  for (int64_t r = 0; r < MR; ++r)
     SPDLAB_SIMD for (int64_t j = 0; j < W; ++j) g[r * W + j] = gelu_exact_grad(x[r * ld + j]);
 }
 
