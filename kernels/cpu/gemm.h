@@ -501,8 +501,11 @@ struct Plan {
           float* c = C + (i0 + ip) * ldc + j0;
           // What the tile's stores read besides A and B (C's partial sums, gelu'(h)'s h, the residual) lies
           // outside L1, often in memory: asked for now, it arrives while the micro-kernel runs (vit-fmnist
-          // training 259 -> 312 img/s).
-          if (add) prefetch_tile(c, ldc, m, n);
+          // training 259 -> 312 img/s). C's lines are asked for even when the tile only writes them: a store
+          // that misses fetches its line all the same, and a product whose C is larger than L3 (fc1 forward's
+          // 6400 x 768) waited for those fetches at every tile (Zen 2, 1 thread: fc1 forward 72 -> 85% of the
+          // peak, qkv forward and fc2's input gradient likewise; prefetchw instead of prefetcht0: no different).
+          prefetch_tile(c, ldc, m, n);
           if (last && (ex.gelu_grad || ex.residual))
             prefetch_tile(static_cast<const float*>(ex.gelu_grad ? ex.gelu_grad : ex.residual) + (c - C), ldc, m, n);
           // Rows [ip, ip + 6) in place or packed; a whole tile's epilogue is done as it is stored (an edge
