@@ -141,7 +141,19 @@ __attribute__((always_inline)) inline void pack_body(const float* X, int64_t ld,
                                                      int64_t kc, float* dst) {
   float tmp[KC];
   int64_t ip0 = 0;  // where the panel-by-panel loop below starts
-  if (!rows_are_stored_rows && pro.kind == GemmPrologue::none && mc >= 2 * W) {
+  if (!rows_are_stored_rows && pro.kind != GemmPrologue::none && mc >= 2 * W && mc / W * W <= KC) {
+    // Several panels of B (Plan::pack_b hands over up to KC / W of them) whose stored rows run along k, under a
+    // prologue (a weight gradient's layer norm or GELU): each stored row's run across every full panel at once,
+    // the prologue over all of it in one loop, then W floats into each panel. Panel by panel, the prologue ran
+    // on runs of W floats (layer norm's statistics fetched again for each) and the copies were memcpy calls of
+    // a size known only at run time (rep movs).
+    const int64_t full = mc / W;
+    for (int64_t k = 0; k < kc; ++k) {
+      prologue_row(pro, X, ld, k0 + k, i0, full * W, tmp);
+      for (int64_t p = 0; p < full; ++p) std::memcpy(dst + p * W * kc + k * W, tmp + p * W, W * sizeof(float));
+    }
+    ip0 = full * W;
+  } else if (!rows_are_stored_rows && pro.kind == GemmPrologue::none && mc >= 2 * W) {
     // A transposed A (a weight gradient's dy^T, when sgemm_tiled packs it): every full panel at once, 8 stored
     // rows at a time. Panel by panel, the kc rows a panel reads lie a row apart, and at vit's 768 floats a row
     // they fall into 4 of L1's 64 sets, so each row's cache line is gone before the next panel reads its
@@ -176,7 +188,9 @@ __attribute__((always_inline)) inline void pack_body(const float* X, int64_t ld,
       }
     } else if (pro.kind == GemmPrologue::none && w == W) {  // the common case, with fixed-size copies
       for (int64_t k = 0; k < kc; ++k) std::memcpy(panel + k * W, X + (k0 + k) * ld + i0 + ip, W * sizeof(float));
-    } else {  // each k is a contiguous run of a stored row
+    } else if (w == W) {  // each k is a contiguous run of a stored row, written where it goes
+      for (int64_t k = 0; k < kc; ++k) prologue_row(pro, X, ld, k0 + k, i0 + ip, W, panel + k * W);
+    } else {  // the same for a last panel of fewer rows
       for (int64_t k = 0; k < kc; ++k) {
         prologue_row(pro, X, ld, k0 + k, i0 + ip, w, tmp);
         std::memcpy(panel + k * W, tmp, w * sizeof(float));
@@ -471,11 +485,16 @@ struct Plan {
     in_place = ex.a.kind == GemmPrologue::none && (!ta || N <= 384);
   }
   size_t b_floats() const { return static_cast<size_t>(phase) * KC * npad; }  // block kb at (kb % phase) KC npad
-  int64_t b_tasks(int64_t kb0) const { return (std::min(kblocks, kb0 + phase) - kb0) * panels; }
+  // B is packed in (K block, group of up to kGroup panels) pieces: a stored row of B read a group's width at a
+  // time (pack_body), rather than NR floats of it per panel.
+  static constexpr int64_t kGroup = KC / NR;
+  int64_t groups() const { return (panels + kGroup - 1) / kGroup; }
+  int64_t b_tasks(int64_t kb0) const { return (std::min(kblocks, kb0 + phase) - kb0) * groups(); }
 
-  void pack_b(int64_t kb0, float* bp, int64_t t) const {  // one (block, panel) pair of the phase at kb0
-    const int64_t kb = kb0 + t / panels, jp = t % panels, k0 = kb * KC, kc = std::min(KC, K - k0), j0 = jp * NR;
-    pack<NR, Tile::kWide>(B, ldb, tb, ex.b, j0, std::min(NR, N - j0), k0, kc,
+  void pack_b(int64_t kb0, float* bp, int64_t t) const {  // one (block, group of panels) pair of the phase at kb0
+    const int64_t kb = kb0 + t / groups(), jp = t % groups() * kGroup, k0 = kb * KC, kc = std::min(KC, K - k0);
+    const int64_t j0 = jp * NR;
+    pack<NR, Tile::kWide>(B, ldb, tb, ex.b, j0, std::min(kGroup * NR, N - j0), k0, kc,
                           bp + (kb - kb0) * KC * npad + jp * kc * NR);
   }
 
