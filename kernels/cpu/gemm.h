@@ -142,11 +142,12 @@ __attribute__((always_inline)) inline void pack_body(const float* X, int64_t ld,
   float tmp[KC];
   int64_t ip0 = 0;  // where the panel-by-panel loop below starts
   if (!rows_are_stored_rows && pro.kind != GemmPrologue::none && mc >= 2 * W && mc / W * W <= KC) {
-    // Several panels of B (Plan::pack_b hands over up to KC / W of them) whose stored rows run along k, under a
-    // prologue (a weight gradient's layer norm or GELU): each stored row's run across every full panel at once,
-    // the prologue over all of it in one loop, then W floats into each panel. Panel by panel, the prologue ran
-    // on runs of W floats (layer norm's statistics fetched again for each) and the copies were memcpy calls of
-    // a size known only at run time (rep movs).
+    // Several panels whose stored rows run along k, under a prologue: B's (Plan::pack_b hands over up to KC / W
+    // of them; a weight gradient's layer norm or GELU), or a transposed A's (x under layer norm, in a weight
+    // gradient computed transposed). Each stored row's run across every full panel at once, the prologue over
+    // all of it in one loop, then W floats into each panel. Panel by panel, the prologue ran on runs of W floats
+    // (layer norm's statistics fetched again for each) and the copies were memcpy calls of a size known only at
+    // run time (rep movs).
     const int64_t full = mc / W;
     for (int64_t k = 0; k < kc; ++k) {
       prologue_row(pro, X, ld, k0 + k, i0, full * W, tmp);
@@ -563,7 +564,7 @@ bool sgemm_empty(int64_t M, int64_t N, int64_t K, float* C, int64_t ldc, const G
 
 // A weight gradient dy^T x with more outputs than inputs (fc1's 768 x 192, qkv's 576 x 192, over 6400 tokens) is
 // computed as its transpose x^T dy into a buffer, then copied back transposed. Its row blocks of A are then
-// reused across four times the panels of B: on a Zen 2 at 1 thread, matmul_bench's 768 x 192 x 6400 ran at
+// reused across 3-4x the panels of B: on a Zen 2 at 1 thread, matmul_bench's 768 x 192 x 6400 ran at
 // 67-76% of the peak and its transpose, 192 x 768 x 6400, at 85-87%. Each element's sum is the same fused
 // multiply-adds in the same order (a b and b a are the same product), so the bits are too. Only without an
 // epilogue (a weight gradient has none) and for C += through a first copy of C into the buffer.
