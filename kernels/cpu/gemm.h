@@ -97,7 +97,7 @@ struct Buffer {
   }
   ~Buffer() { std::free(p); }
 };
-thread_local Buffer tl_a, tl_b;
+thread_local Buffer tl_a, tl_b, tl_t;  // packed A and B; sgemm_tiled's C of a product computed transposed
 
 // Row r, columns [c0, c0 + n) of the stored X, after the prologue, into dst[0, n).
 __attribute__((always_inline)) inline void prologue_row(const GemmPrologue& p, const float* X, int64_t ld, int64_t r,
@@ -569,25 +569,8 @@ bool sgemm_empty(int64_t M, int64_t N, int64_t K, float* C, int64_t ldc, const G
 // multiply-adds in the same order (a b and b a are the same product), so the bits are too. Only without an
 // epilogue (a weight gradient has none) and for C += through a first copy of C into the buffer.
 inline bool computed_transposed(const kernels::Kernels::GemmExCall& c) {
-  return c.trans_a && !c.trans_b && c.M > c.N && c.K > 0 && !c.ex.bias && !c.ex.gelu_grad && !c.ex.residual;
-}
-// The call for C^T = op(B)^T op(A)^T = B^T A into T (N x M): B, stored K x N, is read transposed, A (K x M) as
-// it lies; each operand keeps its prologue. C^T of C += is copied into T first.
-inline kernels::Kernels::GemmExCall transposed_call(const kernels::Kernels::GemmExCall& c, float* T) {
-  kernels::Kernels::GemmExCall t = c;
-  t.trans_a = true;
-  t.trans_b = false;
-  t.M = c.N;
-  t.N = c.M;
-  t.A = c.B;
-  t.lda = c.ldb;
-  t.B = c.A;
-  t.ldb = c.lda;
-  t.C = T;
-  t.ldc = c.M;
-  t.ex.a = c.ex.b;
-  t.ex.b = c.ex.a;
-  return t;
+  return c.trans_a && !c.trans_b && c.M > c.N && c.N > 0 && c.K > 0 && !c.ex.bias && !c.ex.gelu_grad &&
+         !c.ex.residual;
 }
 // dst[j][i] = src[i][j] for i in [r0, r1), j < cols (8 x 8 blocks in registers, the edges one by one).
 inline void transpose_rows(const float* src, int64_t lds, int64_t cols, float* dst, int64_t ldd, int64_t r0,
@@ -619,19 +602,43 @@ inline void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols,
     transpose_rows(src, lds, cols, dst, ldd, 0, rows);
   }
 }
-thread_local Buffer tl_t;  // sgemm_tiled's transposed C
+// The call for C^T = op(B)^T op(A)^T = B^T A into buf (N x M): B, stored K x N, is read transposed, A (K x M) as
+// it lies; each operand keeps its prologue. For C +=, C^T is copied into buf first (on `threads` threads).
+inline kernels::Kernels::GemmExCall transposed_call(const kernels::Kernels::GemmExCall& c, Buffer& buf,
+                                                     int threads) {
+  float* T = buf.get(static_cast<size_t>(c.M) * c.N);
+  if (c.ex.accumulate) transpose(static_cast<const float*>(c.C), c.ldc, c.M, c.N, T, c.M, threads);
+  kernels::Kernels::GemmExCall t = c;
+  t.trans_a = true;
+  t.trans_b = false;
+  t.M = c.N;
+  t.N = c.M;
+  t.A = c.B;
+  t.lda = c.ldb;
+  t.B = c.A;
+  t.ldb = c.lda;
+  t.C = T;
+  t.ldc = c.M;
+  t.ex.a = c.ex.b;
+  t.ex.b = c.ex.a;
+  return t;
+}
+// The transposed result in T (ld M) copied back into c's C, on `threads` threads.
+inline void copy_back(const kernels::Kernels::GemmExCall& c, const float* T, int threads) {
+  transpose(T, c.M, c.N, c.M, static_cast<float*>(c.C), c.ldc, threads);
+}
 
 template <class Tile>
 void sgemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                  int64_t ldb, float* C, int64_t ldc, const GemmEx& ex_in) {
-  if (computed_transposed({ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex_in}) && M > 0 && N > 0) {
-    const int omp_threads = omp_in_parallel() ? 1 : get_num_threads();
-    float* T = tl_t.get(static_cast<size_t>(M) * N);
-    if (ex_in.accumulate) transpose(C, ldc, M, N, T, M, omp_threads);
-    const kernels::Kernels::GemmExCall t = transposed_call({ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex_in}, T);
+  if (const kernels::Kernels::GemmExCall c{ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ex_in};
+      computed_transposed(c)) {
+    const int threads = omp_in_parallel() ? 1 : get_num_threads();
+    const kernels::Kernels::GemmExCall t = transposed_call(c, tl_t, threads);
+    float* T = static_cast<float*>(t.C);
     sgemm_tiled<Tile>(t.trans_a, t.trans_b, t.M, t.N, t.K, static_cast<const float*>(t.A), t.lda,
                       static_cast<const float*>(t.B), t.ldb, T, t.ldc, t.ex);
-    transpose(T, M, N, M, C, ldc, omp_threads);
+    copy_back(c, T, threads);
     return;
   }
   const GemmEx ex = with_statistics(ex_in, ta, tb, M, N, K, A, lda, B, ldb);  // also for an empty C
@@ -682,15 +689,9 @@ void sgemm_group(const kernels::Kernels::GemmExCall* c, int64_t n, bool has_sums
   while (static_cast<int64_t>(tl_group_t.size()) < n) tl_group_t.emplace_back();
   std::vector<Plan<Tile>> plans;
   plans.reserve(n);
-  for (int64_t i = 0; i < n; ++i) {
-    if (!computed_transposed(c[i])) {
-      plans.emplace_back(c[i], 1, /*min_blocks=*/4);
-      continue;
-    }
-    float* T = tl_group_t[i].get(static_cast<size_t>(c[i].M) * c[i].N);
-    if (c[i].ex.accumulate) transpose(static_cast<const float*>(c[i].C), c[i].ldc, c[i].M, c[i].N, T, c[i].M, 1);
-    plans.emplace_back(transposed_call(c[i], T), 1, /*min_blocks=*/4);
-  }
+  for (int64_t i = 0; i < n; ++i)
+    plans.emplace_back(computed_transposed(c[i]) ? transposed_call(c[i], tl_group_t[i], 1) : c[i], 1,
+                       /*min_blocks=*/4);
   std::unique_ptr<Slot[]> slots(new Slot[n]);
   std::atomic<bool> sums_taken{!has_sums};
 
@@ -711,8 +712,7 @@ void sgemm_group(const kernels::Kernels::GemmExCall* c, int64_t n, bool has_sums
       }
       while (s.done.load(std::memory_order_acquire) < p.tasks) _mm_pause();  // a helper's last task
     }
-    if (computed_transposed(c[i]))
-      transpose(p.C, p.ldc, c[i].N, c[i].M, static_cast<float*>(c[i].C), c[i].ldc, 1);
+    if (computed_transposed(c[i])) copy_back(c[i], p.C, 1);
     s.state.store(kFinished, std::memory_order_release);
   };
   // One task of product j's current phase, if one is free; false otherwise.
