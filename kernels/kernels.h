@@ -209,13 +209,13 @@ class Kernels {
   // so every backend draws the same mask for the same generator state.
   virtual void dropout_mask(DType dt, void* mask, int64_t n, double p, uint64_t seed, uint64_t offset) = 0;
 
-  // What attention_fwd saves for attention_bwd, in elements of dt; neither backend keeps the probabilities
-  // [B, H, N, M], both recompute them: the CPU keeps each query row's max and 1 / sum [B, H, N, 2], the GPU's
-  // tiled kernel one log-sum-exp per query row [B, H, N].
+  // What attention_fwd saves for attention_bwd, in elements of dt: the CPU keeps each query row's max and
+  // 1 / sum [B, H, N, 2], then the probabilities [B, H, N, M] of small heads (N M <= 4096) and recomputes the
+  // others'; the GPU's tiled kernel keeps one log-sum-exp per query row [B, H, N] and recomputes them all.
   virtual int64_t attention_saved_numel(int64_t B, int64_t H, int64_t N, int64_t M) const = 0;
   // Attention for one (batch, head) pair at a time, over [B, H] pairs. q [N, D] and out attend over k, v
   // [M, D]; all are addressed by element strides for (b, h, row) with d contiguous; `saved` (attention_saved_numel
-  // elements) is kept for backward. out = softmax(q k^T * scale) v
+  // elements) is kept for backward, or null when no backward follows. out = softmax(q k^T * scale) v
   virtual void attention_fwd(DType dt, int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const void* q,
                              const int64_t* q_str, const void* k, const int64_t* k_str, const void* v,
                              const int64_t* v_str, void* out, const int64_t* out_str, void* saved, double scale) = 0;

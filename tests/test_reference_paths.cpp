@@ -9,6 +9,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "kernels/cpu/common.h"
 #include "kernels/threads.h"
 #include "nn/layers.h"
 #include "optim/reference.h"
@@ -91,16 +92,21 @@ TEST_CASE("attention_reference equals scaled_dot_product_attention and qkv_atten
     }
 }
 
-TEST_CASE("attention's backward recomputes forward's probabilities bit for bit") {
-  // The CPU kernel keeps two numbers per query row, not the probabilities p, and backward computes p again. With
-  // v the identity (N = M = D), forward's out is p itself; with out's gradient the identity too, v's gradient
-  // p^T dout is p transposed. Both products only add exact zeros, so v.grad = out^T holds to the bit exactly when
-  // the recomputed p is forward's. Shapes: small heads (the AVX2 kernels), a head past 1024 tokens (OpenBLAS).
+TEST_CASE("attention's backward gets forward's probabilities bit for bit, kept or recomputed") {
+  // The CPU kernel keeps the probabilities p of heads of at most 4096 (attention_keeps_probabilities); of larger
+  // ones it keeps two numbers per query row, and backward computes p again. With v the identity (N = M = D),
+  // forward's out is p itself; with out's gradient the identity too, v's gradient p^T dout is p transposed. Both
+  // products only add exact zeros, so v.grad = out^T holds to the bit exactly when backward's p is forward's, in
+  // the right head. Shapes: small heads kept (N = 24, 19), recomputed by the AVX2 kernels (N = 65: 4225 > 4096)
+  // and by OpenBLAS's (f64 at N = 70; a head past 1024 tokens).
   struct Case {
     DType dt;
     int64_t B, H, N;
   };
-  for (Case c : {Case{DType::f32, 2, 3, 24}, Case{DType::f64, 2, 2, 19}, Case{DType::f32, 1, 1, 1030}}) {
+  CHECK(cpu::attention_keeps_probabilities(64, 64));
+  CHECK(!cpu::attention_keeps_probabilities(65, 65));
+  for (Case c : {Case{DType::f32, 2, 3, 24}, Case{DType::f64, 2, 2, 19}, Case{DType::f32, 2, 2, 65},
+                 Case{DType::f64, 1, 2, 70}, Case{DType::f32, 1, 1, 1030}}) {
     CAPTURE(c.N);
     const int64_t N = c.N;
     Generator gen(N);

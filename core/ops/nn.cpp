@@ -201,10 +201,13 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
   // The output is laid out [B, N, H, D], so the usual transpose(1, 2).reshape(B, N, H*D) that follows is free.
   Tensor out_bnhd = Tensor::empty({B, N, H, D}, q.dtype(), q.device());
   Tensor out = out_bnhd.permute({0, 2, 1, 3});
-  Tensor saved = Tensor::empty({K(q).attention_saved_numel(B, H, N, M)}, q.dtype(), q.device());
+  // What backward needs is saved only when there will be a backward (the CPU keeps small heads' probabilities).
+  const bool grad = autograd::needs_grad({&q, &k, &v});
+  Tensor saved = grad ? Tensor::empty({K(q).attention_saved_numel(B, H, N, M)}, q.dtype(), q.device()) : Tensor();
   K(q).attention_fwd(q.dtype(), B, H, N, M, D, q.raw_data(), q.strides().data(), k.raw_data(), k.strides().data(),
-                     v.raw_data(), v.strides().data(), out.raw_data(), out.strides().data(), saved.raw_data(), scale);
-  if (!autograd::needs_grad({&q, &k, &v})) return out;
+                     v.raw_data(), v.strides().data(), out.raw_data(), out.strides().data(),
+                     grad ? saved.raw_data() : nullptr, scale);
+  if (!grad) return out;
   Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
   return autograd::record("scaled_dot_product_attention", out, {q, k, v}, [=](const Tensor& dy_in) -> Grads {
     Tensor dy = dy_in.strides()[3] == 1 && dy_in.strides()[2] >= D ? dy_in : dy_in.contiguous();
@@ -237,10 +240,11 @@ Tensor qkv_attention(const Tensor& qkv_in, int64_t num_heads, std::optional<doub
   size_t es = dtype_size(qkv.dtype());
   char* base = static_cast<char*>(qkv.raw_data());
   Tensor out = Tensor::empty({B, Q, C}, qkv.dtype(), qkv.device());
-  Tensor saved = Tensor::empty({K(qkv).attention_saved_numel(B, H, Q, N)}, qkv.dtype(), qkv.device());
+  const bool grad = autograd::needs_grad({&qkv});
+  Tensor saved = grad ? Tensor::empty({K(qkv).attention_saved_numel(B, H, Q, N)}, qkv.dtype(), qkv.device()) : Tensor();
   K(qkv).attention_fwd(qkv.dtype(), B, H, Q, N, D, base, in_str, base + C * es, in_str, base + 2 * C * es, in_str,
-                       out.raw_data(), out_str, saved.raw_data(), scale);
-  if (!autograd::needs_grad({&qkv})) return out;
+                       out.raw_data(), out_str, grad ? saved.raw_data() : nullptr, scale);
+  if (!grad) return out;
   Tensor qd = qkv.detach();
   return autograd::record("qkv_attention", out, {qkv}, [=](const Tensor& dy_in) -> Grads {
     Tensor dy = dy_in.contiguous();

@@ -59,13 +59,16 @@ inline void prefetch_head(const T* X, const int64_t* s, int64_t bh, int64_t H, i
   }
 }
 
-// out = softmax(scale q k^T) v for every head. The probabilities live only in a per-thread buffer; what is kept
-// for backward is two numbers per query row, S [B, H, N, 2] (max and 1 / sum), from which backward recomputes
-// them: a 197-token vit_tiny head would otherwise keep 155 KB, 7.4 MB per block at batch 16.
+// out = softmax(scale q k^T) v for every head. What is kept for backward, in S (null when no backward follows):
+// two numbers per query row, S [B, H, N, 2] (max and 1 / sum), then, where attention_keeps_probabilities, the
+// probabilities P [B, H, N, M]. Other heads' probabilities live only in a per-thread buffer and backward
+// recomputes them from the two numbers, bit for bit: a 197-token vit_tiny head would keep 155 KB, 7.4 MB per
+// block at batch 16.
 template <typename T, typename Products>
 void attention_heads_fwd(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const T* Q, const int64_t* qs,
                          const T* K, const int64_t* ks, const T* V, const int64_t* vs, T* O, const int64_t* os, T* S,
                          double scale) {
+  T* kept = S && attention_keeps_probabilities(N, M) ? S + B * H * N * 2 : nullptr;
   Products::for_heads(B * H, N * M * D, [&](int64_t bh) {
     const int64_t b = bh / H, h = bh % H;
     if (bh + 1 < B * H) {  // the next head's operands, while this one's are computed
@@ -74,20 +77,21 @@ void attention_heads_fwd(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, 
       prefetch_head<false>(V, vs, bh + 1, H, M, D);
       prefetch_head<true>(O, os, bh + 1, H, N, D);
     }
-    T* p = head_scratch<T>(2, N * M);
+    T* p = kept ? kept + bh * N * M : head_scratch<T>(2, N * M);
     Products::abt(N, M, D, Q + b * qs[0] + h * qs[1], qs[2], K + b * ks[0] + h * ks[1], ks[2], p, M);  // q k^T
-    softmax_fwd_t<T>(p, p, N, M, scale, false, S + bh * N * 2);
+    softmax_fwd_t<T>(p, p, N, M, scale, false, S ? S + bh * N * 2 : nullptr);
     Products::ab(N, D, M, p, M, V + b * vs[0] + h * vs[1], vs[2], O + b * os[0] + h * os[1], os[2]);  // p v
   });
 }
 
-// p again from q, k and the saved stats; dv = p^T dout; dp = dout v^T; ds = scale * softmax'(p) dp; dq = ds k;
-// dk = ds^T q.
+// p as forward kept it, or again from q, k and the saved stats; dv = p^T dout; dp = dout v^T;
+// ds = scale * softmax'(p) dp; dq = ds k; dk = ds^T q.
 template <typename T, typename Products>
 void attention_heads_bwd(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, const T* Q, const int64_t* qs,
                          const T* K, const int64_t* ks, const T* V, const int64_t* vs, const T* S, const T* dO,
                          const int64_t* ds, T* dQ, const int64_t* dqs, T* dK, const int64_t* dks, T* dV,
                          const int64_t* dvs, double scale) {
+  const T* kept = attention_keeps_probabilities(N, M) ? S + B * H * N * 2 : nullptr;
   Products::for_heads(B * H, N * M * D, [&](int64_t bh) {
     const int64_t b = bh / H, h = bh % H;
     const T* q = Q + b * qs[0] + h * qs[1];
@@ -102,10 +106,18 @@ void attention_heads_bwd(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, 
       prefetch_head<true>(dQ, dqs, bh + 1, H, N, D);
       prefetch_head<true>(dK, dks, bh + 1, H, M, D);
       prefetch_head<true>(dV, dvs, bh + 1, H, M, D);
+      if (kept) {  // the next head's probabilities, written by forward long ago
+        const char* next = reinterpret_cast<const char*>(kept + (bh + 1) * N * M);
+        for (int64_t o = 0; o < N * M * static_cast<int64_t>(sizeof(T)); o += 64) __builtin_prefetch(next + o, 0, 2);
+      }
     }
-    T* p = head_scratch<T>(2, N * M);
-    Products::abt(N, M, D, q, qs[2], k, ks[2], p, M);  // as in forward, so p is forward's, bit for bit
-    softmax_rows_replay<T>(p, N, M, scale, S + bh * N * 2);
+    const T* p = kept ? kept + bh * N * M : nullptr;
+    if (!kept) {
+      T* r = head_scratch<T>(2, N * M);
+      Products::abt(N, M, D, q, qs[2], k, ks[2], r, M);  // as in forward, so p is forward's, bit for bit
+      softmax_rows_replay<T>(r, N, M, scale, S + bh * N * 2);
+      p = r;
+    }
     T* dp = head_scratch<T>(1, N * M);
     Products::atb(M, D, N, p, M, dout, ds[2], dV + b * dvs[0] + h * dvs[1], dvs[2]);
     Products::abt(N, M, D, dout, ds[2], v, vs[2], dp, M);

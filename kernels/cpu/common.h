@@ -26,6 +26,12 @@ void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
 void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
                const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
 
+// Whether attention's forward keeps a head's N x M probabilities for backward (kernels/cpu/attention.h) rather
+// than backward computing them again from q, k and two numbers per query row: at most 4096 (16 KB in f32).
+// vit-fmnist's 50 x 50 heads are kept, 3.8 MB per block at batch 128, and backward skips a product and a
+// softmax per head; a vit_tiny head's 197 x 197 would keep 7.4 MB per block at batch 16 and is recomputed.
+inline bool attention_keeps_probabilities(int64_t N, int64_t M) { return N * M <= 4096; }
+
 // The CPU kernels whose speed does not depend on the instruction set the loops are compiled for: memory and
 // copies (bandwidth-bound), products (OpenBLAS picks its own kernels at run time), index_select, gather and
 // dropout masks. Each instruction set's CpuKernels derives from it and adds the arithmetic.
@@ -40,8 +46,11 @@ class CpuKernelsShared : public kernels::Kernels {
   void reset_peak_memory() override;
   // A step's pieces spread over the cores; fixed boundaries keep the sums independent of the thread count.
   int64_t optimizer_piece() const override { return 65536; }
-  // Each query row's max and 1 / sum (kernels/cpu/attention.h): backward recomputes the probabilities.
-  int64_t attention_saved_numel(int64_t B, int64_t H, int64_t N, int64_t M) const override { return B * H * N * 2; }
+  // Each query row's max and 1 / sum, then the probabilities of heads small enough to keep
+  // (attention_keeps_probabilities); backward recomputes the others' (kernels/cpu/attention.h).
+  int64_t attention_saved_numel(int64_t B, int64_t H, int64_t N, int64_t M) const override {
+    return B * H * N * (2 + (attention_keeps_probabilities(N, M) ? M : 0));
+  }
 
   void dropout_mask(DType dt, void* mask, int64_t n, double p, uint64_t seed, uint64_t offset) override;
   void copy_strided(DType src_dt, kernels::Strided src, DType dst_dt, void* dst, const int64_t* dst_strides,

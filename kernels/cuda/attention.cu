@@ -68,7 +68,8 @@ __device__ __forceinline__ void for_each_kv_row(T* kt, T* vt, const T* k, Str3 k
 template <typename T, int DMAX>
 __global__ void attention_fwd_kernel(const T* q, Str3 qs, const T* k, Str3 ks, const T* v, Str3 vs, T* out, Str3 os,
                                      T* lse, Dims dm, T scale) {
-  // out [B, H, N, D] = softmax(q k^T scale) v; lse [B, H, N] = the log-sum-exp of each query row's scores
+  // out [B, H, N, D] = softmax(q k^T scale) v; lse [B, H, N] = the log-sum-exp of each query row's scores (lse
+  // null: no backward follows)
   T* kt = shared_mem<T>();
   T* vt = kt + dm.tile * dm.D;
   const int64_t b = blockIdx.z, h = blockIdx.y, n = blockIdx.x * int64_t(kRows) + threadIdx.x, D = dm.D;
@@ -91,7 +92,7 @@ __global__ void attention_fwd_kernel(const T* q, Str3 qs, const T* k, Str3 ks, c
   });
   if (live) {
     store_row(out, os, b, h, n, acc, D, T(1) / sum);
-    lse[(b * gridDim.y + h) * dm.N + n] = mx + log(sum);
+    if (lse) lse[(b * gridDim.y + h) * dm.N + n] = mx + log(sum);
   }
 }
 
