@@ -286,7 +286,7 @@ TEST_CASE("attention's small products: 256-bit and 512-bit registers give the pl
   if (!wide) MESSAGE("this CPU has no AVX-512F: small_gemm_32 is not checked");
   uint64_t seed = 500;
   for (int64_t m : {1, 5, 6, 13, 50})
-    for (int64_t n : {1, 15, 16, 17, 31, 32, 33, 50, 64, 197})
+    for (int64_t n : {1, 8, 15, 16, 17, 24, 31, 32, 33, 41, 50, 57, 64, 197})
       for (int64_t k : {1, 50, 64})
         for (bool at : {false, true}) {  // A stored [m, k], or [k, m] read transposed (as atb does)
           CAPTURE(m);

@@ -181,31 +181,80 @@ void small_gemm_rows(int64_t n, int64_t k, const float* A, int64_t lda, int64_t 
   }
 }
 
+// R rows, w <= 8 columns of C in one 256-bit register a row, for the last columns of small_gemm_rows_wide: on
+// CPUs that split a 512-bit multiply-add in two (Zen 4) it costs half of a 512-bit one. Loads and stores go
+// through AVX-512's masks: AVX's masked store (vmaskmovps) is microcoded on AMD's cores, and 6 of them a tile
+// made vit-fmnist's q k^T 1.5x slower than with none.
+template <int R>
+__attribute__((target("avx512f"))) void small_gemm_rows_8(int64_t w, int64_t k, const float* A, int64_t lda,
+                                                         int64_t ak, const float* B, int64_t ldb, float* C,
+                                                         int64_t ldc) {
+  const __mmask16 m = __mmask16((1u << w) - 1);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  const float* a_k = A;  // A's column kk
+  for (int64_t kk = 0; kk < k; ++kk, a_k += ak) {
+    const __m256 b = _mm512_castps512_ps256(_mm512_maskz_loadu_ps(m, B + kk * ldb));
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a_k + r * lda), b, acc[r]);
+  }
+  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(C + r * ldc, m, _mm512_castps256_ps512(acc[r]));
+}
+
 // The same rows 32 columns at a time in 512-bit registers, for CPUs with AVX-512 (called only there: small_gemm).
-// Each element's sum is small_gemm_rows's, in the same order, so the bits are too; masks cover the last block.
+// Each element's sum is small_gemm_rows's, in the same order, so the bits are too. Full blocks run without masks
+// (vit-fmnist's p v, 50 x 64 x 50, one thread: 99-101 -> 108-113 GFLOP/s); a last block of at most 8 columns
+// takes one 256-bit register a row (small_gemm_rows_8) rather than two 512-bit ones, one of at most 24 one
+// 512-bit register and at most one 256-bit one (vit-fmnist's 50 scores a row: 32 + 16 + 2); masks cover the rest.
 template <int R>
 __attribute__((target("avx512f"))) void small_gemm_rows_wide(int64_t n, int64_t k, const float* A, int64_t lda,
                                                             int64_t ak, const float* B, int64_t ldb, float* C,
                                                             int64_t ldc) {
   for (int64_t j = 0; j < n; j += 32) {
     const int64_t w = std::min<int64_t>(32, n - j);
-    const __mmask16 m0 = w >= 16 ? 0xFFFF : __mmask16((1u << w) - 1);
-    const __mmask16 m1 = w >= 32 ? 0xFFFF : w > 16 ? __mmask16((1u << (w - 16)) - 1) : 0;
+    if (w <= 8) {
+      small_gemm_rows_8<R>(w, k, A, lda, ak, B + j, ldb, C + j, ldc);
+      continue;
+    }
     __m512 acc[R][2];
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     const float* a_k = A;  // A's column kk
-    for (int64_t kk = 0; kk < k; ++kk, a_k += ak) {
-      const float* b = B + kk * ldb + j;
-      const __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
-      for (int r = 0; r < R; ++r) {
-        const __m512 a = _mm512_set1_ps(a_k[r * lda]);
-        acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
-        acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+    if (w == 32) {
+      for (int64_t kk = 0; kk < k; ++kk, a_k += ak) {
+        const float* b = B + kk * ldb + j;
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        for (int r = 0; r < R; ++r) {
+          const __m512 a = _mm512_set1_ps(a_k[r * lda]);
+          acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        }
       }
-    }
-    for (int r = 0; r < R; ++r) {
-      _mm512_mask_storeu_ps(C + r * ldc + j, m0, acc[r][0]);
-      _mm512_mask_storeu_ps(C + r * ldc + j + 16, m1, acc[r][1]);
+      for (int r = 0; r < R; ++r) {
+        _mm512_storeu_ps(C + r * ldc + j, acc[r][0]);
+        _mm512_storeu_ps(C + r * ldc + j + 16, acc[r][1]);
+      }
+    } else if (w <= 24) {  // 16 columns, masked below 16; past 16, 8 more at 256 bits
+      const __mmask16 m0 = w >= 16 ? 0xFFFF : __mmask16((1u << w) - 1);
+      for (int64_t kk = 0; kk < k; ++kk, a_k += ak) {
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, B + kk * ldb + j);
+        for (int r = 0; r < R; ++r) acc[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(a_k[r * lda]), b0, acc[r][0]);
+      }
+      for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(C + r * ldc + j, m0, acc[r][0]);
+      if (w > 16) small_gemm_rows_8<R>(w - 16, k, A, lda, ak, B + j + 16, ldb, C + j + 16, ldc);
+    } else {
+      const __mmask16 m0 = 0xFFFF, m1 = __mmask16((1u << (w - 16)) - 1);
+      for (int64_t kk = 0; kk < k; ++kk, a_k += ak) {
+        const float* b = B + kk * ldb + j;
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+        for (int r = 0; r < R; ++r) {
+          const __m512 a = _mm512_set1_ps(a_k[r * lda]);
+          acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        _mm512_mask_storeu_ps(C + r * ldc + j, m0, acc[r][0]);
+        _mm512_mask_storeu_ps(C + r * ldc + j + 16, m1, acc[r][1]);
+      }
     }
   }
 }
