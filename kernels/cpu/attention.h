@@ -183,8 +183,7 @@ void small_gemm_rows(int64_t n, int64_t k, const float* A, int64_t lda, int64_t 
 
 // R rows, w <= 8 columns of C in one 256-bit register a row, for the last columns of small_gemm_rows_wide: on
 // CPUs that split a 512-bit multiply-add in two (Zen 4) it costs half of a 512-bit one. Loads and stores go
-// through AVX-512's masks: AVX's masked store (vmaskmovps) is microcoded on AMD's cores, and 6 of them a tile
-// made vit-fmnist's q k^T 1.5x slower than with none.
+// through AVX-512's masks rather than AVX's vmaskmovps, whose stores AMD's cores run as microcode.
 template <int R>
 __attribute__((target("avx512f"))) void small_gemm_rows_8(int64_t w, int64_t k, const float* A, int64_t lda,
                                                          int64_t ak, const float* B, int64_t ldb, float* C,
@@ -202,9 +201,12 @@ __attribute__((target("avx512f"))) void small_gemm_rows_8(int64_t w, int64_t k, 
 
 // The same rows 32 columns at a time in 512-bit registers, for CPUs with AVX-512 (called only there: small_gemm).
 // Each element's sum is small_gemm_rows's, in the same order, so the bits are too. Full blocks run without masks
-// (vit-fmnist's p v, 50 x 64 x 50, one thread: 99-101 -> 108-113 GFLOP/s); a last block of at most 8 columns
+// (vit-fmnist's p v, 50 x 64 x 50, Zen 4, one thread: 98.7-99.1 -> 108.3-108.9 GFLOP/s); a last block of at most
+// 8 columns
 // takes one 256-bit register a row (small_gemm_rows_8) rather than two 512-bit ones, one of at most 24 one
 // 512-bit register and at most one 256-bit one (vit-fmnist's 50 scores a row: 32 + 16 + 2); masks cover the rest.
+// The blocks stay in this one function: moved into helpers, their accumulator arrays were kept on the stack by
+// GCC, all 12 stored at every k, at half the speed.
 template <int R>
 __attribute__((target("avx512f"))) void small_gemm_rows_wide(int64_t n, int64_t k, const float* A, int64_t lda,
                                                             int64_t ak, const float* B, int64_t ldb, float* C,
