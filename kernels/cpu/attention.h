@@ -187,7 +187,7 @@ void small_gemm_rows(int64_t n, int64_t k, const float* A, int64_t lda, int64_t 
 // with AVX's masked load and the stores through a buffer ran vit-fmnist's q k^T at 67.8-72.5 GFLOP/s against
 // 74.2-85.9, Zen 4, one thread, 3 alternating runs).
 // GCC 12's intrinsics for the 256 <-> 512-bit casts pass an undefined vector to a builtin and warn that it may
-// be used uninitialized (fixed in GCC 13); the casts leave the upper half undefined by design, and the masks
+// be used uninitialized (GCC bug 105593); the casts leave the upper half undefined by design, and the masks
 // never read or write it.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
