@@ -92,6 +92,7 @@ void attention_heads_bwd(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, 
                          const int64_t* ds, T* dQ, const int64_t* dqs, T* dK, const int64_t* dks, T* dV,
                          const int64_t* dvs, double scale) {
   const T* kept = attention_keeps_probabilities(N, M) ? S + B * H * N * 2 : nullptr;
+  const int64_t kept_strides[3] = {H * N * M, N * M, M};  // P [B, H, N, M]
   Products::for_heads(B * H, N * M * D, [&](int64_t bh) {
     const int64_t b = bh / H, h = bh % H;
     const T* q = Q + b * qs[0] + h * qs[1];
@@ -106,10 +107,7 @@ void attention_heads_bwd(int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, 
       prefetch_head<true>(dQ, dqs, bh + 1, H, N, D);
       prefetch_head<true>(dK, dks, bh + 1, H, M, D);
       prefetch_head<true>(dV, dvs, bh + 1, H, M, D);
-      if (kept) {  // the next head's probabilities, written by forward long ago
-        const char* next = reinterpret_cast<const char*>(kept + (bh + 1) * N * M);
-        for (int64_t o = 0; o < N * M * static_cast<int64_t>(sizeof(T)); o += 64) __builtin_prefetch(next + o, 0, 2);
-      }
+      if (kept) prefetch_head<false>(kept, kept_strides, bh + 1, H, N, M);  // written by forward long ago
     }
     const T* p = kept ? kept + bh * N * M : nullptr;
     if (!kept) {
@@ -209,12 +207,11 @@ __attribute__((target("avx512f"))) void small_gemm_rows_8(int64_t w, int64_t k, 
 
 // The same rows 32 columns at a time in 512-bit registers, for CPUs with AVX-512 (called only there: small_gemm).
 // Each element's sum is small_gemm_rows's, in the same order, so the bits are too. Full blocks run without masks
-// (vit-fmnist's p v, 50 x 64 x 50, Zen 4, one thread: 98.7-99.1 -> 108.3-108.9 GFLOP/s); a last block of at most
-// 8 columns
-// takes one 256-bit register a row (small_gemm_rows_8) rather than two 512-bit ones, one of at most 24 one
-// 512-bit register and at most one 256-bit one (vit-fmnist's 50 scores a row: 32 + 16 + 2); masks cover the rest.
-// The blocks stay in this one function: moved into helpers, their accumulator arrays were kept on the stack by
-// GCC, all 12 stored at every k, at half the speed.
+// (vit-fmnist's p v, 50 x 64 x 50, Zen 4, one thread: 98.7-99.1 -> 108.3-108.9 GFLOP/s). A last block of at most
+// 8 columns takes one 256-bit register a row (small_gemm_rows_8) rather than two 512-bit ones; one of at most 24,
+// one 512-bit register and at most one 256-bit one (vit-fmnist's 50 scores a row: 32 + 16 + 2); one of 25 to 31,
+// a full 512-bit register and a masked one. The blocks stay in this one function: moved into helpers, their
+// accumulator arrays were kept on the stack by GCC, all 12 stored at every k, at half the speed.
 template <int R>
 __attribute__((target("avx512f"))) void small_gemm_rows_wide(int64_t n, int64_t k, const float* A, int64_t lda,
                                                             int64_t ak, const float* B, int64_t ldb, float* C,
@@ -250,11 +247,11 @@ __attribute__((target("avx512f"))) void small_gemm_rows_wide(int64_t n, int64_t 
       }
       for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(C + r * ldc + j, m0, acc[r][0]);
       if (w > 16) small_gemm_rows_8<R>(w - 16, k, A, lda, ak, B + j + 16, ldb, C + j + 16, ldc);
-    } else {
-      const __mmask16 m0 = 0xFFFF, m1 = __mmask16((1u << (w - 16)) - 1);
+    } else {  // 16 columns, then 9 to 15 more through a mask
+      const __mmask16 m1 = __mmask16((1u << (w - 16)) - 1);
       for (int64_t kk = 0; kk < k; ++kk, a_k += ak) {
         const float* b = B + kk * ldb + j;
-        const __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
         for (int r = 0; r < R; ++r) {
           const __m512 a = _mm512_set1_ps(a_k[r * lda]);
           acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
@@ -262,7 +259,7 @@ __attribute__((target("avx512f"))) void small_gemm_rows_wide(int64_t n, int64_t 
         }
       }
       for (int r = 0; r < R; ++r) {
-        _mm512_mask_storeu_ps(C + r * ldc + j, m0, acc[r][0]);
+        _mm512_storeu_ps(C + r * ldc + j, acc[r][0]);
         _mm512_mask_storeu_ps(C + r * ldc + j + 16, m1, acc[r][1]);
       }
     }
