@@ -310,6 +310,38 @@ TEST_CASE("attention's small products: 256-bit and 512-bit registers give the pl
           }
         }
 }
+
+TEST_CASE("softmax's exponentials and their sum: the AVX2 row equals the plain loop bit for bit") {
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return;
+  // Inputs across fast_exp's whole range and past its clamps (-105 and 89, after the shift by mx), with the
+  // values at and next to the clamps, infinities, NaN, zeros of both signs and results that are subnormal.
+  const float edge[] = {-INFINITY, -1e30f, -200.0f, -105.5f, std::nextafter(-105.0f, -200.0f), -105.0f,
+                        std::nextafter(-105.0f, 0.0f), -104.0f, -87.5f, -0.0f, 0.0f, 1e-30f, 88.5f,
+                        std::nextafter(89.0f, 0.0f), 89.0f, std::nextafter(89.0f, 200.0f), 1e30f, INFINITY, NAN};
+  uint64_t seed = 900;
+  for (int64_t cols : {0, 1, 2, 7, 8, 9, 15, 16, 17, 50, 63, 197, 1000})
+    for (int round = 0; round < 6; ++round) {
+      CAPTURE(cols);
+      CAPTURE(round);
+      std::vector<float> x = random_floats(cols, seed++);
+      // round 4: s x - mx is x itself, every third of it an edge value
+      const float s = round < 3 ? 0.125f : 1.0f, mx = round == 4 ? 0.0f : round % 3 == 1 ? 3.0f : -2.5f;
+      for (int64_t c = 0; c < cols; ++c) {
+        if (round == 1) x[c] *= 40.0f;                               // scores a softmax sees
+        if (round == 2 || round == 5) x[c] = x[c] * 120.0f - 20.0f;  // through both clamps
+        if (round == 4 && c % 3 == 0) x[c] = edge[(c / 3) % std::size(edge)];
+      }
+      std::vector<float> want(cols + 1, -7.0f), got(cols + 1, -7.0f);  // the float past the row stays as it is
+      const double want_sum = cpu::avx2::softmax_exp_plain(x.data(), want.data(), cols, s, mx);
+      const double got_sum = cpu::avx2::softmax_exp_avx2(x.data(), got.data(), cols, s, mx);
+      CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(&got_sum, &want_sum, sizeof(double)) == 0);
+      std::vector<float> in_place = x;  // y == x, as softmax_rows_replay runs it
+      const double again = cpu::avx2::softmax_exp_avx2(in_place.data(), in_place.data(), cols, s, mx);
+      CHECK(std::memcmp(in_place.data(), want.data(), cols * sizeof(float)) == 0);
+      CHECK(std::memcmp(&again, &want_sum, sizeof(double)) == 0);
+    }
+}
 #endif
 
 TEST_CASE("gemm_ex composed from the other kernels agrees with the fused SGEMM") {

@@ -46,6 +46,10 @@ bool sgemm_preferred(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
       int64_t ldc
 void small_gemm_16(SPDLAB_SMALL_GEMM_ARGS);
 void small_gemm_32(SPDLAB_SMALL_GEMM_ARGS);
+// Softmax's row of exponentials, y = exp(s x - mx), and their sum in double (kernels/cpu/nn.h's
+// softmax_exp_row): the plain loop that defines the order of the sum, and the AVX2 version the kernels run.
+double softmax_exp_plain(const float* x, float* y, int64_t cols, float s, float mx);
+double softmax_exp_avx2(const float* x, float* y, int64_t cols, float s, float mx);
 }  // namespace avx2
 #endif
 

@@ -236,6 +236,12 @@ void small_gemm_32(SPDLAB_SMALL_GEMM_ARGS) {
   SPDLAB_CHECK(__builtin_cpu_supports("avx512f"), "small_gemm_32: this CPU has no AVX-512F");
   small_gemm_t<true>(m, n, k, A, lda, ak, B, ldb, C, ldc);
 }
+double softmax_exp_plain(const float* x, float* y, int64_t cols, float s, float mx) {
+  return softmax_exp_row_plain(x, y, cols, s, mx);
+}
+double softmax_exp_avx2(const float* x, float* y, int64_t cols, float s, float mx) {
+  return softmax_exp_row_avx2(x, y, cols, s, mx);
+}
 bool sgemm_preferred(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
   static const int mode = [] {  // SPDLAB_SGEMM=blas: OpenBLAS for every product (with gemm_ex composed); for A/B
     const char* e = std::getenv("SPDLAB_SGEMM");
