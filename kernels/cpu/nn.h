@@ -32,39 +32,9 @@ template <typename T>
   return sum;
 }
 #if SPDLAB_CPU_AVX2
-// fast_exp (math.h) on V vectors of 8 floats, the same operations one for one: where the scalar code reads
-// a * b + c, the compiler fuses it into one multiply-add, and so does this. The clamps, as max and min with the
-// bound first, keep a NaN as the scalar comparisons do. Each step runs on all V vectors before the next: one
-// exp is a chain of some 20 dependent operations, and a core keeps only a few dozen of them waiting, so
-// vectors done one after another overlap little (one at a time: about 3 cycles an element).
-template <int V>
-__attribute__((always_inline)) inline void fast_exp_8(__m256 (&x)[V]) {
-  const __m256 magic = _mm256_set1_ps(12582912.0f);
-  const __m256i bias = _mm256_set1_epi32(127);
-  __m256 n[V], r[V], p[V];
-  for (int v = 0; v < V; ++v) {
-    x[v] = _mm256_min_ps(_mm256_set1_ps(89.0f), _mm256_max_ps(_mm256_set1_ps(-105.0f), x[v]));
-    n[v] = _mm256_sub_ps(_mm256_fmadd_ps(x[v], _mm256_set1_ps(1.44269504088896341f), magic), magic);
-  }
-  for (int v = 0; v < V; ++v) r[v] = _mm256_fnmadd_ps(n[v], _mm256_set1_ps(0.693359375f), x[v]);
-  for (int v = 0; v < V; ++v) r[v] = _mm256_fnmadd_ps(n[v], _mm256_set1_ps(-2.12194440e-4f), r[v]);
-  for (int v = 0; v < V; ++v)
-    p[v] = _mm256_fmadd_ps(_mm256_set1_ps(1.9875691500e-4f), r[v], _mm256_set1_ps(1.3981999507e-3f));
-  for (int v = 0; v < V; ++v) p[v] = _mm256_fmadd_ps(p[v], r[v], _mm256_set1_ps(8.3334519073e-3f));
-  for (int v = 0; v < V; ++v) p[v] = _mm256_fmadd_ps(p[v], r[v], _mm256_set1_ps(4.1665795894e-2f));
-  for (int v = 0; v < V; ++v) p[v] = _mm256_fmadd_ps(p[v], r[v], _mm256_set1_ps(1.6666665459e-1f));
-  for (int v = 0; v < V; ++v) p[v] = _mm256_fmadd_ps(p[v], r[v], _mm256_set1_ps(5.0000001201e-1f));
-  for (int v = 0; v < V; ++v) {
-    const __m256 e = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p[v], r[v]), r[v], r[v]), _mm256_set1_ps(1.0f));
-    const __m256i ni = _mm256_cvttps_epi32(n[v]), h = _mm256_srai_epi32(ni, 1);
-    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, bias), 23));
-    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), bias), 23));
-    x[v] = _mm256_mul_ps(_mm256_mul_ps(e, s1), s2);
-  }
-}
-// softmax_exp_row_plain for floats, 8 at a time, in its order, 32 a step (then 16, then the rest). The compiler's
-// own vectorization of the loop it replaces tested the clamps by compares and blends: 3.7-4.2 cycles an element
-// against 2.2-3.2 here (a row of 197 or 50 in L1, Zen 4).
+// softmax_exp_row_plain for floats, 8 at a time (fast_exp_8, math.h), in its order, 32 a step (then 16, then
+// the rest). The compiler's own vectorization of the loop it replaces tested the clamps by compares and blends:
+// 3.7-4.2 cycles an element against 2.2-3.2 here (a row of 197 or 50 in L1, Zen 4).
 [[gnu::noinline]] inline double softmax_exp_row_avx2(const float* x, float* y, int64_t cols, float s, float mx) {
   const __m256 vs = _mm256_set1_ps(s), vm = _mm256_set1_ps(mx);
   __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();  // sums 0-3 and 4-7
@@ -82,7 +52,7 @@ __attribute__((always_inline)) inline void fast_exp_8(__m256 (&x)[V]) {
       add(e[v]);
     }
   }
-  for (; c + 16 <= cols; c += 16) {
+  if (c + 16 <= cols) {  // at most once: fewer than 32 are left
     __m256 e[2] = {_mm256_fmsub_ps(_mm256_loadu_ps(x + c), vs, vm),
                    _mm256_fmsub_ps(_mm256_loadu_ps(x + c + 8), vs, vm)};
     fast_exp_8(e);
@@ -90,6 +60,7 @@ __attribute__((always_inline)) inline void fast_exp_8(__m256 (&x)[V]) {
     _mm256_storeu_ps(y + c + 8, e[1]);
     add(e[0]);
     add(e[1]);
+    c += 16;
   }
   alignas(32) double lane[8];
   alignas(32) float t[8];
