@@ -3,6 +3,7 @@
 // Layout notes use shape letters: rows x cols means row-major, cols contiguous.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "core/tensor.h"
@@ -67,6 +68,17 @@ class Kernels {
   // How optimizers split a step: the most elements one fused call takes. The CPU's fixed pieces spread over
   // its cores; a GPU takes each tensor whole (INT64_MAX), and its calls are queued from one host thread.
   virtual int64_t optimizer_piece() const = 0;
+
+  // Inference in chunks (models/evaluate.h's logits): the token rows (images x tokens) a chunk of a batch should
+  // hold, or 0 where a batch runs whole (the default: a GPU's ops queue on one stream from one host thread). The
+  // CPU runs the chunks side by side (run_apart), each on one thread, so its ops need no barrier between them.
+  virtual int64_t inference_chunk_rows() const { return 0; }
+  // Calls f(i) for every i in [0, n): independent pieces of work that run ops themselves. The CPU runs them on
+  // its threads, every op inside a piece on the thread running it; the default calls them in order. An error
+  // thrown by a piece is rethrown here once every piece has run (the first, if several throw).
+  virtual void run_apart(int64_t n, const std::function<void(int64_t)>& f) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+  }
 
   // Memory. copy_strided converts dtypes; dst may be strided too (for narrow().copy_()).
   virtual void copy_strided(DType src_dt, Strided src, DType dst_dt, void* dst, const int64_t* dst_strides,

@@ -1,5 +1,6 @@
 // The Vision Transformer: PyTorch parity on committed fixtures, timm names, checkpoint round trips,
-// load errors, Hugging Face name mapping, head replacement, pos-embed resampling and freezing.
+// load errors, Hugging Face name mapping, head replacement, pos-embed resampling, freezing, and inference in
+// chunks side by side (logits, Kernels::run_apart).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -7,11 +8,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "core/autograd.h"
 #include "core/io/safetensors.h"
+#include "models/evaluate.h"
 #include "models/vit.h"
 #include "kernels/kernels.h"
+#include "kernels/threads.h"
 #include "tests/support.h"
 
 using namespace spdlab;
@@ -109,6 +114,71 @@ TEST_CASE("Block::forward_class_token equals row 0 of Block::forward, gradients 
     CAPTURE(i);
     CHECK(max_abs_diff(gf[i], gp[i]) <= 1e-5 * max_abs(gf[i]));
   }
+}
+
+TEST_CASE("logits: a batch's chunks side by side give model.forward's logits, on any thread count the same bits") {
+  // The study's architecture (vit_fmnist_tiny, 2 blocks here): 45 images are 2250 token rows, cut into 4 chunks of
+  // 11-12 images (the CPU's Kernels::inference_chunk_rows, 1024); 7 images (350 rows) run whole. Where spdlab's
+  // SGEMM takes the products (AVX2 CPUs), each element of a product sums the same terms in the same order at any
+  // number of rows, so the chunks' logits are forward's to the bit; OpenBLAS (the baseline set, SPDLAB_SGEMM=blas)
+  // promises no such thing, so there they agree to rounding, and still do not depend on the thread count.
+  const char* sgemm = std::getenv("SPDLAB_SGEMM");
+  const bool own_sgemm = std::string(kernels::cpu_isa()) != "base" && !(sgemm && std::string(sgemm) == "blas");
+  VisionTransformer model(small_cfg(), 3);
+  model.eval();
+  Generator gen(5);
+  const int threads = get_num_threads();
+  for (int64_t B : {45, 7}) {
+    CAPTURE(B);
+    const Tensor x = Tensor::randn({B, 1, 28, 28}, gen);
+    Tensor whole;
+    {
+      autograd::NoGradGuard ng;
+      whole = model.forward(x);
+    }
+    std::vector<std::vector<float>> got;
+    for (int t : {1, std::max(2, threads)}) {
+      CAPTURE(t);
+      set_num_threads(t);
+      const Tensor y = logits(model, x);
+      CHECK(y.shape() == whole.shape());
+      CHECK_FALSE(y.requires_grad());
+      CHECK(max_abs_diff(y, whole) <= 1e-5 * max_abs(whole));
+      if (own_sgemm) CHECK(y.to_vector_f32() == whole.to_vector_f32());
+      got.push_back(y.to_vector_f32());
+    }
+    CHECK(got[0] == got[1]);
+  }
+  set_num_threads(threads);
+  model.train();
+  CHECK_THROWS_WITH_AS(logits(model, Tensor::zeros({2, 1, 28, 28})), doctest::Contains("call model.eval() first"),
+                       Error);
+}
+
+TEST_CASE("Kernels::run_apart: every piece once, each piece's ops on one thread, a piece's error rethrown") {
+  kernels::Kernels& k = kernels::get(Device::cpu);
+  const int threads = get_num_threads();
+  set_num_threads(std::max(2, threads));
+  Generator gen(2);
+  const Tensor a = Tensor::randn({96, 80}, gen), b = Tensor::randn({80, 72}, gen);
+  const std::vector<float> expect = matmul(a, b).to_vector_f32();
+  std::vector<int> runs(10, 0);
+  std::vector<std::vector<float>> outs(10);
+  k.run_apart(10, [&](int64_t i) {
+    ++runs[static_cast<size_t>(i)];
+    outs[static_cast<size_t>(i)] = matmul(a, b).to_vector_f32();
+  });
+  for (size_t i = 0; i < runs.size(); ++i) {
+    CAPTURE(i);
+    CHECK(runs[i] == 1);
+    CHECK(outs[i] == expect);
+  }
+  CHECK_THROWS_WITH_AS(k.run_apart(6,
+                                   [&](int64_t i) {
+                                     if (i == 3) SPDLAB_FAIL("piece ", i, " failed");
+                                   }),
+                       doctest::Contains("piece 3 failed"), Error);
+  set_num_threads(threads);
 }
 
 TEST_CASE("parameter names are timm's checkpoint keys, in order") {

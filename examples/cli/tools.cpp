@@ -19,6 +19,7 @@
 #include "examples/cli/study.h"
 #include "examples/cli/train.h"
 #include "kernels/threads.h"
+#include "models/evaluate.h"
 #include "models/vit.h"
 #include "nn/interpolate.h"
 
@@ -178,7 +179,7 @@ int run_predict(int argc, char** argv) {
     Tensor logits = Tensor::empty({x.size(0), cfg.num_classes});
     for (int64_t b = 0; b < x.size(0); b += kEvalBatch) {
       const int64_t n = std::min(kEvalBatch, x.size(0) - b);
-      logits.narrow(0, b, n).copy_(model->forward(x.narrow(0, b, n).contiguous().to(device)).cpu());
+      logits.narrow(0, b, n).copy_(models::logits(*model, x.narrow(0, b, n).contiguous().to(device)).cpu());
     }
     if (logits_out.empty())
       for (int64_t i = 0; i < x.size(0); ++i) show(in + "[" + std::to_string(i) + "]", logits.select(0, i));

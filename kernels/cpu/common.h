@@ -46,6 +46,10 @@ class CpuKernelsShared : public kernels::Kernels {
   void reset_peak_memory() override;
   // A step's pieces spread over the cores; fixed boundaries keep the sums independent of the thread count.
   int64_t optimizer_piece() const override { return 65536; }
+  // Inference chunks of about 1024 token rows (vit-fmnist: about 20 images), whole chunks to each thread
+  // (models/evaluate.h's logits; the measurements are in bench/README.md).
+  int64_t inference_chunk_rows() const override { return 1024; }
+  void run_apart(int64_t n, const std::function<void(int64_t)>& f) override;
   // Each query row's max and 1 / sum, then the probabilities of heads small enough to keep
   // (attention_keeps_probabilities); backward recomputes the others' (kernels/cpu/attention.h).
   int64_t attention_saved_numel(int64_t B, int64_t H, int64_t N, int64_t M) const override {
