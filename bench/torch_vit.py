@@ -13,7 +13,11 @@ Threading setups (--threads-setup):
   one-thread  torch.set_num_threads(1); OpenBLAS keeps its own threads
   all-threads torch.set_num_threads(os.cpu_count())
   passive     all-threads with OMP_WAIT_POLICY=PASSIVE (set here before torch loads its OpenMP runtime)
-  one-thread-avx512, passive-avx512
+  chunks      inference (infer, eval) side by side, as spdlab's models::logits runs it: the batch cut into one
+              chunk per core, each chunk's forward on a thread of its own (PyTorch's ops release the GIL) with
+              torch.set_num_threads(1) and OpenBLAS on one thread (OPENBLAS_NUM_THREADS=1, set before torch loads),
+              the logits concatenated. Training runs as one-thread with OpenBLAS on one thread (bench/run.sh skips it)
+  one-thread-avx512, passive-avx512, chunks-avx512
               the same with PyTorch on AVX-512 wherever it offers it: OPENBLAS_CORETYPE=SkylakeX (OpenBLAS's AVX-512
               kernels, which Debian's OpenBLAS 0.3.21 does not pick by itself on CPUs newer than it, Zen 4 and 5:
               it falls back to its AVX2 Haswell kernels) and ATEN_CPU_CAPABILITY=avx512 (PyTorch's own kernels;
@@ -28,8 +32,10 @@ import os
 import resource
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-SETUPS = ("default", "one-thread", "all-threads", "passive", "one-thread-avx512", "passive-avx512")
+SETUPS = ("default", "one-thread", "all-threads", "passive", "chunks", "one-thread-avx512", "passive-avx512",
+          "chunks-avx512")
 
 
 def parse_args():
@@ -54,6 +60,8 @@ if ARGS.threads_setup.endswith("-avx512"):
     os.environ["ATEN_CPU_CAPABILITY"] = "avx512"
 if THREADS == "passive":
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+if THREADS == "chunks":
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import torch  # noqa: E402  (after OMP_WAIT_POLICY)
 import torch.nn.functional as F  # noqa: E402
@@ -79,9 +87,24 @@ def forward_macs_per_image(c):
     return N * C * P * P * D + c["depth"] * block + D * K
 
 
+def forward_fn(model):
+    """model(x), or under the chunks setup the batch's chunks side by side, one per core, each on its own thread
+    (grad mode is per thread in PyTorch, so each turns it off)."""
+    if THREADS != "chunks":
+        return model
+    cores = os.cpu_count()
+    pool = ThreadPoolExecutor(cores)
+
+    def one(part):
+        with torch.no_grad():
+            return model(part)
+
+    return lambda x: torch.cat(list(pool.map(one, torch.chunk(x, cores))))
+
+
 def main():
     args = ARGS
-    if THREADS == "one-thread":
+    if THREADS in ("one-thread", "chunks"):
         torch.set_num_threads(1)
     elif THREADS in ("all-threads", "passive"):
         torch.set_num_threads(os.cpu_count())
@@ -99,19 +122,21 @@ def main():
     if args.mode == "eval":
         model.eval()
         xs = [torch.rand((batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"]), generator=gen) for _ in range(2)]
+        run = forward_fn(model)
         with torch.no_grad():
             for i in range(warmup + iters):
                 t0 = time.perf_counter()
                 for xb in xs:
-                    model(xb).argmax(1)
+                    run(xb).argmax(1)
                 if i >= warmup:
                     times.append((time.perf_counter() - t0) * 1e3 / len(xs))
     elif args.mode == "infer":
         model.eval()
+        run = forward_fn(model)
         with torch.no_grad():
             for i in range(warmup + iters):
                 t0 = time.perf_counter()
-                model(x)
+                run(x)
                 if i >= warmup:
                     times.append((time.perf_counter() - t0) * 1e3)
     else:

@@ -1,7 +1,7 @@
-// vit_bench: images per second of a ViT forward pass (inference), of a full training step (forward,
-// cross-entropy, backward, AdamW step), or of the study's evaluation (eval: models::accuracy over a dataset,
-// the loader, preprocessing, forward and argmax, as `spdlab compare` scores a domain), with the achieved GFLOP/s
-// and the process's peak RSS. One mode per process, so the RSS belongs to that mode. A benchmark, never a test;
+// vit_bench: images per second of inference (infer: models::logits; forward: a bare model.forward), of a full
+// training step (forward, cross-entropy, backward, AdamW step), or of the study's evaluation (eval:
+// models::accuracy over a dataset, the loader, preprocessing, forward and argmax, as `spdlab compare` scores a
+// domain), with the achieved GFLOP/s and the process's peak RSS. One mode per process, so the RSS belongs to that mode. A benchmark, never a test;
 // bench/torch_vit.py measures PyTorch on the same models and prints the same line, and bench/run.sh interleaves
 // the two.
 #include <sys/resource.h>
@@ -74,9 +74,11 @@ double peak_rss_mb() {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: vit_bench [--mode train|infer|eval] [--config vit-fmnist|vit-tiny16] [--batch B] [--iters N]\n"
-               "                 [--warmup W]\n"
+               "usage: vit_bench [--mode train|infer|forward|eval] [--config vit-fmnist|vit-tiny16] [--batch B]\n"
+               "                 [--iters N] [--warmup W]\n"
                "  --batch   images per batch (default: the config's; eval: 500, the study's kEvalBatch)\n"
+               "  infer     models::logits, inference's entry point (the batch's chunks side by side on the CPU);\n"
+               "            forward: model.forward alone, every op on all threads\n"
                "  eval      one iteration scores 2 batches of random images with models::accuracy (loader,\n"
                "            preprocessing, forward, argmax); median_ms is per batch\n"
                "prints: spdlab <config> <mode> batch=B median_ms=.. img_per_s=.. gflops=.. peak_rss_mb=.. ...\n");
@@ -102,7 +104,7 @@ int main(int argc, char** argv) {
     }
     else return usage();
   }
-  if (mode != "train" && mode != "infer" && mode != "eval") return usage();
+  if (mode != "train" && mode != "infer" && mode != "forward" && mode != "eval") return usage();
   try {
     const double base_rss = peak_rss_mb();
     BenchConfig bc = bench_config(config);
@@ -136,12 +138,12 @@ int main(int argc, char** argv) {
     } else {
       // One fixed batch of inputs already in the normalized range.
       const Tensor x = Tensor::randn({bc.batch, c.in_chans, c.img_size, c.img_size}, gen);
-      if (mode == "infer") {
+      if (mode == "infer" || mode == "forward") {
         autograd::NoGradGuard ng;
         model.eval();
         for (int i = 0; i < warmup + iters; ++i) {
           const double t0 = now_ms();
-          Tensor logits = model.forward(x);
+          Tensor logits = mode == "infer" ? models::logits(model, x) : model.forward(x);
           if (i >= warmup) times.push_back(now_ms() - t0);
         }
       } else {
