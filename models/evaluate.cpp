@@ -26,11 +26,12 @@ Tensor logits(VisionTransformer& model, const Tensor& x) {
   autograd::NoGradGuard ng;
   const ViTConfig& c = model.config();
   const int64_t B = x.size(0), grid = c.img_size / c.patch_size, tokens = grid * grid + 1;
-  const int64_t chunk_rows = kernels::get(x.device()).inference_chunk_rows();
+  kernels::Kernels& k = kernels::get(x.device());
+  const int64_t chunk_rows = k.inference_chunk_rows();
   const int64_t n = chunk_rows > 0 ? std::min(B, chunks_of(B * tokens, chunk_rows)) : 1;
-  if (n <= 1) return model.forward(x);
+  if (n <= 1 || n < k.apart_width()) return model.forward(x);  // too few chunks to keep every thread busy
   std::vector<Tensor> features(static_cast<size_t>(n));
-  kernels::get(x.device()).run_apart(n, [&](int64_t i) {
+  k.run_apart(n, [&](int64_t i) {
     autograd::NoGradGuard worker;  // grad mode is per thread
     const int64_t b0 = B * i / n, b1 = B * (i + 1) / n;
     features[static_cast<size_t>(i)] = model.forward_features(x.narrow(0, b0, b1 - b0));

@@ -10,13 +10,14 @@ namespace spdlab::models {
 // Logits [B, classes] of x [B, C, H, W] (preprocessed, on the model's device) without grad, for a model in eval
 // mode: inference's entry point (accuracy and `spdlab predict` call it). On a device that runs batches in chunks
 // (Kernels::inference_chunk_rows: the CPU), a batch of more token rows than a chunk's is cut into chunks of about
-// that many rows, their number rounded up to a multiple of 4. The chunks' features are computed side by side
-// (Kernels::run_apart: each chunk on one thread, its ops with no barrier between threads), then the head runs on
-// the whole batch. The cut depends on B and the model, never on the thread count. Each op of the features works
-// row by row, image by image or head by head, and spdlab's SGEMM sums each element's terms in one order at any
-// number of rows, so on AVX2 CPUs the logits are model.forward(x)'s to the bit (tested on the study's ViT),
-// unless a product drops below the SGEMM's size threshold (kernels/cpu/variant.h) at a chunk's size and goes to
-// OpenBLAS; on the baseline instruction set OpenBLAS takes every product, and the two agree to rounding.
+// that many rows, their number rounded up to a multiple of 4 and fixed by B and the model. The chunks' features
+// are computed side by side (Kernels::run_apart: each chunk on one thread, its ops with no barrier between
+// threads), then the head runs on the whole batch; with fewer chunks than threads, the batch runs whole, every op
+// on all of them. Each op of the features works row by row, image by image or head by head, and spdlab's SGEMM
+// sums each element's terms in one order at any number of rows, so on AVX2 CPUs the logits are
+// model.forward(x)'s to the bit either way (tested on the study's ViT), unless a product drops below the SGEMM's
+// size threshold (kernels/cpu/variant.h) at a chunk's size and goes to OpenBLAS; on the baseline instruction set
+// OpenBLAS takes every product, and the two agree to rounding.
 Tensor logits(VisionTransformer& model, const Tensor& x);
 
 // The share of images whose argmax logit is their label. Each image goes through `transform` (empty: as stored;

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels/kernels.h"
+#include "kernels/threads.h"
 
 namespace spdlab::cpu {
 
@@ -49,6 +50,7 @@ class CpuKernelsShared : public kernels::Kernels {
   // Inference chunks of about 1024 token rows (vit-fmnist: about 20 images), whole chunks to each thread
   // (models/evaluate.h's logits; the measurements are in bench/README.md).
   int64_t inference_chunk_rows() const override { return 1024; }
+  int apart_width() const override { return get_num_threads(); }
   void run_apart(int64_t n, const std::function<void(int64_t)>& f) override;
   // Each query row's max and 1 / sum, then the probabilities of heads small enough to keep
   // (attention_keeps_probabilities); backward recomputes the others' (kernels/cpu/attention.h).
