@@ -218,8 +218,9 @@ for config, mode in keys:
 print("\nSpeed ratio = spdlab img/s / the fastest PyTorch setup's img/s (issue 17's targets: at least 2.0x "
       "training, 2.5x inference). RSS ratio = spdlab / that setup's peak RSS (target while training: at most 0.4). "
       "infer = spdlab's models::logits (a batch's chunks side by side on the CPU) against PyTorch's model(x), or "
-      "in its chunks setups the same side by side. eval = the study's evaluation at its batch size (spdlab: loader, preprocessing, forward, argmax; PyTorch: "
-      "forward and argmax on ready tensors), per batch; its iterations are EVAL_ITERS, not the ones below. "
+      "in its chunks setups the same side by side. eval = the study's evaluation at its batch size (spdlab: "
+      "loader, preprocessing, forward, argmax; PyTorch: forward and argmax on ready tensors), per batch; its "
+      "iterations are EVAL_ITERS, not the ones below. "
       "GFLOP/s counts the whole network's products (the issue's count, as for PyTorch); 'executed' counts what "
       "spdlab runs, whose last block computes the class token's row only.\n")
 

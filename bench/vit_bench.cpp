@@ -1,9 +1,9 @@
 // vit_bench: images per second of inference (infer: models::logits; forward: a bare model.forward), of a full
 // training step (forward, cross-entropy, backward, AdamW step), or of the study's evaluation (eval:
 // models::accuracy over a dataset, the loader, preprocessing, forward and argmax, as `spdlab compare` scores a
-// domain), with the achieved GFLOP/s and the process's peak RSS. One mode per process, so the RSS belongs to that mode. A benchmark, never a test;
-// bench/torch_vit.py measures PyTorch on the same models and prints the same line, and bench/run.sh interleaves
-// the two.
+// domain), with the achieved GFLOP/s and the process's peak RSS. One mode per process, so the RSS belongs to
+// that mode. A benchmark, never a test; bench/torch_vit.py measures PyTorch on the same models and prints the
+// same line, and bench/run.sh interleaves the two.
 #include <sys/resource.h>
 
 #include <algorithm>
