@@ -8,9 +8,9 @@
 # Environment knobs: ITERS (10) and WARMUP (2) per process; CONFIGS ("vit-fmnist vit-tiny16");
 # MODES ("train infer eval"); eval (the study's evaluation at its batch of 500, against PyTorch's inference at
 # 500) runs for EVAL_CONFIGS ("vit-fmnist") with EVAL_ITERS (3) and EVAL_WARMUP (1), each iteration 2 batches;
-# TORCH_SETUPS ("default one-thread all-threads passive chunks", and one-thread-avx512 passive-avx512
-# chunks-avx512 on a CPU with AVX-512; chunks, inference side by side, only for infer and eval); PYTHON
-# (/usr/bin/python3);
+# TORCH_SETUPS ("default one-thread all-threads passive chunks ddp", and one-thread-avx512 passive-avx512
+# chunks-avx512 ddp-avx512 on a CPU with AVX-512; chunks, inference side by side, only for infer and eval; ddp,
+# one process per core under DistributedDataParallel, only for train); PYTHON (/usr/bin/python3);
 # BUILD_DIR (build); JOBS (nproc) for the build; SKIP_BUILD=1 reuses an existing build;
 # SKIP_OPTIM=1 / SKIP_MATMUL=1 skip those benches.
 # Raw lines go to $BUILD_DIR/bench-<stamp>.log, the report to stdout and $BUILD_DIR/bench-<stamp>.md.
@@ -28,8 +28,9 @@ EVAL_ITERS=${EVAL_ITERS:-3}
 EVAL_WARMUP=${EVAL_WARMUP:-1}
 # On a CPU with AVX-512, PyTorch also runs with OpenBLAS's and its own AVX-512 kernels (torch_vit.py's -avx512
 # setups), which Debian's builds do not pick by themselves on Zen 4 and 5: PyTorch's fastest setup must include them.
-DEFAULT_SETUPS="default one-thread all-threads passive chunks"
-grep -qw avx512f /proc/cpuinfo 2>/dev/null && DEFAULT_SETUPS+=" one-thread-avx512 passive-avx512 chunks-avx512"
+DEFAULT_SETUPS="default one-thread all-threads passive chunks ddp"
+grep -qw avx512f /proc/cpuinfo 2>/dev/null &&
+  DEFAULT_SETUPS+=" one-thread-avx512 passive-avx512 chunks-avx512 ddp-avx512"
 TORCH_SETUPS=${TORCH_SETUPS:-$DEFAULT_SETUPS}
 PYTHON=${PYTHON:-/usr/bin/python3}
 BUILD=${BUILD_DIR:-$ROOT/build}
@@ -116,6 +117,7 @@ for cfg in $CONFIGS; do
       if [[ $TORCH == 1 ]]; then
         for s in $SETUPS; do
           [[ $s == chunks* && $mode == train ]] && continue  # chunks side by side is an inference setup
+          [[ $s == ddp* && $mode != train ]] && continue     # and data parallel a training one
           run_one "torch $cfg $mode $s" "$PYTHON" "$ROOT/bench/torch_vit.py" "${args[@]}" --threads-setup "$s"
         done
       fi
@@ -218,7 +220,8 @@ for config, mode in keys:
 print("\nSpeed ratio = spdlab img/s / the fastest PyTorch setup's img/s (issue 17's targets: at least 2.0x "
       "training, 2.5x inference). RSS ratio = spdlab / that setup's peak RSS (target while training: at most 0.4). "
       "infer = spdlab's models::logits (a batch's chunks side by side on the CPU) against PyTorch's model(x), or "
-      "in its chunks setups the same side by side. eval = the study's evaluation at its batch size (spdlab: "
+      "in its chunks setups the same side by side; train's ddp setups are PyTorch's data parallel, one process "
+      "per core. eval = the study's evaluation at its batch size (spdlab: "
       "loader, preprocessing, forward, argmax; PyTorch: forward and argmax on ready tensors), per batch; its "
       "iterations are EVAL_ITERS, not the ones below. "
       "GFLOP/s counts the whole network's products (the issue's count, as for PyTorch); 'executed' counts what "

@@ -17,7 +17,11 @@ Threading setups (--threads-setup):
               chunk per core, each chunk's forward on a thread of its own (PyTorch's ops release the GIL) with
               torch.set_num_threads(1) and OpenBLAS on one thread (OPENBLAS_NUM_THREADS=1, set before torch loads),
               the logits concatenated. Training runs as one-thread with OpenBLAS on one thread (bench/run.sh skips it)
-  one-thread-avx512, passive-avx512, chunks-avx512
+  ddp         training as data parallel on this machine: one process per core, each with one intra-op thread and
+              OpenBLAS on one thread, each stepping its share of the batch under DistributedDataParallel (gloo);
+              images/s of the whole batch, peak RSS the ranks' summed (the idle launcher's left out). For
+              --mode train only (bench/run.sh runs it there alone)
+  one-thread-avx512, passive-avx512, chunks-avx512, ddp-avx512
               the same with PyTorch on AVX-512 wherever it offers it: OPENBLAS_CORETYPE=SkylakeX (OpenBLAS's AVX-512
               kernels, which Debian's OpenBLAS 0.3.21 does not pick by itself on CPUs newer than it, Zen 4 and 5:
               it falls back to its AVX2 Haswell kernels) and ATEN_CPU_CAPABILITY=avx512 (PyTorch's own kernels;
@@ -34,8 +38,8 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-SETUPS = ("default", "one-thread", "all-threads", "passive", "chunks", "one-thread-avx512", "passive-avx512",
-          "chunks-avx512")
+SETUPS = ("default", "one-thread", "all-threads", "passive", "chunks", "ddp", "one-thread-avx512", "passive-avx512",
+          "chunks-avx512", "ddp-avx512")
 
 
 def parse_args():
@@ -60,7 +64,7 @@ if ARGS.threads_setup.endswith("-avx512"):
     os.environ["ATEN_CPU_CAPABILITY"] = "avx512"
 if THREADS == "passive":
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-if THREADS == "chunks":
+if THREADS in ("chunks", "ddp"):
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import torch  # noqa: E402  (after OMP_WAIT_POLICY)
@@ -102,8 +106,82 @@ def forward_fn(model):
     return lambda x: torch.cat(list(pool.map(one, torch.chunk(x, cores))))
 
 
+def train_step(model, opt, x, y):
+    """One training step: forward, F.cross_entropy, backward, the optimizer; loss.item() waits for it all."""
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    loss.item()
+
+
+def ddp_rank(rank, world, port, out):
+    """One process of the ddp setup: its share of the batch, the step under DistributedDataParallel; rank 0 puts
+    the step times on `out`, every rank its peak RSS."""
+    import torch.distributed as dist
+
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    cfg, batch = CONFIGS[ARGS.config]
+    batch = ARGS.batch or batch
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(VisionTransformer(**cfg))
+    gen = torch.Generator().manual_seed(1)  # the same batch as the other setups, then this rank's rows
+    x = torch.randn((batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"]), generator=gen)
+    y = torch.randint(0, cfg["num_classes"], (batch,), generator=gen)
+    lo, hi = batch * rank // world, batch * (rank + 1) // world
+    x, y = x[lo:hi], y[lo:hi]
+    model.train()
+    opt = torch.optim.AdamW(timm_groups(model.module, 0.05), lr=1e-3)
+    times = []
+    for i in range(max(0, ARGS.warmup) + max(1, ARGS.iters)):
+        dist.barrier()
+        t0 = time.perf_counter()
+        train_step(model, opt, x, y)
+        dist.barrier()
+        if i >= max(0, ARGS.warmup):
+            times.append((time.perf_counter() - t0) * 1e3)
+    if rank == 0:
+        out.put(("times", times))
+    out.put(("rss", peak_rss_mb()))
+    dist.destroy_process_group()
+
+
+def main_ddp():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    if ARGS.mode != "train":
+        raise SystemExit("torch_vit.py: the ddp setup is for --mode train")
+    world = os.cpu_count()
+    with socket.socket() as sock:  # a free port for the ranks to meet on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = mp.get_context("spawn").SimpleQueue()
+    mp.start_processes(ddp_rank, args=(world, port, out), nprocs=world, start_method="spawn")
+    times, rss = None, 0.0  # the ranks' peak RSS summed; the launcher, idle, is left out
+    for _ in range(world + 1):
+        kind, value = out.get()
+        if kind == "times":
+            times = value
+        else:
+            rss += value
+    cfg, batch = CONFIGS[ARGS.config]
+    batch = ARGS.batch or batch
+    med = statistics.median_high(times)
+    flop = 2.0 * forward_macs_per_image(cfg) * batch * 3
+    print(f"torch {ARGS.config} train batch={batch} median_ms={med:.2f} img_per_s={batch * 1e3 / med:.1f} "
+          f"gflops={flop / (med * 1e6):.1f} peak_rss_mb={rss:.1f} min_ms={min(times):.2f} "
+          f"base_rss_mb={BASE_RSS:.1f} threads=1 ranks={world} iters={len(times)} warmup={max(0, ARGS.warmup)} "
+          f"setup={ARGS.threads_setup} version={torch.__version__}")
+
+
 def main():
     args = ARGS
+    if THREADS == "ddp":
+        return main_ddp()
     if THREADS in ("one-thread", "chunks"):
         torch.set_num_threads(1)
     elif THREADS in ("all-threads", "passive"):
@@ -144,11 +222,7 @@ def main():
         opt = torch.optim.AdamW(timm_groups(model, 0.05), lr=1e-3)
         for i in range(warmup + iters):
             t0 = time.perf_counter()
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss.item()
+            train_step(model, opt, x, y)
             if i >= warmup:
                 times.append((time.perf_counter() - t0) * 1e3)
     med = statistics.median_high(times)  # the same element vit_bench picks: sorted[n // 2]
