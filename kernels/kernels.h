@@ -73,7 +73,7 @@ class Kernels {
   // hold, or 0 where a batch runs whole (the default: a GPU's ops queue on one stream from one host thread). The
   // CPU runs the chunks side by side (run_apart), each on one thread, so its ops need no barrier between them.
   virtual int64_t inference_chunk_rows() const { return 0; }
-  // How many pieces run_apart runs at once (the CPU: its threads); fewer chunks than that would leave some idle.
+  // How many pieces run_apart runs at once (the CPU: its threads; given fewer, it runs them in turn).
   virtual int apart_width() const { return 1; }
   // Calls f(i) for every i in [0, n): independent pieces of work that run ops themselves. The CPU runs them on
   // its threads, every op inside a piece on the thread running it; the default calls them in order. An error

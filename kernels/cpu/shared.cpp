@@ -63,25 +63,20 @@ void CpuKernelsShared::copy_to_host(void* dst, const void* src, size_t nbytes) {
 kernels::MemoryStats CpuKernelsShared::memory_stats() { return host_memory_stats(); }
 void CpuKernelsShared::reset_peak_memory() { host_reset_peak_memory(); }
 
-// Each thread takes the next piece when done with one (pieces may differ in size: a batch's last chunk). Inside the
-// parallel region every kernel sees omp_in_parallel() and runs on the calling thread (parallel.h, gemm.h; OpenMP
-// OpenBLAS does the same). An exception may not leave an OpenMP region, so the first is kept and rethrown.
+// parallel.h's run_products: with at least as many pieces as threads, each thread takes the next piece when done
+// with one (pieces may differ in size: a batch's last chunk), and every kernel inside sees omp_in_parallel() and
+// runs on the calling thread (OpenMP OpenBLAS does the same); else the pieces run in turn. An exception may not
+// leave an OpenMP region, so each piece's is caught and the first rethrown once all have run.
 void CpuKernelsShared::run_apart(int64_t n, const std::function<void(int64_t)>& f) {
-  const int threads = get_num_threads();
-  if (n < 2 || threads < 2 || omp_in_parallel()) {
-    for (int64_t i = 0; i < n; ++i) f(i);
-    return;
-  }
   std::exception_ptr first;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(std::min<int64_t>(threads, n)))
-  for (int64_t i = 0; i < n; ++i) {
+  run_products(n, [&](int64_t i) {
     try {
       f(i);
     } catch (...) {
 #pragma omp critical(spdlab_run_apart)
       if (!first) first = std::current_exception();
     }
-  }
+  });
   if (first) std::rethrow_exception(first);
 }
 
