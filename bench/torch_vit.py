@@ -106,6 +106,24 @@ def forward_fn(model):
     return lambda x: torch.cat(list(pool.map(one, torch.chunk(x, cores))))
 
 
+def fixed_batch(cfg, batch):
+    """The generator (seed 1) and the one batch every setup times: images x, labels y."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn((batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"]), generator=gen)
+    y = torch.randint(0, cfg["num_classes"], (batch,), generator=gen)
+    return gen, x, y
+
+
+def report(cfg, batch, times, rss, threads, warmup, extra=""):
+    """The result line bench/run.sh reads: medians and minima of `times` (ms), GFLOP/s, peak RSS."""
+    med = statistics.median_high(times)  # the same element vit_bench picks: sorted[n // 2]
+    flop = 2.0 * forward_macs_per_image(cfg) * batch * (3 if ARGS.mode == "train" else 1)
+    print(f"torch {ARGS.config} {ARGS.mode} batch={batch} median_ms={med:.2f} img_per_s={batch * 1e3 / med:.1f} "
+          f"gflops={flop / (med * 1e6):.1f} peak_rss_mb={rss:.1f} min_ms={min(times):.2f} "
+          f"base_rss_mb={BASE_RSS:.1f} threads={threads} {extra}iters={len(times)} warmup={warmup} "
+          f"setup={ARGS.threads_setup} version={torch.__version__}")
+
+
 def train_step(model, opt, x, y):
     """One training step: forward, F.cross_entropy, backward, the optimizer; loss.item() waits for it all."""
     loss = F.cross_entropy(model(x), y)
@@ -115,7 +133,7 @@ def train_step(model, opt, x, y):
     loss.item()
 
 
-def ddp_rank(rank, world, port, out):
+def ddp_rank(rank, world, port, cfg, batch, iters, warmup, out):
     """One process of the ddp setup: its share of the batch, the step under DistributedDataParallel; rank 0 puts
     the step times on `out`, every rank its peak RSS."""
     import torch.distributed as dist
@@ -123,24 +141,20 @@ def ddp_rank(rank, world, port, out):
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    cfg, batch = CONFIGS[ARGS.config]
-    batch = ARGS.batch or batch
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(VisionTransformer(**cfg))
-    gen = torch.Generator().manual_seed(1)  # the same batch as the other setups, then this rank's rows
-    x = torch.randn((batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"]), generator=gen)
-    y = torch.randint(0, cfg["num_classes"], (batch,), generator=gen)
+    _, x, y = fixed_batch(cfg, batch)  # the same batch as the other setups, then this rank's rows
     lo, hi = batch * rank // world, batch * (rank + 1) // world
     x, y = x[lo:hi], y[lo:hi]
     model.train()
     opt = torch.optim.AdamW(timm_groups(model.module, 0.05), lr=1e-3)
     times = []
-    for i in range(max(0, ARGS.warmup) + max(1, ARGS.iters)):
+    for i in range(warmup + iters):
         dist.barrier()
         t0 = time.perf_counter()
         train_step(model, opt, x, y)
         dist.barrier()
-        if i >= max(0, ARGS.warmup):
+        if i >= warmup:
             times.append((time.perf_counter() - t0) * 1e3)
     if rank == 0:
         out.put(("times", times))
@@ -148,7 +162,7 @@ def ddp_rank(rank, world, port, out):
     dist.destroy_process_group()
 
 
-def main_ddp():
+def main_ddp(cfg, batch, iters, warmup):
     import socket
 
     import torch.multiprocessing as mp
@@ -160,7 +174,8 @@ def main_ddp():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     out = mp.get_context("spawn").SimpleQueue()
-    mp.start_processes(ddp_rank, args=(world, port, out), nprocs=world, start_method="spawn")
+    mp.start_processes(ddp_rank, args=(world, port, cfg, batch, iters, warmup, out), nprocs=world,
+                       start_method="spawn")
     times, rss = None, 0.0  # the ranks' peak RSS summed; the launcher, idle, is left out
     for _ in range(world + 1):
         kind, value = out.get()
@@ -168,34 +183,25 @@ def main_ddp():
             times = value
         else:
             rss += value
-    cfg, batch = CONFIGS[ARGS.config]
-    batch = ARGS.batch or batch
-    med = statistics.median_high(times)
-    flop = 2.0 * forward_macs_per_image(cfg) * batch * 3
-    print(f"torch {ARGS.config} train batch={batch} median_ms={med:.2f} img_per_s={batch * 1e3 / med:.1f} "
-          f"gflops={flop / (med * 1e6):.1f} peak_rss_mb={rss:.1f} min_ms={min(times):.2f} "
-          f"base_rss_mb={BASE_RSS:.1f} threads=1 ranks={world} iters={len(times)} warmup={max(0, ARGS.warmup)} "
-          f"setup={ARGS.threads_setup} version={torch.__version__}")
+    report(cfg, batch, times, rss, 1, warmup, f"ranks={world} ")
 
 
 def main():
     args = ARGS
-    if THREADS == "ddp":
-        return main_ddp()
-    if THREADS in ("one-thread", "chunks"):
-        torch.set_num_threads(1)
-    elif THREADS in ("all-threads", "passive"):
-        torch.set_num_threads(os.cpu_count())
     cfg, batch = CONFIGS[args.config]
     if args.batch < 0:
         raise SystemExit("torch_vit.py: --batch must be positive")
     batch = args.batch or (500 if args.mode == "eval" else batch)
+    iters, warmup = max(1, args.iters), max(0, args.warmup)
+    if THREADS == "ddp":
+        return main_ddp(cfg, batch, iters, warmup)
+    if THREADS in ("one-thread", "chunks"):
+        torch.set_num_threads(1)
+    elif THREADS in ("all-threads", "passive"):
+        torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
     model = VisionTransformer(**cfg)
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn((batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"]), generator=gen)
-    y = torch.randint(0, cfg["num_classes"], (batch,), generator=gen)
-    iters, warmup = max(1, args.iters), max(0, args.warmup)
+    gen, x, y = fixed_batch(cfg, batch)
     times = []
     if args.mode == "eval":
         model.eval()
@@ -225,12 +231,7 @@ def main():
             train_step(model, opt, x, y)
             if i >= warmup:
                 times.append((time.perf_counter() - t0) * 1e3)
-    med = statistics.median_high(times)  # the same element vit_bench picks: sorted[n // 2]
-    flop = 2.0 * forward_macs_per_image(cfg) * batch * (3 if args.mode == "train" else 1)
-    print(f"torch {args.config} {args.mode} batch={batch} median_ms={med:.2f} img_per_s={batch * 1e3 / med:.1f} "
-          f"gflops={flop / (med * 1e6):.1f} peak_rss_mb={peak_rss_mb():.1f} min_ms={min(times):.2f} "
-          f"base_rss_mb={BASE_RSS:.1f} threads={torch.get_num_threads()} iters={iters} warmup={warmup} "
-          f"setup={args.threads_setup} version={torch.__version__}")
+    report(cfg, batch, times, peak_rss_mb(), torch.get_num_threads(), warmup)
 
 
 if __name__ == "__main__":
